@@ -1,0 +1,122 @@
+"""Every failure the token flow can report, as one small tree.
+
+    RaidiamOperatorError
+     ├── ConfigurationError ............ the user must change the spec, a Secret or the directory
+     │    ├── CredentialError .......... bad PEM, key/certificate mismatch, expired certificate, weak key
+     │    └── ServerMetadataError ...... issuer mismatch, auth method or alg not supported
+     ├── AuthorizationServerRejection .. 400/401 with an OAuth `error` code (invalid_client, ...)
+     └── TransientError ................ worth retrying with backoff; may carry Retry-After
+          ├── ServerUnavailable ........ 5xx, 429
+          ├── ConnectionFailure ........ timeouts, refused connections, TLS handshake failures
+          └── InvalidTokenResponse ..... a response we cannot use: not JSON, no token, too large
+
+Each error has a `reason`, a CamelCase word used as the status condition reason, and a message
+that says what to fix. Messages never include token, assertion or key material: they are built
+only from metadata (URLs, client ids, codes, key sizes), never from request or response bodies
+beyond the OAuth `error` and `error_description` fields.
+"""
+
+from __future__ import annotations
+
+
+class RaidiamOperatorError(Exception):
+    """Base of all errors raised by this package."""
+
+    reason = "Error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class ConfigurationError(RaidiamOperatorError):
+    """Input that cannot work until someone changes it. Retrying alone will not help."""
+
+    reason = "InvalidConfiguration"
+
+    def __init__(self, message: str, *, reason: str | None = None) -> None:
+        super().__init__(message)
+        if reason is not None:
+            self.reason = reason
+
+
+class CredentialError(ConfigurationError):
+    """The transport certificate or the signing key cannot be used."""
+
+    reason = "InvalidCredentials"
+
+
+class ServerMetadataError(ConfigurationError):
+    """The authorization server's discovery document does not fit this client."""
+
+    reason = "DiscoveryMismatch"
+
+
+class AuthorizationServerRejection(RaidiamOperatorError):
+    """The authorization server answered the token request with an OAuth error."""
+
+    reason = "TokenRequestRejected"
+
+    def __init__(self, error: str, description: str | None, *, status_code: int) -> None:
+        self.error = error
+        self.description = description
+        self.status_code = status_code
+        detail = f": {description}" if description else ""
+        super().__init__(
+            f"the authorization server rejected the token request with "
+            f"{error} (HTTP {status_code}){detail}. {_hint_for(error)}"
+        )
+
+
+class TransientError(RaidiamOperatorError):
+    """A failure that may go away by itself; retry with backoff, honouring `retry_after`."""
+
+    reason = "TransientFailure"
+    #: a short class name for metrics and logs, e.g. "timeout", "http_503"
+    kind = "transient"
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ServerUnavailable(TransientError):
+    reason = "AuthorizationServerUnavailable"
+
+    def __init__(self, message: str, *, status_code: int, retry_after: float | None = None) -> None:
+        super().__init__(message, retry_after=retry_after)
+        self.status_code = status_code
+        self.kind = "rate_limited" if status_code == 429 else f"http_{status_code}"
+
+
+class ConnectionFailure(TransientError):
+    reason = "AuthorizationServerUnreachable"
+
+    def __init__(self, message: str, *, kind: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+class InvalidTokenResponse(TransientError):
+    reason = "InvalidTokenResponse"
+    kind = "invalid_response"
+
+
+_HINTS = {
+    "invalid_client": (
+        "Check that the client id is registered with this authorization server, that its "
+        "registered auth method matches, and that the transport certificate or signing key is "
+        "the one registered for it in the directory."
+    ),
+    "invalid_scope": "Request only scopes that the client is registered for.",
+    "unauthorized_client": (
+        "The client is not allowed to use the client_credentials grant; enable it in the directory."
+    ),
+    "invalid_grant": "The server refused the grant; check the client's registration.",
+    "invalid_request": "The server found the request malformed; check the extra parameters.",
+    "invalid_target": "The requested resource indicator is not known to the server.",
+}
+
+
+def _hint_for(error: str) -> str:
+    return _HINTS.get(error, "See the authorization server's documentation for this error code.")

@@ -1,0 +1,358 @@
+"""The only module that talks HTTP to authorization servers: discovery and the token request.
+
+One pooled `httpx.AsyncClient` per (transport certificate, CA bundle), reused across refreshes,
+so a refresh costs one TLS resumption rather than a full handshake. Server verification is always
+on, against the system trust store or the given CA bundle; there is deliberately no switch to
+turn it off. Proxies come from HTTPS_PROXY / NO_PROXY, as httpx reads them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import os
+import ssl
+import tempfile
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import httpx
+
+from raidiam_operator.credentials import TransportCertificate
+from raidiam_operator.errors import (
+    ConfigurationError,
+    ConnectionFailure,
+    InvalidTokenResponse,
+    ServerMetadataError,
+)
+from raidiam_operator.metadata import (
+    ServerMetadata,
+    check_server_supports,
+    discovery_url,
+    parse_metadata,
+    token_endpoint_for,
+)
+from raidiam_operator.request import TokenRequest, token_form
+from raidiam_operator.tokens import (
+    MAX_RESPONSE_BYTES,
+    IssuedToken,
+    classify_error_response,
+    parse_token_response,
+)
+
+logger = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    """How the operator talks to authorization servers."""
+
+    #: seconds for connect, read, write and pool waits alike
+    timeout: float = 10.0
+    #: how long a discovery document is reused before it is fetched again
+    discovery_ttl: timedelta = timedelta(hours=1)
+    #: pooled clients kept open; each holds one TLS context and its keep-alive connections
+    max_pooled_clients: int = 256
+    #: keep-alive connections per pooled client
+    max_connections_per_client: int = 20
+
+
+@dataclass
+class _Pooled:
+    client: httpx.AsyncClient
+    in_use: int = 0
+    evicted: bool = False
+
+
+@dataclass(frozen=True)
+class _CachedMetadata:
+    metadata: ServerMetadata
+    fetched_at: float
+
+
+class TokenClient:
+    """Discovers authorization servers and requests client-credentials tokens from them."""
+
+    def __init__(
+        self,
+        settings: HttpSettings | None = None,
+        *,
+        clock: Clock = utc_now,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.settings = settings or HttpSettings()
+        self._clock = clock
+        # Tests pass an httpx.MockTransport; production leaves it None so proxies from the
+        # environment apply.
+        self._transport = transport
+        self._clients: OrderedDict[tuple[str, str], _Pooled] = OrderedDict()
+        self._metadata: dict[tuple[str, str], _CachedMetadata] = {}
+        self._discovery_locks: dict[tuple[str, str], asyncio.Lock] = {}
+
+    async def aclose(self) -> None:
+        clients, self._clients = list(self._clients.values()), OrderedDict()
+        for pooled in clients:
+            await pooled.client.aclose()
+
+    async def __aenter__(self) -> TokenClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    # -- discovery -------------------------------------------------------------------------
+
+    async def discover(self, issuer: str, *, ca_bundle: bytes | None = None) -> ServerMetadata:
+        """The issuer's metadata, from cache while fresh. Failures are not cached."""
+        key = (issuer, _digest(ca_bundle))
+        cached = self._metadata.get(key)
+        if (
+            cached
+            and time.monotonic() - cached.fetched_at < self.settings.discovery_ttl.total_seconds()
+        ):
+            return cached.metadata
+        # One discovery per issuer at a time: a burst of new clients shares one fetch.
+        lock = self._discovery_locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            cached = self._metadata.get(key)
+            if (
+                cached
+                and time.monotonic() - cached.fetched_at
+                < self.settings.discovery_ttl.total_seconds()
+            ):
+                return cached.metadata
+            metadata = await self._fetch_metadata(issuer, ca_bundle)
+            self._metadata[key] = _CachedMetadata(metadata, time.monotonic())
+            return metadata
+
+    def forget_metadata(self, issuer: str) -> None:
+        for key in [k for k in self._metadata if k[0] == issuer]:
+            del self._metadata[key]
+
+    async def _fetch_metadata(self, issuer: str, ca_bundle: bytes | None) -> ServerMetadata:
+        url = discovery_url(issuer)
+        async with self._client(None, ca_bundle) as client:
+            status, headers, body = await self._send(client, "GET", url, what="discovery")
+        if status == 404:
+            raise ServerMetadataError(
+                f"there is no discovery document at {url} (HTTP 404); check the issuer URL",
+                reason="DiscoveryNotFound",
+            )
+        if status != 200:
+            raise classify_error_response(status, headers, body, now=self._clock())
+        try:
+            document = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            raise InvalidTokenResponse(f"the discovery document at {url} is not JSON") from None
+        return parse_metadata(document, expected_issuer=issuer)
+
+    # -- token request ---------------------------------------------------------------------
+
+    async def token_endpoint(self, request: TokenRequest) -> str:
+        """Where this client's token request goes; checks the server supports our method."""
+        if request.token_endpoint:
+            return request.token_endpoint
+        metadata = await self.discover(request.issuer, ca_bundle=request.ca_bundle)
+        check_server_supports(
+            metadata, auth_method=request.auth_method, signing_algorithm=request.signing_algorithm
+        )
+        return token_endpoint_for(metadata, mutual_tls=request.transport is not None)
+
+    async def fetch_token(self, request: TokenRequest) -> IssuedToken:
+        """Run the client credentials grant once. Raises a `RaidiamOperatorError` on failure."""
+        endpoint = await self.token_endpoint(request)
+        sent_at = self._clock()
+        form = token_form(request, token_endpoint=endpoint, now=sent_at)
+        async with self._client(request.transport, request.ca_bundle) as client:
+            status, headers, body = await self._send(
+                client, "POST", endpoint, data=form, what="token"
+            )
+        if status != 200:
+            raise classify_error_response(status, headers, body, now=self._clock())
+        # The lifetime counts from when we asked, so we never believe a token lives longer than it does.
+        return parse_token_response(
+            body,
+            now=sent_at,
+            token_endpoint=endpoint,
+            certificate_thumbprint=request.certificate_thumbprint,
+            default_lifetime=request.default_lifetime,
+        )
+
+    async def _send(
+        self,
+        client: httpx.AsyncClient,
+        method: str,
+        url: str,
+        *,
+        what: str,
+        data: dict[str, str] | None = None,
+    ) -> tuple[int, httpx.Headers, bytes]:
+        started = time.monotonic()
+        try:
+            async with client.stream(
+                method, url, data=data, headers={"Accept": "application/json"}
+            ) as response:
+                body = await _read_capped(response)
+                status, headers = response.status_code, response.headers
+        except httpx.TimeoutException:
+            raise ConnectionFailure(
+                f"the {what} request to {url} timed out after {self.settings.timeout:.0f} s",
+                kind="timeout",
+            ) from None
+        except httpx.ConnectError as error:
+            raise _connect_failure(url, what, error) from None
+        except httpx.TransportError as error:
+            raise ConnectionFailure(
+                f"the {what} request to {url} failed: {type(error).__name__}", kind="connection"
+            ) from None
+        logger.debug(
+            "%s request to %s answered HTTP %d in %.0f ms",
+            what,
+            url,
+            status,
+            (time.monotonic() - started) * 1000,
+        )
+        return status, headers, body
+
+    # -- connection pool -------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def _client(
+        self, transport: TransportCertificate | None, ca_bundle: bytes | None
+    ) -> AsyncIterator[httpx.AsyncClient]:
+        key = (_identity(transport), _digest(ca_bundle))
+        pooled = self._clients.get(key)
+        if pooled is None:
+            pooled = _Pooled(self._new_client(transport, ca_bundle))
+            self._clients[key] = pooled
+            await self._evict_beyond_capacity()
+        self._clients.move_to_end(key)
+        pooled.in_use += 1
+        try:
+            yield pooled.client
+        finally:
+            pooled.in_use -= 1
+            if pooled.evicted and pooled.in_use == 0:
+                await pooled.client.aclose()
+
+    async def _evict_beyond_capacity(self) -> None:
+        while len(self._clients) > self.settings.max_pooled_clients:
+            _, oldest = self._clients.popitem(last=False)
+            oldest.evicted = True
+            if oldest.in_use == 0:
+                await oldest.client.aclose()
+
+    def _new_client(
+        self, transport: TransportCertificate | None, ca_bundle: bytes | None
+    ) -> httpx.AsyncClient:
+        limits = httpx.Limits(
+            max_connections=self.settings.max_connections_per_client,
+            max_keepalive_connections=self.settings.max_connections_per_client,
+        )
+        return httpx.AsyncClient(
+            verify=tls_context(transport, ca_bundle),
+            timeout=httpx.Timeout(self.settings.timeout),
+            limits=limits,
+            follow_redirects=False,
+            transport=self._transport,
+        )
+
+
+def tls_context(transport: TransportCertificate | None, ca_bundle: bytes | None) -> ssl.SSLContext:
+    """Verification always on; the client certificate loaded without touching the disk."""
+    if ca_bundle is not None:
+        try:
+            context = ssl.create_default_context(cadata=ca_bundle.decode("ascii"))
+        except (ssl.SSLError, ValueError, UnicodeDecodeError):
+            raise ConfigurationError(
+                "the CA bundle holds no readable PEM certificate; put the authorization server's "
+                "CA certificates (PEM) in it",
+                reason="InvalidCABundle",
+            ) from None
+    else:
+        context = ssl.create_default_context()
+    if transport is not None:
+        _load_client_certificate(context, transport)
+    return context
+
+
+def _load_client_certificate(context: ssl.SSLContext, transport: TransportCertificate) -> None:
+    # ssl only loads keys from a path. An anonymous memory file keeps the key off the disk
+    # (and works on a read-only root filesystem); fall back to a private temp file elsewhere.
+    material = transport.chain_pem() + transport.private_key_pem()
+    if hasattr(os, "memfd_create"):
+        fd = os.memfd_create("raidiam-transport-certificate", os.MFD_CLOEXEC)
+        try:
+            os.write(fd, material)
+            context.load_cert_chain(f"/proc/self/fd/{fd}")
+        finally:
+            os.close(fd)
+        return
+    with tempfile.TemporaryDirectory() as directory:  # pragma: no cover - non-Linux only
+        path = os.path.join(directory, "transport.pem")
+        with open(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600), "wb") as file:
+            file.write(material)
+        context.load_cert_chain(path)
+
+
+async def _read_capped(response: httpx.Response) -> bytes:
+    declared = response.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > MAX_RESPONSE_BYTES:
+        raise InvalidTokenResponse(
+            f"the response from {response.request.url} declares {declared} bytes, more than the "
+            f"{MAX_RESPONSE_BYTES} we accept"
+        )
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > MAX_RESPONSE_BYTES:
+            raise InvalidTokenResponse(
+                f"the response from {response.request.url} is larger than the {MAX_RESPONSE_BYTES} "
+                "bytes we accept"
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _connect_failure(url: str, what: str, error: httpx.ConnectError) -> Exception:
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return ConfigurationError(
+                f"the TLS certificate of {url} is not trusted ({cause.verify_message}); "
+                "if the server uses a private CA, set its certificates as the CA bundle",
+                reason="UntrustedServer",
+            )
+        if isinstance(cause, ssl.SSLError):
+            return ConnectionFailure(
+                f"the TLS handshake with {url} failed ({cause.reason or 'no reason given'}); "
+                "if this is the mTLS endpoint, check that the server accepts the transport certificate",
+                kind="tls",
+            )
+        cause = cause.__cause__ or cause.__context__
+    return ConnectionFailure(f"could not connect to {url} for the {what} request", kind="connect")
+
+
+def _identity(transport: TransportCertificate | None) -> str:
+    if transport is None:
+        return ""
+    # Thumbprint plus key: a re-keyed certificate with the same thumbprint is impossible, but a
+    # rotated Secret can carry a new chain behind the same leaf.
+    return hashlib.sha256(transport.chain_pem()).hexdigest()
+
+
+def _digest(data: bytes | None) -> str:
+    return hashlib.sha256(data).hexdigest() if data is not None else ""

@@ -1,0 +1,228 @@
+"""Reading a token endpoint response into an `IssuedToken`, or a precise error. Pure."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
+
+import jwt
+
+from raidiam_operator.errors import (
+    AuthorizationServerRejection,
+    InvalidTokenResponse,
+    RaidiamOperatorError,
+    ServerUnavailable,
+)
+
+MAX_RESPONSE_BYTES = 1024 * 1024
+DEFAULT_LIFETIME = timedelta(seconds=300)
+# Anything longer is a server bug, not a token lifetime (and would overflow datetime arithmetic).
+MAX_LIFETIME = timedelta(days=366)
+# Rejections that say "you, the client, must change something". Other 4xx are odd but retryable.
+REJECTION_STATUSES = frozenset({400, 401, 403})
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    access_token: str = field(repr=False)
+    token_type: str
+    expires_at: datetime
+    lifetime: timedelta
+    scope: str | None
+    token_endpoint: str
+    certificate_thumbprint: str | None
+
+    @property
+    def expires_in(self) -> int:
+        return int(self.lifetime.total_seconds())
+
+
+def parse_retry_after(value: str | None, *, now: datetime) -> float | None:
+    """`Retry-After` as seconds from `now`: either delta-seconds or an HTTP-date (RFC 9110)."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - now).total_seconds())
+
+
+def unverified_claims(access_token: str) -> dict[str, object] | None:
+    """The claims of a JWT access token, or None when it is opaque.
+
+    We are not the token's audience and hold none of its keys, so we read it without verifying the
+    signature: only to learn its lifetime and its certificate binding, never to trust its grants.
+    """
+    if access_token.count(".") != 2:
+        return None
+    try:
+        claims = jwt.decode(access_token, options={"verify_signature": False})
+    except jwt.PyJWTError:
+        return None
+    return claims if isinstance(claims, dict) else None
+
+
+def classify_error_response(
+    status_code: int, headers: Mapping[str, str], body: bytes, *, now: datetime
+) -> RaidiamOperatorError:
+    """Turn a non-200 token or discovery response into the error the caller should act on."""
+    retry_after = parse_retry_after(headers.get("retry-after"), now=now)
+    if status_code == 429 or status_code >= 500:
+        return ServerUnavailable(
+            f"the authorization server answered HTTP {status_code}"
+            + (f"; it asked to retry after {retry_after:.0f} s" if retry_after is not None else ""),
+            status_code=status_code,
+            retry_after=retry_after,
+        )
+    oauth_error = _oauth_error(body)
+    if status_code in REJECTION_STATUSES and oauth_error is not None:
+        return AuthorizationServerRejection(oauth_error[0], oauth_error[1], status_code=status_code)
+    return InvalidTokenResponse(
+        f"the authorization server answered HTTP {status_code} without an OAuth error code; "
+        "check the token endpoint URL",
+        retry_after=retry_after,
+    )
+
+
+def parse_token_response(
+    body: bytes,
+    *,
+    now: datetime,
+    token_endpoint: str,
+    certificate_thumbprint: str | None,
+    default_lifetime: timedelta = DEFAULT_LIFETIME,
+) -> IssuedToken:
+    """Validate a 200 response. Raises rather than return a token we should not hand out."""
+    if len(body) > MAX_RESPONSE_BYTES:
+        raise InvalidTokenResponse(
+            f"the token response is larger than {MAX_RESPONSE_BYTES} bytes; refusing to read it"
+        )
+    try:
+        document = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidTokenResponse("the token response is not JSON") from None
+    if not isinstance(document, dict):
+        raise InvalidTokenResponse("the token response is not a JSON object")
+    oauth_error = _oauth_error(body, document)
+    if oauth_error is not None:
+        raise AuthorizationServerRejection(oauth_error[0], oauth_error[1], status_code=200)
+
+    access_token = document.get("access_token")
+    if not isinstance(access_token, str) or not access_token:
+        raise InvalidTokenResponse("the token response has no access_token")
+    token_type = document.get("token_type")
+    if not isinstance(token_type, str) or token_type.lower() != "bearer":
+        raise InvalidTokenResponse(
+            f"the token response has token_type {_printable(token_type)}; only Bearer is supported"
+        )
+    claims = unverified_claims(access_token)
+    lifetime = _lifetime(document.get("expires_in"), claims, now=now, default=default_lifetime)
+    _check_binding(claims, certificate_thumbprint)
+    scope = document.get("scope")
+    return IssuedToken(
+        access_token=access_token,
+        token_type="Bearer",
+        expires_at=now + lifetime,
+        lifetime=lifetime,
+        scope=scope if isinstance(scope, str) else None,
+        token_endpoint=token_endpoint,
+        certificate_thumbprint=certificate_thumbprint,
+    )
+
+
+def _lifetime(
+    expires_in: object, claims: Mapping[str, object] | None, *, now: datetime, default: timedelta
+) -> timedelta:
+    if expires_in is None:
+        exp = claims.get("exp") if claims else None
+        if isinstance(exp, int | float) and not isinstance(exp, bool) and math.isfinite(exp):
+            seconds = exp - now.timestamp()
+            if seconds <= 0:
+                raise InvalidTokenResponse("the access token's exp claim is already in the past")
+            return _bounded(seconds)
+        return default
+    if isinstance(expires_in, bool):
+        seconds = math.nan
+    elif isinstance(expires_in, int | float):
+        seconds = float(expires_in)
+    elif isinstance(expires_in, str):
+        try:
+            seconds = float(expires_in.strip())
+        except ValueError:
+            seconds = math.nan
+    else:
+        seconds = math.nan
+    if not math.isfinite(seconds):
+        raise InvalidTokenResponse(
+            f"the token response has expires_in {_printable(expires_in)}; expected a number of seconds"
+        )
+    if seconds <= 0:
+        raise InvalidTokenResponse(
+            f"the token response has expires_in {_printable(expires_in)}; it must be positive"
+        )
+    return _bounded(seconds)
+
+
+def _bounded(seconds: float) -> timedelta:
+    if seconds > MAX_LIFETIME.total_seconds():
+        raise InvalidTokenResponse(
+            f"the token lifetime of {seconds:.0f} s is longer than {MAX_LIFETIME.days} days; "
+            "the server's expires_in is not believable"
+        )
+    return timedelta(seconds=int(seconds))
+
+
+def _check_binding(claims: Mapping[str, object] | None, thumbprint: str | None) -> None:
+    if claims is None:
+        return
+    confirmation = claims.get("cnf")
+    bound_to = confirmation.get("x5t#S256") if isinstance(confirmation, dict) else None
+    if bound_to is None:
+        return
+    if thumbprint is None:
+        raise InvalidTokenResponse(
+            "the access token is bound to a client certificate (cnf.x5t#S256), but no transport "
+            "certificate was used; configure the transport certificate"
+        )
+    if bound_to != thumbprint:
+        raise InvalidTokenResponse(
+            f"the access token is bound to another certificate (cnf.x5t#S256 {_printable(bound_to)}, "
+            f"ours {thumbprint}); refusing to hand it out"
+        )
+
+
+def _oauth_error(body: bytes, document: object = None) -> tuple[str, str | None] | None:
+    if document is None:
+        try:
+            document = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            return None
+    if not isinstance(document, dict):
+        return None
+    error = document.get("error")
+    if not isinstance(error, str) or not error:
+        return None
+    description = document.get("error_description")
+    return (
+        _printable(error, limit=64, quoted=False),
+        _printable(description, limit=300, quoted=False) if isinstance(description, str) else None,
+    )
+
+
+def _printable(value: object, *, limit: int = 40, quoted: bool = True) -> str:
+    """A short, single-line rendering of a server-supplied value for an error message."""
+    text = value if isinstance(value, str) else json.dumps(value)
+    text = "".join(ch if ch.isprintable() else "?" for ch in text)
+    if len(text) > limit:
+        text = text[:limit] + "…"
+    return repr(text) if quoted and isinstance(value, str) else text

@@ -1,0 +1,4 @@
+pytest_plugins = [
+    "raidiam_devenv.fixtures_authserver",
+    "raidiam_devenv.fixtures_kube",
+]
