@@ -17,10 +17,10 @@ import ssl
 import tempfile
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import httpx
 
@@ -39,6 +39,7 @@ from raidiam_operator.metadata import (
     token_endpoint_for,
 )
 from raidiam_operator.request import TokenRequest, token_form
+from raidiam_operator.times import Clock, utc_now
 from raidiam_operator.tokens import (
     MAX_RESPONSE_BYTES,
     IssuedToken,
@@ -47,12 +48,6 @@ from raidiam_operator.tokens import (
 )
 
 logger = logging.getLogger(__name__)
-
-Clock = Callable[[], datetime]
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,5 @@
+import sys
+
+from raidiam_operator.cli import main
+
+sys.exit(main())

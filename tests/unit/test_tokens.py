@@ -1,0 +1,155 @@
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import jwt
+import pytest
+
+from raidiam_operator.errors import (
+    AuthorizationServerRejection,
+    InvalidTokenResponse,
+    ServerUnavailable,
+)
+from raidiam_operator.tokens import (
+    MAX_RESPONSE_BYTES,
+    classify_error_response,
+    parse_retry_after,
+    parse_token_response,
+)
+
+NOW = datetime(2026, 11, 27, 12, 0, 0, tzinfo=UTC)
+ENDPOINT = "https://matls.example/token"
+THUMBPRINT = "abc123"
+
+
+def _jwt(claims: dict[str, object]) -> str:
+    return jwt.encode(claims, "k" * 32, algorithm="HS256")
+
+
+def _parse(document: object, *, thumbprint: str | None = THUMBPRINT, raw: bytes | None = None):  # type: ignore[no-untyped-def]
+    body = raw if raw is not None else json.dumps(document).encode()
+    return parse_token_response(
+        body, now=NOW, token_endpoint=ENDPOINT, certificate_thumbprint=thumbprint
+    )
+
+
+def test_a_good_response_becomes_a_token_with_expiry_and_granted_scope() -> None:
+    token = _parse(
+        {
+            "access_token": "opaque",
+            "token_type": "bearer",
+            "expires_in": 300,
+            "scope": "directory:software",
+        }
+    )
+
+    assert token.token_type == "Bearer"
+    assert token.expires_at == NOW + timedelta(seconds=300)
+    assert token.scope == "directory:software"
+    assert token.certificate_thumbprint == THUMBPRINT
+    assert "opaque" not in repr(token)
+
+
+def test_expires_in_may_be_a_numeric_string() -> None:
+    assert (
+        _parse({"access_token": "t", "token_type": "Bearer", "expires_in": "120"}).expires_in == 120
+    )
+
+
+def test_without_expires_in_the_jwt_exp_gives_the_lifetime() -> None:
+    token = _jwt({"exp": int(NOW.timestamp()) + 900})
+
+    assert _parse({"access_token": token, "token_type": "Bearer"}).expires_in == 900
+
+
+def test_without_any_lifetime_the_default_applies() -> None:
+    assert _parse({"access_token": "opaque", "token_type": "Bearer"}).expires_in == 300
+
+
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        ({"token_type": "Bearer"}, "no access_token"),
+        ({"access_token": "", "token_type": "Bearer"}, "no access_token"),
+        ({"access_token": "t", "token_type": "mac"}, "only Bearer"),
+        ({"access_token": "t", "token_type": "Bearer", "expires_in": -5}, "must be positive"),
+        ({"access_token": "t", "token_type": "Bearer", "expires_in": "abc"}, "expected a number"),
+        ({"access_token": "t", "token_type": "Bearer", "expires_in": 1e12}, "not believable"),
+        ([1, 2], "not a JSON object"),
+    ],
+)
+def test_unusable_responses_are_refused_with_the_reason(document: object, message: str) -> None:
+    with pytest.raises(InvalidTokenResponse, match=message):
+        _parse(document)
+
+
+def test_non_json_is_refused() -> None:
+    with pytest.raises(InvalidTokenResponse, match="not JSON"):
+        _parse(None, raw=b"<html>oops</html>")
+
+
+def test_a_body_over_one_mebibyte_is_refused() -> None:
+    with pytest.raises(InvalidTokenResponse, match="larger than"):
+        _parse(None, raw=b" " * (MAX_RESPONSE_BYTES + 1))
+
+
+def test_a_200_carrying_an_oauth_error_is_a_rejection() -> None:
+    with pytest.raises(AuthorizationServerRejection) as caught:
+        _parse({"error": "invalid_client", "error_description": "unknown client"})
+
+    assert caught.value.error == "invalid_client"
+    assert "unknown client" in caught.value.message
+
+
+def test_a_token_bound_to_another_certificate_is_never_handed_out() -> None:
+    token = _jwt({"cnf": {"x5t#S256": "someone-else"}})
+
+    with pytest.raises(InvalidTokenResponse, match="bound to another certificate") as caught:
+        _parse({"access_token": token, "token_type": "Bearer", "expires_in": 60})
+
+    assert token not in str(caught.value)
+
+
+def test_a_token_bound_to_our_certificate_is_accepted() -> None:
+    token = _jwt({"cnf": {"x5t#S256": THUMBPRINT}})
+
+    assert (
+        _parse({"access_token": token, "token_type": "Bearer", "expires_in": 60}).expires_in == 60
+    )
+
+
+def test_retry_after_as_seconds_and_as_http_date() -> None:
+    assert parse_retry_after("7", now=NOW) == 7.0
+    assert parse_retry_after("Fri, 27 Nov 2026 12:00:30 GMT", now=NOW) == 30.0
+    assert parse_retry_after("Fri, 27 Nov 2026 11:00:00 GMT", now=NOW) == 0.0
+    assert parse_retry_after("soon", now=NOW) is None
+    assert parse_retry_after(None, now=NOW) is None
+
+
+@pytest.mark.parametrize("status", [429, 500, 502, 503, 504])
+def test_5xx_and_429_are_transient_and_carry_retry_after(status: int) -> None:
+    error = classify_error_response(
+        status, {"retry-after": "12"}, b"<html>Bad gateway</html>", now=NOW
+    )
+
+    assert isinstance(error, ServerUnavailable)
+    assert error.retry_after == 12.0
+
+
+@pytest.mark.parametrize("status", [400, 401])
+def test_400_and_401_with_an_oauth_error_are_rejections(status: int) -> None:
+    body = json.dumps({"error": "invalid_scope", "error_description": "scope not allowed"}).encode()
+
+    error = classify_error_response(status, {}, body, now=NOW)
+
+    assert isinstance(error, AuthorizationServerRejection)
+    assert error.error == "invalid_scope"
+    assert "Request only scopes" in error.message
+
+
+def test_a_4xx_without_an_oauth_error_points_at_the_endpoint() -> None:
+    error = classify_error_response(404, {}, b"not found", now=NOW)
+
+    assert isinstance(error, InvalidTokenResponse)
+    assert "check the token endpoint URL" in error.message
