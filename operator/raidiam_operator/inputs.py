@@ -1,0 +1,143 @@
+"""From a RaidiamClient spec and the Secrets it names to a ready `TokenRequest`. Pure."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+
+from raidiam_operator.credentials import load_signing_key, load_transport_certificate
+from raidiam_operator.errors import ConfigurationError
+from raidiam_operator.request import TokenRequest
+from raidiam_operator.spec import ClientSpec
+
+JSON = Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Inputs:
+    request: TokenRequest
+    #: digest of everything the token depends on: spec, certificate, signing key, CA bundle
+    fingerprint: str
+
+
+def secret_value(
+    secret: JSON | None, *, namespace: str, secret_name: str, key: str, field_path: str
+) -> bytes:
+    """One key of a Secret, decoded; a clear SecretNotFound when the Secret or key is missing."""
+    if secret is None:
+        raise ConfigurationError(
+            f"Secret {namespace}/{secret_name} (from {field_path}) does not exist; create it, "
+            "the operator retries by itself once it appears",
+            reason="SecretNotFound",
+        )
+    data = secret.get("data") or {}
+    if key not in data or not data[key]:
+        present = ", ".join(sorted(data)) or "none"
+        raise ConfigurationError(
+            f"Secret {namespace}/{secret_name} (from {field_path}) has no key {key!r} "
+            f"(keys present: {present}); fix the key name in the spec or the Secret",
+            reason="SecretNotFound",
+        )
+    try:
+        return base64.b64decode(data[key], validate=True)
+    except (binascii.Error, ValueError):
+        raise ConfigurationError(
+            f"Secret {namespace}/{secret_name} key {key!r} is not valid base64",
+            reason="SecretNotFound",
+        ) from None
+
+
+def config_map_value(config_map: JSON | None, *, namespace: str, name: str, key: str) -> bytes:
+    if config_map is None:
+        raise ConfigurationError(
+            f"ConfigMap {namespace}/{name} (from spec.caBundle) does not exist; create it",
+            reason="ConfigMapNotFound",
+        )
+    value = (config_map.get("data") or {}).get(key)
+    if not value:
+        raise ConfigurationError(
+            f"ConfigMap {namespace}/{name} has no key {key!r} for spec.caBundle",
+            reason="ConfigMapNotFound",
+        )
+    return str(value).encode()
+
+
+def build_inputs(
+    spec: ClientSpec,
+    *,
+    namespace: str,
+    secrets: Mapping[str, JSON | None],
+    ca_config_map: JSON | None,
+    now: datetime,
+) -> Inputs:
+    """Load and check the credentials the spec names. `secrets` maps Secret names to objects."""
+    transport = None
+    if spec.transport_certificate:
+        ref = spec.transport_certificate
+        secret = secrets.get(ref.secret_name)
+        cert_pem = secret_value(
+            secret,
+            namespace=namespace,
+            secret_name=ref.secret_name,
+            key=ref.certificate_key,
+            field_path="spec.transportCertificate",
+        )
+        key_pem = secret_value(
+            secret,
+            namespace=namespace,
+            secret_name=ref.secret_name,
+            key=ref.private_key_key,
+            field_path="spec.transportCertificate",
+        )
+        transport = load_transport_certificate(cert_pem, key_pem, now=now)
+    signing_key = None
+    if spec.signing_key and spec.auth_method == "private_key_jwt":
+        ref_s = spec.signing_key
+        key_pem = secret_value(
+            secrets.get(ref_s.secret_name),
+            namespace=namespace,
+            secret_name=ref_s.secret_name,
+            key=ref_s.private_key_key,
+            field_path="spec.signingKey",
+        )
+        signing_key = load_signing_key(key_pem, key_id=ref_s.key_id, algorithm=ref_s.algorithm)
+    ca_bundle = None
+    if spec.ca_bundle:
+        ca_bundle = config_map_value(
+            ca_config_map,
+            namespace=namespace,
+            name=spec.ca_bundle.config_map_name,
+            key=spec.ca_bundle.key,
+        )
+    request = TokenRequest(
+        issuer=spec.issuer,
+        client_id=spec.client_id,
+        auth_method=spec.auth_method,
+        transport=transport,
+        signing_key=signing_key,
+        scope=spec.scope,
+        assertion_audience=spec.assertion_audience,
+        token_endpoint=spec.token_endpoint,
+        ca_bundle=ca_bundle,
+        parameters=spec.parameters,
+    )
+    digest = hashlib.sha256(spec.token_fingerprint().encode())
+    if transport is not None:
+        digest.update(transport.chain_pem())
+    if signing_key is not None:
+        digest.update(
+            signing_key.private_key.public_key().public_bytes(
+                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+        )
+        digest.update(f"{signing_key.key_id}/{signing_key.algorithm}".encode())
+    if ca_bundle is not None:
+        digest.update(ca_bundle)
+    return Inputs(request=request, fingerprint=digest.hexdigest()[:32])

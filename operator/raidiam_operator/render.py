@@ -1,0 +1,277 @@
+"""What the operator writes: the token Secret and the RaidiamClient status. Pure.
+
+Nothing here reads the clock: every time written comes from a recorded event (issue, failure,
+condition flip), so rendering the same state twice gives the same object and drift is visible.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from raidiam_operator.spec import GROUP, KIND, MANAGED_BY, VERSION, TokenSecretTemplate
+from raidiam_operator.times import parse_rfc3339, rfc3339
+
+ANNOTATION_PREFIX = "raidiam.io/"
+EXPIRES_AT = ANNOTATION_PREFIX + "expires-at"
+ISSUED_AT = ANNOTATION_PREFIX + "issued-at"
+CERTIFICATE_THUMBPRINT = ANNOTATION_PREFIX + "certificate-thumbprint"
+INPUTS_FINGERPRINT = ANNOTATION_PREFIX + "inputs-fingerprint"
+TOKEN_ENDPOINT = ANNOTATION_PREFIX + "token-endpoint"
+REFRESH_REQUESTED_AT = ANNOTATION_PREFIX + "refresh-requested-at"
+CLIENT_LABEL = ANNOTATION_PREFIX + "client"
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The RaidiamClient a token Secret belongs to."""
+
+    namespace: str
+    name: str
+    uid: str
+
+
+@dataclass(frozen=True)
+class TokenRecord:
+    """A token we issued, with what it was issued for. Lives in memory and in the Secret."""
+
+    access_token: str = field(repr=False)
+    token_type: str
+    scope: str | None
+    issued_at: datetime
+    expires_at: datetime
+    token_endpoint: str
+    certificate_thumbprint: str | None
+    #: digest of the spec, signing key and CA bundle the token was issued for
+    inputs_fingerprint: str
+    #: the value of the refresh-requested-at annotation this token answered, if any
+    refresh_requested_at: str | None = None
+
+    def valid_at(self, now: datetime) -> bool:
+        return now < self.expires_at
+
+
+def token_secret(
+    owner: Owner, template: TokenSecretTemplate, record: TokenRecord
+) -> dict[str, Any]:
+    """The whole desired Secret. Its data changes only when the token does."""
+    annotations = {
+        **template.annotations,
+        EXPIRES_AT: rfc3339(record.expires_at),
+        ISSUED_AT: rfc3339(record.issued_at),
+        INPUTS_FINGERPRINT: record.inputs_fingerprint,
+        TOKEN_ENDPOINT: record.token_endpoint,
+    }
+    if record.certificate_thumbprint:
+        annotations[CERTIFICATE_THUMBPRINT] = record.certificate_thumbprint
+    if record.refresh_requested_at:
+        annotations[REFRESH_REQUESTED_AT] = record.refresh_requested_at
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": {
+            "name": template.name,
+            "namespace": owner.namespace,
+            "labels": {**template.labels, MANAGED_BY_LABEL: MANAGED_BY, CLIENT_LABEL: owner.name},
+            "annotations": annotations,
+            "ownerReferences": [owner_reference(owner)],
+        },
+        "data": {
+            "access_token": _b64(record.access_token),
+            "token_type": _b64(record.token_type),
+            "expires_at": _b64(rfc3339(record.expires_at)),
+            "scope": _b64(record.scope or ""),
+        },
+    }
+
+
+def owner_reference(owner: Owner) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": KIND,
+        "name": owner.name,
+        "uid": owner.uid,
+        "controller": True,
+    }
+
+
+def is_owned_by(secret: Mapping[str, Any], owner: Owner) -> bool:
+    references = secret.get("metadata", {}).get("ownerReferences") or []
+    return any(ref.get("uid") == owner.uid and ref.get("controller") for ref in references)
+
+
+def secret_differs(actual: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:
+    """True when someone changed what we own: data, type, our labels/annotations, or ownership."""
+    if actual.get("type", "Opaque") != desired["type"]:
+        return True
+    if (actual.get("data") or {}) != desired["data"]:
+        return True
+    actual_meta, desired_meta = actual.get("metadata", {}), desired["metadata"]
+    for part in ("labels", "annotations"):
+        have = actual_meta.get(part) or {}
+        if any(have.get(k) != v for k, v in desired_meta[part].items()):
+            return True
+    return not any(
+        ref.get("uid") == desired_meta["ownerReferences"][0]["uid"]
+        for ref in actual_meta.get("ownerReferences") or []
+    )
+
+
+def record_from_secret(secret: Mapping[str, Any]) -> TokenRecord | None:
+    """Read back a token Secret we wrote (after a restart), or None if it isn't one."""
+    annotations = secret.get("metadata", {}).get("annotations") or {}
+    data = secret.get("data") or {}
+    try:
+        access_token = base64.b64decode(data["access_token"]).decode()
+        token_type = base64.b64decode(data.get("token_type", "")).decode() or "Bearer"
+        scope = base64.b64decode(data.get("scope", "")).decode() or None
+    except (KeyError, ValueError, UnicodeDecodeError):
+        return None
+    expires_at = parse_rfc3339(annotations.get(EXPIRES_AT, ""))
+    issued_at = parse_rfc3339(annotations.get(ISSUED_AT, ""))
+    fingerprint = annotations.get(INPUTS_FINGERPRINT)
+    if not access_token or expires_at is None or issued_at is None or not fingerprint:
+        return None
+    return TokenRecord(
+        access_token=access_token,
+        token_type=token_type,
+        scope=scope,
+        issued_at=issued_at,
+        expires_at=expires_at,
+        token_endpoint=annotations.get(TOKEN_ENDPOINT, ""),
+        certificate_thumbprint=annotations.get(CERTIFICATE_THUMBPRINT),
+        inputs_fingerprint=fingerprint,
+        refresh_requested_at=annotations.get(REFRESH_REQUESTED_AT),
+    )
+
+
+# -- status -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Condition:
+    type: str
+    status: bool
+    reason: str
+    message: str
+
+
+def conditions(
+    previous: Sequence[Mapping[str, Any]],
+    wanted: Sequence[Condition],
+    *,
+    generation: int,
+    now: datetime,
+) -> list[dict[str, Any]]:
+    """metav1.Conditions; `lastTransitionTime` moves only when a condition's status flips."""
+    by_type = {c.get("type"): c for c in previous}
+    rendered = []
+    for condition in wanted:
+        status = "True" if condition.status else "False"
+        before = by_type.get(condition.type)
+        transitioned = (
+            before["lastTransitionTime"]
+            if before and before.get("status") == status and before.get("lastTransitionTime")
+            else rfc3339(now)
+        )
+        rendered.append(
+            {
+                "type": condition.type,
+                "status": status,
+                "reason": condition.reason,
+                "message": condition.message,
+                "observedGeneration": generation,
+                "lastTransitionTime": transitioned,
+            }
+        )
+    return rendered
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode("ascii")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Why the client cannot get a token right now, as a condition reason and message."""
+
+    reason: str
+    message: str
+
+
+def client_status(
+    *,
+    record: TokenRecord | None,
+    inputs_fingerprint: str | None,
+    blocked: Problem | None,
+    failure: Problem | None,
+    failed_attempts: int,
+    last_failure_time: datetime | None,
+    next_refresh: datetime | None,
+    suspended: bool,
+    generation: int,
+    previous_conditions: Sequence[Mapping[str, Any]],
+    now: datetime,
+) -> dict[str, Any]:
+    """The whole status subresource. `blocked` is a problem only the user can fix (bad input,
+    a conflicting Secret); `failure` is the last failed token request."""
+    current = (
+        record is not None
+        and record.valid_at(now)
+        and (inputs_fingerprint is None or record.inputs_fingerprint == inputs_fingerprint)
+    )
+    if blocked is not None:
+        ready = Condition("Ready", False, blocked.reason, blocked.message)
+    elif record is not None and not record.valid_at(now):
+        ready = Condition(
+            "Ready",
+            False,
+            "TokenExpired",
+            f"the token in the Secret expired at {rfc3339(record.expires_at)}"
+            + (f"; refreshing failed: {failure.message}" if failure else ""),
+        )
+    elif current and record is not None:
+        ready = Condition(
+            "Ready",
+            True,
+            "Suspended" if suspended else "TokenValid",
+            f"the Secret holds a token valid until {rfc3339(record.expires_at)}"
+            + ("; refreshing is suspended" if suspended else ""),
+        )
+    elif suspended:
+        ready = Condition(
+            "Ready", False, "Suspended", "refreshing is suspended and there is no valid token"
+        )
+    elif failure is not None:
+        ready = Condition("Ready", False, failure.reason, failure.message)
+    else:
+        ready = Condition("Ready", False, "Issuing", "requesting a token")
+    problem = blocked or failure
+    degraded = (
+        Condition("Degraded", True, problem.reason, problem.message)
+        if problem
+        else Condition("Degraded", False, "AsExpected", "the last token request succeeded")
+    )
+    return {
+        "observedGeneration": generation,
+        "conditions": conditions(
+            previous_conditions, [ready, degraded], generation=generation, now=now
+        ),
+        "expiresAt": rfc3339(record.expires_at) if record else None,
+        "lastRefreshTime": rfc3339(record.issued_at) if record else None,
+        "nextRefreshTime": rfc3339(next_refresh) if next_refresh and not suspended else None,
+        "tokenEndpoint": record.token_endpoint if record else None,
+        "certificateThumbprint": record.certificate_thumbprint if record else None,
+        "failedAttempts": failed_attempts,
+        "lastFailureTime": rfc3339(last_failure_time) if last_failure_time else None,
+    }
+
+
+def status_differs(actual: Mapping[str, Any] | None, desired: Mapping[str, Any]) -> bool:
+    actual = actual or {}
+    return any(actual.get(key) != value for key, value in desired.items())

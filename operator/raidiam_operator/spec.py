@@ -1,0 +1,201 @@
+"""The RaidiamClient spec as typed values, with the CRD's defaults. Pure.
+
+The API server has already applied the schema's defaults and CEL rules; parsing again here keeps
+the operator honest against objects written before a schema change, and gives unit tests one
+place to build specs from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from raidiam_operator.errors import ConfigurationError
+from raidiam_operator.metadata import AUTH_METHODS, AuthMethod
+from raidiam_operator.request import AssertionAudience
+
+GROUP = "raidiam.io"
+VERSION = "v1alpha1"
+PLURAL = "raidiamclients"
+KIND = "RaidiamClient"
+
+DEFAULT_RENEW_BEFORE_PERCENTAGE = 33
+MANAGED_BY = "raidiam-token-operator"
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(h|ms|m|s)")
+
+
+@dataclass(frozen=True)
+class TransportCertificateRef:
+    secret_name: str
+    certificate_key: str = "tls.crt"
+    private_key_key: str = "tls.key"
+
+
+@dataclass(frozen=True)
+class SigningKeyRef:
+    secret_name: str
+    key_id: str
+    private_key_key: str = "tls.key"
+    algorithm: str | None = None
+
+
+@dataclass(frozen=True)
+class CABundleRef:
+    config_map_name: str
+    key: str = "ca.crt"
+
+
+@dataclass(frozen=True)
+class RefreshPolicy:
+    renew_before_percentage: int | None = DEFAULT_RENEW_BEFORE_PERCENTAGE
+    renew_before: timedelta | None = None
+
+
+@dataclass(frozen=True)
+class TokenSecretTemplate:
+    name: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ClientSpec:
+    issuer: str
+    client_id: str
+    auth_method: AuthMethod
+    token_secret: TokenSecretTemplate
+    scope: str | None = None
+    transport_certificate: TransportCertificateRef | None = None
+    signing_key: SigningKeyRef | None = None
+    assertion_audience: AssertionAudience = "issuer"
+    token_endpoint: str | None = None
+    ca_bundle: CABundleRef | None = None
+    parameters: Mapping[str, str] = field(default_factory=dict)
+    refresh: RefreshPolicy = field(default_factory=RefreshPolicy)
+    suspend: bool = False
+
+    def referenced_secrets(self) -> frozenset[str]:
+        names = set()
+        if self.transport_certificate:
+            names.add(self.transport_certificate.secret_name)
+        if self.signing_key:
+            names.add(self.signing_key.secret_name)
+        return frozenset(names)
+
+    def token_fingerprint(self) -> str:
+        """A digest of what the token depends on in the spec; refresh policy and suspend excluded."""
+        relevant: dict[str, Any] = asdict(self)
+        for name in ("refresh", "suspend", "token_secret"):
+            relevant.pop(name)
+        encoded = json.dumps(relevant, sort_keys=True, default=str).encode()
+        return hashlib.sha256(encoded).hexdigest()[:32]
+
+
+def parse_duration(text: str) -> timedelta:
+    """A Go-style duration such as `90s`, `2m` or `1h30m`, as in Kubernetes APIs."""
+    position, total = 0, 0.0
+    units = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+    for match in _DURATION_PART.finditer(text):
+        if match.start() != position:
+            break
+        total += float(match.group(1)) * units[match.group(2)]
+        position = match.end()
+    if not text or position != len(text):
+        raise ConfigurationError(
+            f"refresh.renewBefore {text!r} is not a duration; write it like 90s, 2m or 1h30m"
+        )
+    return timedelta(seconds=total)
+
+
+def parse_spec(spec: Mapping[str, Any], *, name: str) -> ClientSpec:
+    """Read a RaidiamClient's spec; raise `ConfigurationError` naming the field to fix."""
+    auth_method = spec.get("authMethod", "tls_client_auth")
+    if auth_method not in AUTH_METHODS:
+        raise ConfigurationError(
+            f"spec.authMethod {auth_method!r} is not supported; use one of {', '.join(AUTH_METHODS)}"
+        )
+    issuer = _required_str(spec, "issuer")
+    if not issuer.startswith("https://"):
+        raise ConfigurationError(f"spec.issuer {issuer!r} must be an https URL")
+    transport = _transport_ref(spec.get("transportCertificate"))
+    signing = _signing_ref(spec.get("signingKey"))
+    if auth_method == "tls_client_auth" and transport is None:
+        raise ConfigurationError("spec.transportCertificate is required for tls_client_auth")
+    if auth_method == "private_key_jwt" and signing is None:
+        raise ConfigurationError("spec.signingKey is required for private_key_jwt")
+    audience = spec.get("assertionAudience", "issuer")
+    if audience not in ("issuer", "tokenEndpoint"):
+        raise ConfigurationError("spec.assertionAudience must be issuer or tokenEndpoint")
+    ca = spec.get("caBundle")
+    template = spec.get("tokenSecret") or {}
+    return ClientSpec(
+        issuer=issuer,
+        client_id=_required_str(spec, "clientId"),
+        auth_method=auth_method,
+        scope=spec.get("scope") or None,
+        transport_certificate=transport,
+        signing_key=signing,
+        assertion_audience=audience,
+        token_endpoint=spec.get("tokenEndpoint") or None,
+        ca_bundle=CABundleRef(ca["configMapName"], ca.get("key", "ca.crt")) if ca else None,
+        parameters={str(k): str(v) for k, v in (spec.get("parameters") or {}).items()},
+        refresh=_refresh(spec.get("refresh") or {}),
+        token_secret=TokenSecretTemplate(
+            name=template.get("name") or f"{name}-token",
+            labels=dict(template.get("labels") or {}),
+            annotations=dict(template.get("annotations") or {}),
+        ),
+        suspend=bool(spec.get("suspend", False)),
+    )
+
+
+def _refresh(refresh: Mapping[str, Any]) -> RefreshPolicy:
+    percentage = refresh.get("renewBeforePercentage")
+    duration = refresh.get("renewBefore")
+    if percentage is not None and duration is not None:
+        raise ConfigurationError(
+            "spec.refresh.renewBefore and spec.refresh.renewBeforePercentage exclude each other; set one"
+        )
+    if duration is not None:
+        renew_before = parse_duration(str(duration))
+        if renew_before <= timedelta(0):
+            raise ConfigurationError("spec.refresh.renewBefore must be longer than zero")
+        return RefreshPolicy(renew_before_percentage=None, renew_before=renew_before)
+    percentage = DEFAULT_RENEW_BEFORE_PERCENTAGE if percentage is None else int(percentage)
+    if not 1 <= percentage <= 90:
+        raise ConfigurationError("spec.refresh.renewBeforePercentage must be between 1 and 90")
+    return RefreshPolicy(renew_before_percentage=percentage)
+
+
+def _transport_ref(value: Mapping[str, Any] | None) -> TransportCertificateRef | None:
+    if not value:
+        return None
+    return TransportCertificateRef(
+        secret_name=_required_str(value, "secretName", "spec.transportCertificate."),
+        certificate_key=value.get("certificateKey") or "tls.crt",
+        private_key_key=value.get("privateKeyKey") or "tls.key",
+    )
+
+
+def _signing_ref(value: Mapping[str, Any] | None) -> SigningKeyRef | None:
+    if not value:
+        return None
+    return SigningKeyRef(
+        secret_name=_required_str(value, "secretName", "spec.signingKey."),
+        key_id=_required_str(value, "keyId", "spec.signingKey."),
+        private_key_key=value.get("privateKeyKey") or "tls.key",
+        algorithm=value.get("algorithm") or None,
+    )
+
+
+def _required_str(mapping: Mapping[str, Any], key: str, prefix: str = "spec.") -> str:
+    value = mapping.get(key)
+    if not isinstance(value, str) or not value:
+        raise ConfigurationError(f"{prefix}{key} is required")
+    return value
