@@ -48,7 +48,74 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_token_command(commands)
+    _add_run_command(commands)
     return parser
+
+
+def _add_run_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    run = commands.add_parser(
+        "run",
+        help="run the operator",
+        description="Run the operator against the cluster in KUBECONFIG or the pod's service account.",
+    )
+    scope = run.add_mutually_exclusive_group()
+    scope.add_argument(
+        "-n",
+        "--namespace",
+        action="append",
+        default=[],
+        dest="namespaces",
+        help="watch only this namespace (repeatable)",
+    )
+    scope.add_argument(
+        "-A", "--all-namespaces", action="store_true", help="watch every namespace (default)"
+    )
+    run.add_argument(
+        "--liveness",
+        default="http://0.0.0.0:8081/healthz",
+        metavar="URL",
+        help="liveness endpoint to serve (default %(default)s); 'off' to disable",
+    )
+    run.add_argument("--log-format", choices=("plain", "json"), default="plain")
+    peering = run.add_mutually_exclusive_group()
+    peering.add_argument(
+        "--standalone",
+        action="store_true",
+        default=True,
+        help="no peering: the only instance (default)",
+    )
+    peering.add_argument(
+        "--peering",
+        metavar="NAME",
+        help="coordinate with other replicas through the kopf peering object NAME",
+    )
+    run.add_argument("--priority", type=int, default=0, help="peering priority of this instance")
+    run.add_argument("--verbose", action="store_true", help="log at INFO with details")
+    run.add_argument(
+        "--debug", action="store_true", help="log at DEBUG (never logs secret material)"
+    )
+    run.set_defaults(handler=_run_command)
+
+
+def _run_command(args: argparse.Namespace) -> int:
+    import kopf
+
+    import raidiam_operator.handlers  # noqa: F401 - registers the handlers with kopf
+
+    kopf.configure(
+        verbose=args.verbose,
+        debug=args.debug,
+        log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.FULL,
+    )
+    kopf.run(
+        standalone=args.peering is None,
+        peering_name=args.peering,
+        priority=args.priority,
+        clusterwide=not args.namespaces,
+        namespaces=args.namespaces,
+        liveness_endpoint=None if args.liveness == "off" else args.liveness,
+    )
+    return EXIT_OK
 
 
 def _add_token_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -194,6 +194,16 @@ class RefreshEngine:
             if owner_key == key:
                 del self._by_token_secret[secret_key]
 
+    def summary(self) -> dict[str, Any]:
+        """Counts for the liveness probe; no names, no secrets."""
+        now = self._clock()
+        return {
+            "clients": len(self._clients),
+            "reconciling": len(self._running),
+            "failing": sum(1 for s in self._clients.values() if s.failure is not None),
+            "overdue": sum(1 for when in self._due.values() if when < now - timedelta(seconds=5)),
+        }
+
     # -- scheduling ------------------------------------------------------------------------
 
     def schedule(self, key: Key, when: datetime) -> None:

@@ -1,0 +1,72 @@
+"""kopf registration only: wire kopf's watches to the refresh engine.
+
+The engine holds the logic; these handlers just tell it what exists and what changed. They are
+`on.event` handlers, so kopf writes no progress annotations or finalizers of its own: the only
+writes are the token Secret, the status and our Events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+from typing import Any
+
+import kopf
+
+from raidiam_operator.engine import EngineSettings, RefreshEngine
+from raidiam_operator.kube import KubernetesGateway
+from raidiam_operator.oauth import TokenClient
+from raidiam_operator.spec import GROUP, PLURAL, VERSION
+
+logger = logging.getLogger(__name__)
+
+
+@kopf.on.startup(id="start-refresh-engine")
+async def start_engine(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    # We post our own Events; kopf's would repeat our log lines on the objects.
+    settings.posting.enabled = False
+    # Reconnect watches that go quiet (an API server restart can leave a socket half-open).
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.watching.connect_timeout = 10
+    kube = KubernetesGateway.from_environment()
+    tokens = TokenClient()
+    engine = RefreshEngine(kube, tokens, EngineSettings())
+    memo.kube, memo.tokens, memo.engine = kube, tokens, engine
+    memo.engine_task = asyncio.create_task(engine.run(), name="refresh engine")
+
+
+@kopf.on.cleanup(id="stop-refresh-engine")
+async def stop_engine(memo: kopf.Memo, **_: Any) -> None:
+    task: asyncio.Task[None] | None = memo.get("engine_task")
+    if task is not None:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    if memo.get("tokens") is not None:
+        await memo.tokens.aclose()
+    if memo.get("kube") is not None:
+        memo.kube.close()
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL, id="raidiamclient-events")
+def raidiam_client_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    if type == "DELETED":
+        memo.engine.forget(body.metadata.namespace, body.metadata.name)
+    else:
+        memo.engine.observe(copy.deepcopy(dict(body)))
+
+
+@kopf.on.event("", "v1", "secrets", id="secret-events")
+def secret_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    version = None if type == "DELETED" else body["metadata"].get("resourceVersion")
+    memo.engine.secret_changed(body.metadata.namespace, body.metadata.name, version)
+
+
+@kopf.on.probe(id="refresh-engine")
+def engine_probe(memo: kopf.Memo, **_: Any) -> dict[str, Any]:
+    engine: RefreshEngine | None = memo.get("engine")
+    task: asyncio.Task[None] | None = memo.get("engine_task")
+    if engine is None or task is None or task.done():
+        raise kopf.PermanentError("the refresh engine is not running")
+    return engine.summary()

@@ -1,0 +1,105 @@
+"""Fixtures for the token flow against the real test authorization server."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from raidiam_devenv.authserver import AuthServer
+from raidiam_devenv.pki import IssuedCertificate, SigningKey, TestPKI
+
+
+@dataclass
+class Files:
+    """A client's credentials written to disk, as the CLI takes them."""
+
+    client_id: str
+    cert: Path | None = None
+    key: Path | None = None
+    signing_key: Path | None = None
+    kid: str | None = None
+    issued: IssuedCertificate | None = None
+    signing: SigningKey | None = None
+
+
+@pytest.fixture
+def unique() -> Callable[[str], str]:
+    return lambda prefix: f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def tls_client(
+    clean_auth_server: AuthServer, test_pki: TestPKI, tmp_path: Path, unique: Callable[[str], str]
+) -> Files:
+    client_id = unique("tls")
+    issued = test_pki.client_certificate(client_id)
+    clean_auth_server.register_tls_client(client_id, issued)
+    cert, key = issued.write(tmp_path, client_id)
+    return Files(client_id=client_id, cert=cert, key=key, issued=issued)
+
+
+@pytest.fixture
+def jwt_client(
+    clean_auth_server: AuthServer, test_pki: TestPKI, tmp_path: Path, unique: Callable[[str], str]
+) -> Files:
+    """A private_key_jwt client whose tokens are bound to a transport certificate."""
+    client_id = unique("pkjwt")
+    signing = test_pki.signing_key("rsa")
+    clean_auth_server.register_private_key_jwt_client(
+        client_id, {"keys": [signing.public_jwk("sig-1")]}, bound=True
+    )
+    issued = test_pki.client_certificate(client_id)
+    cert, key = issued.write(tmp_path, client_id)
+    signing_path = tmp_path / f"{client_id}-signing.pem"
+    signing_path.write_bytes(signing.private_pem)
+    return Files(
+        client_id=client_id,
+        cert=cert,
+        key=key,
+        signing_key=signing_path,
+        kid="sig-1",
+        issued=issued,
+        signing=signing,
+    )
+
+
+@dataclass
+class CliResult:
+    code: int
+    stdout: str
+    stderr: str
+
+    def json(self) -> dict[str, Any]:
+        document: dict[str, Any] = json.loads(self.stdout)
+        return document
+
+
+@pytest.fixture
+def cli(clean_auth_server: AuthServer) -> Callable[..., CliResult]:
+    """Run `raidiam-operator token` in a subprocess, as a user would."""
+
+    def run(*args: str, ca: bool = True) -> CliResult:
+        command = [
+            sys.executable,
+            "-m",
+            "raidiam_operator",
+            "token",
+            "--issuer",
+            clean_auth_server.issuer,
+        ]
+        if ca:
+            command += ["--ca-file", str(clean_auth_server.ca_path)]
+        completed = subprocess.run(
+            [*command, *args], capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL
+        )
+        return CliResult(completed.returncode, completed.stdout, completed.stderr)
+
+    return run
