@@ -1,0 +1,1012 @@
+// Test authorization server for raidiam-token-operator.
+//
+// node-oidc-provider configured the way Raidiam Connect serves FAPI-grade
+// machine-to-machine clients: client_credentials only, tls_client_auth
+// (RFC 8705) and private_key_jwt (RFC 7523) client authentication,
+// certificate-bound (cnf.x5t#S256) JWT access tokens, an mTLS endpoint alias
+// listener advertised via `mtls_endpoint_aliases`, plus a plain-HTTP admin API
+// that tests use to register clients, inject faults and read counters.
+//
+// Usage: node server.mjs --config <config.json>
+// devenv/raidiam_devenv/authserver.py writes the config and documents the
+// admin API. Config keys (all optional except the TLS files):
+//   server_cert, server_key   TLS server certificate / key (PEM paths)
+//   client_ca                 PEM path or list: trust anchors for client certs
+//   tls_port, mtls_port, admin_port   0 (default) = ephemeral
+//   ready_file                JSON written once listening (ports, issuer, ...)
+//   host (127.0.0.1), public_host (localhost)
+//   issuer, mtls_base_url     "{tls_port}" / "{mtls_port}" are substituted
+//   resource, resources       access token audience(s)
+//   scopes, client_auth_methods, client_auth_signing_algs, access_token_alg
+//   default_token_ttl (300), log_requests (true), clients ([metadata])
+//   publish_mtls_aliases (true), discovery_issuer (publish a wrong issuer)
+//   discovery                 extra discovery metadata
+
+import * as crypto from 'node:crypto';
+import * as fs from 'node:fs';
+import * as http from 'node:http';
+import * as https from 'node:https';
+import * as path from 'node:path';
+import { parseArgs } from 'node:util';
+
+import Provider, { errors } from 'oidc-provider';
+
+const { values: args } = parseArgs({ options: { config: { type: 'string' } } });
+if (!args.config) {
+  process.stderr.write('usage: node server.mjs --config <config.json>\n');
+  process.exit(2);
+}
+const config = JSON.parse(fs.readFileSync(args.config, 'utf8'));
+
+const HOST = config.host ?? '127.0.0.1';
+const PUBLIC_HOST = config.public_host ?? 'localhost';
+const DEFAULT_TOKEN_TTL = config.default_token_ttl ?? 300;
+const LOG_REQUESTS = config.log_requests ?? true;
+const ACCESS_TOKEN_ALG = config.access_token_alg ?? 'PS256';
+const SCOPES = config.scopes ?? [
+  'openid',
+  'directory:software',
+  'directory:website',
+  'payments',
+  'accounts',
+  'consents',
+  'resources',
+  'customers',
+  'credit-cards-accounts',
+  'loans',
+  'financings',
+];
+const SCOPE_SET = new Set(SCOPES);
+const CLIENT_AUTH_METHODS = config.client_auth_methods ?? [
+  'tls_client_auth',
+  'private_key_jwt',
+  'client_secret_post',
+  'client_secret_basic',
+];
+const ASSERTION_ALGS = config.client_auth_signing_algs ?? ['PS256', 'ES256', 'EdDSA', 'Ed25519', 'RS256'];
+const TOKEN_PATH = '/token';
+const DISCOVERY_PATHS = new Set(['/.well-known/openid-configuration', '/.well-known/oauth-authorization-server']);
+const FAPI_PROFILES = new Set(['2.0', '1.0 Final']);
+
+function log(line) {
+  process.stdout.write(`${new Date().toISOString()} ${line}\n`);
+}
+
+// ---------------------------------------------------------------------------
+// Listeners. They are created (and bound) before the Provider exists because
+// the issuer URL contains the port, and binding port 0 is the only race-free
+// way to get a free port. Requests are dispatched through `appHandler`, which
+// is set once the provider is built (no request can arrive before the ready
+// file is written anyway).
+// ---------------------------------------------------------------------------
+
+// Relative paths in the config are relative to the config file.
+const configDir = path.dirname(path.resolve(args.config));
+const readPem = (p) => fs.readFileSync(path.resolve(configDir, p));
+const clientCas = [].concat(config.client_ca ?? []).map(readPem);
+const tlsBase = {
+  cert: readPem(config.server_cert),
+  key: readPem(config.server_key),
+  minVersion: 'TLSv1.2',
+};
+
+let appHandler = (_req, res) => {
+  res.statusCode = 503;
+  res.end('starting');
+};
+const dispatch = (req, res) => appHandler(req, res);
+
+const tlsServer = https.createServer({ ...tlsBase }, dispatch);
+// Client certificates are requested but never rejected at the TLS layer: a
+// handshake failure would give the client an opaque TLS error, whereas
+// Raidiam Connect answers a bad certificate with an OAuth `invalid_client`.
+// Chain validation against `client_ca` still happens (socket.authorized) and
+// getCertificate() below only ever hands authorized certificates to the
+// provider.
+const mtlsServer = https.createServer(
+  { ...tlsBase, ca: clientCas, requestCert: true, rejectUnauthorized: false },
+  dispatch,
+);
+for (const [server, name] of [[tlsServer, 'tls'], [mtlsServer, 'mtls']]) {
+  server.listenerName = name;
+  // Benchmarks reuse connections; a longer idle timeout avoids needless
+  // re-handshakes between bursts.
+  server.keepAliveTimeout = 30_000;
+  server.on('tlsClientError', (err) => {
+    if (LOG_REQUESTS) log(`${name} tls-error ${err.code ?? ''} ${err.message}`);
+  });
+}
+
+function listen(server, port) {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port ?? 0, HOST, () => {
+      server.off('error', reject);
+      resolve(server.address().port);
+    });
+  });
+}
+
+const tlsPort = await listen(tlsServer, config.tls_port);
+const mtlsPort = await listen(mtlsServer, config.mtls_port);
+
+const ISSUER = (config.issuer ?? `https://${PUBLIC_HOST}:{tls_port}`).replace('{tls_port}', String(tlsPort));
+const MTLS_BASE = (config.mtls_base_url ?? `https://${PUBLIC_HOST}:{mtls_port}`).replace(
+  '{mtls_port}',
+  String(mtlsPort),
+);
+const RESOURCE = config.resource ?? `${ISSUER}/resource`;
+const RESOURCES = new Set(config.resources ?? [RESOURCE]);
+
+// ---------------------------------------------------------------------------
+// Peer certificate handling (RFC 8705).
+// ---------------------------------------------------------------------------
+
+// Parsing the peer certificate once per TLS connection (not per request)
+// keeps keep-alive benchmarks cheap.
+const peerCache = new WeakMap();
+
+function peerInfo(socket) {
+  let info = peerCache.get(socket);
+  if (info === undefined) {
+    info = null;
+    if (typeof socket?.getPeerCertificate === 'function') {
+      const peer = socket.getPeerCertificate(false);
+      if (peer?.raw) {
+        info = {
+          raw: peer.raw,
+          authorized: socket.authorized === true,
+          authorizationError: socket.authorizationError,
+          pem: `-----BEGIN CERTIFICATE-----\n${peer.raw.toString('base64').replace(/.{64}/g, '$&\n')}\n-----END CERTIFICATE-----\n`,
+          subjectKey: undefined,
+          x509: undefined,
+        };
+      }
+    }
+    peerCache.set(socket, info);
+  }
+  return info;
+}
+
+// --- Minimal DER walker: just enough to read the subject Name exactly as
+// encoded, instead of re-parsing OpenSSL's display string (whose escaping and
+// attribute naming differ from RFC 4514 producers such as Python's
+// `cryptography`).
+
+function readTlv(buf, off) {
+  const tag = buf[off];
+  let len = buf[off + 1];
+  let hdr = 2;
+  if (len & 0x80) {
+    const n = len & 0x7f;
+    len = 0;
+    for (let i = 0; i < n; i += 1) len = len * 256 + buf[off + 2 + i];
+    hdr += n;
+  }
+  return { tag, start: off, body: off + hdr, end: off + hdr + len };
+}
+
+function tlvChildren(buf, tlv) {
+  const out = [];
+  for (let o = tlv.body; o < tlv.end;) {
+    const child = readTlv(buf, o);
+    out.push(child);
+    o = child.end;
+  }
+  return out;
+}
+
+function decodeOid(bytes) {
+  const parts = [];
+  let value = 0;
+  for (let i = 0; i < bytes.length; i += 1) {
+    value = value * 128 + (bytes[i] & 0x7f);
+    if (!(bytes[i] & 0x80)) {
+      if (parts.length === 0) {
+        const first = value < 80 ? Math.floor(value / 40) : 2;
+        parts.push(first, value - first * 40);
+      } else {
+        parts.push(value);
+      }
+      value = 0;
+    }
+  }
+  return parts.join('.');
+}
+
+// DER string value -> JS string. Non-string types are kept as RFC 4514
+// "#hex" of the whole TLV, which is also how such values are written in DN
+// strings, so both sides normalise to the same text.
+function decodeDirectoryString(buf, tlv) {
+  const content = buf.subarray(tlv.body, tlv.end);
+  switch (tlv.tag) {
+    case 0x0c: // UTF8String
+      return content.toString('utf8');
+    case 0x12: // NumericString
+    case 0x13: // PrintableString
+    case 0x16: // IA5String
+    case 0x1a: // VisibleString
+    case 0x14: // TeletexString (treated as Latin-1, as most toolkits do)
+      return content.toString('latin1');
+    case 0x1e: { // BMPString (UTF-16BE)
+      const swapped = Buffer.from(content);
+      swapped.swap16();
+      return swapped.toString('utf16le');
+    }
+    case 0x1c: { // UniversalString (UTF-32BE)
+      let s = '';
+      for (let i = 0; i + 3 < content.length; i += 4) s += String.fromCodePoint(content.readUInt32BE(i));
+      return s;
+    }
+    default:
+      return `#${buf.subarray(tlv.start, tlv.end).toString('hex')}`;
+  }
+}
+
+function certificateSubjectRdns(der) {
+  const cert = readTlv(der, 0);
+  const tbs = tlvChildren(der, cert)[0];
+  const fields = tlvChildren(der, tbs);
+  const offset = fields[0].tag === 0xa0 ? 1 : 0; // optional [0] version
+  const subject = fields[offset + 4]; // serial, signature, issuer, validity, subject
+  return tlvChildren(der, subject).map((set) => tlvChildren(der, set).map((seq) => {
+    const [oid, value] = tlvChildren(der, seq);
+    return [decodeOid(der.subarray(oid.body, oid.end)), decodeDirectoryString(der, value)];
+  }));
+}
+
+// Attribute type keywords (RFC 4514 + OpenSSL short/long names) -> OID, so
+// "CN", "commonName", "2.5.4.3" and "OID.2.5.4.3" all compare equal.
+const ATTRIBUTE_OIDS = Object.fromEntries(Object.entries({
+  '2.5.4.3': ['cn', 'commonname'],
+  '2.5.4.4': ['sn', 'surname'],
+  '2.5.4.5': ['serialnumber'],
+  '2.5.4.6': ['c', 'countryname'],
+  '2.5.4.7': ['l', 'localityname'],
+  '2.5.4.8': ['st', 's', 'stateorprovincename'],
+  '2.5.4.9': ['street', 'streetaddress'],
+  '2.5.4.10': ['o', 'organizationname'],
+  '2.5.4.11': ['ou', 'organizationalunitname'],
+  '2.5.4.12': ['title'],
+  '2.5.4.15': ['businesscategory'],
+  '2.5.4.17': ['postalcode'],
+  '2.5.4.42': ['gn', 'givenname'],
+  '2.5.4.46': ['dnqualifier'],
+  '2.5.4.97': ['organizationidentifier'],
+  '0.9.2342.19200300.100.1.1': ['uid', 'userid'],
+  '0.9.2342.19200300.100.1.25': ['dc', 'domaincomponent'],
+  '1.2.840.113549.1.9.1': ['emailaddress', 'email', 'e'],
+  '1.3.6.1.4.1.311.60.2.1.1': ['jurisdictionl', 'jurisdictionlocalityname'],
+  '1.3.6.1.4.1.311.60.2.1.2': ['jurisdictionst', 'jurisdictionstateorprovincename'],
+  '1.3.6.1.4.1.311.60.2.1.3': ['jurisdictionc', 'jurisdictioncountryname'],
+}).flatMap(([oid, names]) => names.map((n) => [n, oid])));
+
+function attributeOid(type) {
+  const t = type.trim().toLowerCase().replace(/^oid\./, '');
+  if (/^\d+(\.\d+)+$/.test(t)) return t;
+  const oid = ATTRIBUTE_OIDS[t];
+  if (!oid) throw new Error(`unknown DN attribute type ${type}`);
+  return oid;
+}
+
+function decodeHexValue(hex) {
+  const der = Buffer.from(hex, 'hex');
+  return decodeDirectoryString(der, readTlv(der, 0));
+}
+
+// Lenient RFC 4514 parser ("," or ";" between RDNs, "+" inside multi-valued
+// RDNs, backslash and \XX escapes, "#hex" and legacy quoted values).
+function parseDn(dn) {
+  const rdns = [];
+  let rdn = [];
+  let i = 0;
+  const n = dn.length;
+  while (i < n) {
+    let type = '';
+    while (i < n && dn[i] !== '=') type += dn[i++];
+    if (i >= n) throw new Error(`malformed DN near "${type}"`);
+    i += 1;
+    while (i < n && dn[i] === ' ') i += 1;
+    let value;
+    if (dn[i] === '#') {
+      let hex = '';
+      i += 1;
+      while (i < n && /[0-9a-fA-F]/.test(dn[i])) hex += dn[i++];
+      value = decodeHexValue(hex);
+    } else if (dn[i] === '"') {
+      i += 1;
+      let s = '';
+      while (i < n && dn[i] !== '"') {
+        if (dn[i] === '\\') i += 1;
+        s += dn[i++];
+      }
+      i += 1;
+      value = s;
+    } else {
+      const bytes = [];
+      let lastSignificant = 0;
+      while (i < n && !',;+'.includes(dn[i])) {
+        if (dn[i] === '\\') {
+          const hex = dn.slice(i + 1, i + 3);
+          if (/^[0-9a-fA-F]{2}$/.test(hex)) {
+            bytes.push(parseInt(hex, 16));
+            i += 3;
+          } else {
+            bytes.push(...Buffer.from(dn[i + 1] ?? '', 'utf8'));
+            i += 2;
+          }
+          lastSignificant = bytes.length;
+        } else {
+          bytes.push(...Buffer.from(dn[i], 'utf8'));
+          i += 1;
+          if (dn[i - 1] !== ' ') lastSignificant = bytes.length;
+        }
+      }
+      value = Buffer.from(bytes.slice(0, lastSignificant)).toString('utf8');
+    }
+    while (i < n && dn[i] === ' ') i += 1;
+    rdn.push([attributeOid(type), value]);
+    if (i >= n || dn[i] === ',' || dn[i] === ';') {
+      rdns.push(rdn);
+      rdn = [];
+    }
+    i += 1;
+    while (i < n && dn[i] === ' ') i += 1;
+  }
+  if (rdn.length) rdns.push(rdn);
+  return rdns;
+}
+
+// Canonical form: RDN order is ignored. X.500 order (as in the DER) and
+// RFC 4514 order (reversed) are both common in registrations, and the set of
+// attribute/value pairs is what identifies the certificate holder.
+function dnKey(rdns) {
+  return JSON.stringify(rdns
+    .map((rdn) => rdn.map(([oid, value]) => `${oid}=${value}`).sort().join('+'))
+    .sort());
+}
+
+const expectedDnCache = new Map();
+function expectedDnKey(dn) {
+  let key = expectedDnCache.get(dn);
+  if (key === undefined) {
+    try {
+      key = dnKey(parseDn(dn));
+    } catch (err) {
+      log(`cannot parse tls_client_auth_subject_dn ${JSON.stringify(dn)}: ${err.message}`);
+      key = null;
+    }
+    expectedDnCache.set(dn, key);
+  }
+  return key;
+}
+
+function getCertificate(ctx) {
+  const info = peerInfo(ctx.socket);
+  // Only certificates that chain to the configured client CA count, both for
+  // tls_client_auth and for binding tokens of private_key_jwt clients.
+  return info?.authorized ? info.pem : undefined;
+}
+
+function certificateAuthorized(ctx) {
+  return peerInfo(ctx.socket)?.authorized === true;
+}
+
+function certificateSubjectMatches(ctx, property, expected) {
+  const info = peerInfo(ctx.socket);
+  if (!info) return false;
+  switch (property) {
+    case 'tls_client_auth_subject_dn': {
+      info.subjectKey ??= dnKey(certificateSubjectRdns(info.raw));
+      const expectedKey = expectedDnKey(expected);
+      const matches = expectedKey !== null && expectedKey === info.subjectKey;
+      if (!matches) ctx.state.certMismatch = `subject ${info.subjectKey} != ${expectedKey}`;
+      return matches;
+    }
+    case 'tls_client_auth_san_dns':
+      info.x509 ??= new crypto.X509Certificate(info.raw);
+      return info.x509.checkHost(expected, { subject: 'never', wildcards: false }) === expected;
+    case 'tls_client_auth_san_ip':
+      info.x509 ??= new crypto.X509Certificate(info.raw);
+      return info.x509.checkIP(expected) !== undefined;
+    case 'tls_client_auth_san_email':
+      info.x509 ??= new crypto.X509Certificate(info.raw);
+      return info.x509.checkEmail(expected, { subject: 'never' }) !== undefined;
+    case 'tls_client_auth_san_uri':
+      info.x509 ??= new crypto.X509Certificate(info.raw);
+      return (info.x509.subjectAltName ?? '').split(', ').includes(`URI:${expected}`);
+    default:
+      return false;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Storage. The bundled memory adapter is an LRU of 1000 entries shared by all
+// models, which would silently evict clients registered by a benchmark and
+// weaken client_assertion jti replay detection. This one keeps clients
+// forever and everything else until it expires.
+// ---------------------------------------------------------------------------
+
+const clientStore = new Map(); // client_id -> metadata
+const modelStores = new Map(); // model name -> Map(id -> {payload, expiresAt})
+
+function storeFor(model) {
+  let store = modelStores.get(model);
+  if (!store) {
+    store = new Map();
+    modelStores.set(model, store);
+  }
+  return store;
+}
+
+setInterval(() => {
+  const now = Date.now();
+  for (const store of modelStores.values()) {
+    for (const [id, entry] of store) if (entry.expiresAt <= now) store.delete(id);
+  }
+}, 30_000).unref();
+
+class Adapter {
+  constructor(model) {
+    this.model = model;
+    this.store = model === 'Client' ? null : storeFor(model);
+  }
+
+  async upsert(id, payload, expiresIn) {
+    if (this.model === 'Client') {
+      clientStore.set(id, payload);
+      return;
+    }
+    const expiresAt = typeof expiresIn === 'number' ? Date.now() + expiresIn * 1000 : Infinity;
+    this.store.set(id, { payload, expiresAt });
+  }
+
+  async find(id) {
+    if (this.model === 'Client') return clientStore.get(id);
+    const entry = this.store.get(id);
+    if (!entry) return undefined;
+    if (entry.expiresAt <= Date.now()) {
+      this.store.delete(id);
+      return undefined;
+    }
+    return entry.payload;
+  }
+
+  async findByUserCode(userCode) {
+    for (const { payload } of this.store.values()) if (payload.userCode === userCode) return payload;
+    return undefined;
+  }
+
+  async findByUid(uid) {
+    for (const { payload } of this.store.values()) if (payload.uid === uid) return payload;
+    return undefined;
+  }
+
+  async consume(id) {
+    const entry = this.store.get(id);
+    if (entry) entry.payload.consumed = Math.floor(Date.now() / 1000);
+  }
+
+  async destroy(id) {
+    if (this.model === 'Client') clientStore.delete(id);
+    else this.store.delete(id);
+  }
+
+  async revokeByGrantId(grantId) {
+    for (const [id, { payload }] of this.store) if (payload.grantId === grantId) this.store.delete(id);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Provider.
+// ---------------------------------------------------------------------------
+
+function signingJwk(type, options, kid) {
+  const { privateKey } = crypto.generateKeyPairSync(type, options);
+  return { ...privateKey.export({ format: 'jwk' }), kid, use: 'sig' };
+}
+
+const resourceServerInfo = {
+  scope: SCOPES.join(' '),
+  accessTokenFormat: 'jwt',
+  jwt: { sign: { alg: ACCESS_TOKEN_ALG } },
+};
+
+const discoveryExtras = { ...(config.discovery ?? {}) };
+if (config.publish_mtls_aliases ?? true) {
+  discoveryExtras.mtls_endpoint_aliases = { token_endpoint: `${MTLS_BASE}${TOKEN_PATH}` };
+}
+
+const provider = new Provider(ISSUER, {
+  adapter: Adapter,
+  clients: [],
+  jwks: {
+    keys: [
+      signingJwk('rsa', { modulusLength: 2048 }, 'rsa-sig'),
+      signingJwk('ec', { namedCurve: 'P-256' }, 'ec-sig'),
+    ],
+  },
+  cookies: { keys: [crypto.randomBytes(32).toString('base64url')] },
+  findAccount: async () => undefined,
+  scopes: SCOPES,
+  clientAuthMethods: CLIENT_AUTH_METHODS,
+  enabledJWA: { clientAuthSigningAlgValues: ASSERTION_ALGS },
+  clientDefaults: {
+    grant_types: ['client_credentials'],
+    response_types: [],
+    token_endpoint_auth_method: 'private_key_jwt',
+  },
+  extraClientMetadata: {
+    // fapi_profile: "2.0" | "1.0 Final" selects the FAPI profile per client.
+    // token_ttl: access token lifetime in seconds for this client.
+    properties: ['fapi_profile', 'token_ttl'],
+    validator(_ctx, key, value, metadata) {
+      if (value === undefined || value === null) {
+        delete metadata[key];
+        return;
+      }
+      if (key === 'fapi_profile' && !FAPI_PROFILES.has(value)) {
+        throw new errors.InvalidClientMetadata(`fapi_profile must be one of ${[...FAPI_PROFILES].join(', ')}`);
+      }
+      if (key === 'token_ttl' && !(Number.isSafeInteger(value) && value > 0)) {
+        throw new errors.InvalidClientMetadata('token_ttl must be a positive integer (seconds)');
+      }
+    },
+  },
+  discovery: discoveryExtras,
+  ttl: {
+    ClientCredentials: (_ctx, _token, client) => client?.token_ttl ?? DEFAULT_TOKEN_TTL,
+    AccessToken: DEFAULT_TOKEN_TTL,
+    IdToken: 3600,
+    Interaction: 600,
+    Session: 3600,
+    Grant: 3600,
+    RefreshToken: 3600,
+    DeviceCode: 600,
+    BackchannelAuthenticationRequest: 600,
+    PreAuthorizedCode: 600,
+  },
+  features: {
+    devInteractions: { enabled: false },
+    clientCredentials: { enabled: true },
+    userinfo: { enabled: false },
+    mTLS: {
+      enabled: true,
+      certificateBoundAccessTokens: true,
+      tlsClientAuth: true,
+      selfSignedTlsClientAuth: false,
+      getCertificate,
+      certificateAuthorized,
+      certificateSubjectMatches,
+    },
+    fapi: {
+      enabled: true,
+      profile: (_ctx, client) => client?.fapi_profile,
+    },
+    resourceIndicators: {
+      enabled: true,
+      // Raidiam Connect issues client_credentials tokens without the client
+      // having to name a resource; every token gets the one audience.
+      defaultResource: async () => RESOURCE,
+      useGrantedResource: async () => true,
+      getResourceServerInfo: async (ctx, resourceIndicator) => {
+        if (!RESOURCES.has(resourceIndicator)) throw new errors.InvalidTarget();
+        // Upstream silently drops scopes the resource server does not know;
+        // an authorization server is expected to refuse them instead.
+        for (const scope of (ctx.oidc.params?.scope ?? '').split(' ')) {
+          if (scope && !SCOPE_SET.has(scope)) {
+            throw new errors.InvalidScope('requested scope is not supported', scope);
+          }
+        }
+        return { ...resourceServerInfo };
+      },
+    },
+  },
+});
+
+// Client lookups hit this cache first: upstream caches dynamic clients in a
+// 100-entry LRU keyed by a hash of their metadata, which thrashes (and
+// rebuilds Client objects per request) once a benchmark registers thousands.
+const clientCache = new Map();
+{
+  const ClientModel = provider.Client;
+  const baseFind = ClientModel.find.bind(ClientModel);
+  ClientModel.find = async (id) => {
+    const hit = clientCache.get(id);
+    if (hit) return hit;
+    const client = await baseFind(id);
+    if (client) clientCache.set(id, client);
+    return client;
+  };
+}
+
+async function registerClient(metadata) {
+  if (!metadata || typeof metadata !== 'object' || Array.isArray(metadata)) {
+    throw new errors.InvalidClientMetadata('client metadata must be a JSON object');
+  }
+  if (typeof metadata.client_id !== 'string' || !metadata.client_id) {
+    throw new errors.InvalidClientMetadata('client_id is mandatory');
+  }
+  // Validate eagerly so a bad registration fails the admin call instead of
+  // surfacing later as an invalid_client at the token endpoint.
+  await provider.Client.validate(metadata);
+  clientStore.set(metadata.client_id, structuredClone(metadata));
+  clientCache.delete(metadata.client_id);
+}
+
+// ---------------------------------------------------------------------------
+// Faults and statistics.
+// ---------------------------------------------------------------------------
+
+const TOKEN_MODES = new Set(['status', 'hang', 'slow', 'response']);
+const DISCOVERY_MODES = new Set(['discovery_issuer', 'no_mtls_aliases']);
+let faults = [];
+let nextFaultId = 1;
+
+function newStats() {
+  return {
+    started_at: new Date().toISOString(),
+    token_requests_total: 0,
+    token_requests_by_client: {},
+    token_requests_by_listener: { tls: 0, mtls: 0 },
+    issued_total: 0,
+    issued_by_client: {},
+    errors_total: 0,
+    errors_by_code: {},
+    faulted_total: 0,
+    discovery_requests_total: 0,
+  };
+}
+let stats = newStats();
+
+const bump = (obj, key) => {
+  obj[key] = (obj[key] ?? 0) + 1;
+};
+
+function validateFault(body) {
+  if (!body || typeof body !== 'object') throw new Error('fault must be a JSON object');
+  const { mode } = body;
+  if (!TOKEN_MODES.has(mode) && !DISCOVERY_MODES.has(mode)) {
+    throw new Error(`mode must be one of ${[...TOKEN_MODES, ...DISCOVERY_MODES].join(', ')}`);
+  }
+  const endpoint = DISCOVERY_MODES.has(mode) ? 'discovery' : (body.endpoint ?? 'token');
+  if (!['token', 'discovery'].includes(endpoint)) throw new Error('endpoint must be token or discovery');
+  if (body.count !== undefined && body.count !== null && !(Number.isSafeInteger(body.count) && body.count > 0)) {
+    throw new Error('count must be a positive integer');
+  }
+  if (mode === 'status' && !(Number.isSafeInteger(body.status) && body.status >= 100 && body.status <= 599)) {
+    throw new Error('status mode needs an HTTP status');
+  }
+  if (mode === 'slow' && !(Number.isFinite(body.delay_ms) && body.delay_ms >= 0)) {
+    throw new Error('slow mode needs delay_ms');
+  }
+  if (mode === 'discovery_issuer' && typeof body.issuer !== 'string') {
+    throw new Error('discovery_issuer mode needs issuer');
+  }
+  return {
+    id: nextFaultId++,
+    ...body,
+    endpoint,
+    remaining: body.count ?? null,
+  };
+}
+
+// Returns the first matching fault and consumes one use of it.
+function takeFault(endpoint, clientId, predicate = () => true) {
+  const fault = faults.find((f) => f.endpoint === endpoint
+    && (f.client_id === undefined || f.client_id === null || f.client_id === clientId)
+    && predicate(f));
+  if (fault && fault.remaining !== null) {
+    fault.remaining -= 1;
+    if (fault.remaining <= 0) faults = faults.filter((f) => f !== fault);
+  }
+  return fault;
+}
+
+function defaultErrorCode(status) {
+  if (status === 503) return 'temporarily_unavailable';
+  if (status >= 500) return 'server_error';
+  if (status === 401) return 'invalid_client';
+  return 'invalid_request';
+}
+
+const sleep = (ms) => new Promise((resolve) => { setTimeout(resolve, ms); });
+
+// Answers the request according to `fault`. Returns false when the request
+// should continue to the provider (slow mode).
+async function applyFault(ctx, fault) {
+  if (fault.delay_ms) await sleep(fault.delay_ms);
+  if (fault.mode === 'slow') return false;
+  if (fault.mode === 'hang') {
+    // Accept the request and never answer; resolve only once the client gave
+    // up so the pending promise does not outlive the connection.
+    ctx.respond = false;
+    await new Promise((resolve) => {
+      if (ctx.res.destroyed || ctx.res.closed) resolve();
+      else ctx.res.once('close', resolve);
+    });
+    return true;
+  }
+  const status = fault.status ?? 200;
+  ctx.status = status;
+  if (fault.retry_after !== undefined && fault.retry_after !== null) {
+    ctx.set('Retry-After', String(fault.retry_after));
+  }
+  for (const [name, value] of Object.entries(fault.headers ?? {})) ctx.set(name, String(value));
+  let body = fault.body;
+  if (body === undefined || body === null) {
+    body = fault.mode === 'status'
+      ? JSON.stringify({ error: fault.error ?? defaultErrorCode(status), error_description: 'injected fault' })
+      : '';
+  } else if (typeof body !== 'string') {
+    body = JSON.stringify(body);
+  }
+  if (fault.repeat) body = body.repeat(fault.repeat);
+  ctx.type = fault.content_type ?? 'application/json';
+  ctx.body = body;
+  return true;
+}
+
+const BODY_LIMIT = 56 * 1024; // same limit oidc-provider applies
+
+async function readRawBody(req) {
+  const chunks = [];
+  let size = 0;
+  for await (const chunk of req) {
+    size += chunk.length;
+    if (size > BODY_LIMIT) throw new errors.InvalidRequest('request entity too large');
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+// Best-effort client identification for stats and client-scoped faults;
+// oidc-provider performs the real authentication afterwards.
+function requestClientId(params, authorization) {
+  const fromParam = params.get('client_id');
+  if (fromParam) return fromParam;
+  if (authorization?.toLowerCase().startsWith('basic ')) {
+    const decoded = Buffer.from(authorization.slice(6).trim(), 'base64').toString('utf8');
+    const i = decoded.indexOf(':');
+    if (i > 0) {
+      try {
+        return decodeURIComponent(decoded.slice(0, i).replace(/\+/g, '%20'));
+      } catch {
+        return decoded.slice(0, i);
+      }
+    }
+  }
+  const assertion = params.get('client_assertion');
+  if (assertion) {
+    try {
+      const payload = JSON.parse(Buffer.from(assertion.split('.')[1], 'base64url').toString('utf8'));
+      if (typeof payload.sub === 'string') return payload.sub;
+      if (typeof payload.iss === 'string') return payload.iss;
+    } catch {
+      // fall through
+    }
+  }
+  return 'unknown';
+}
+
+provider.use(async (ctx, next) => {
+  const started = process.hrtime.bigint();
+  const listener = ctx.req.socket.server?.listenerName ?? ctx.socket.server?.listenerName ?? '?';
+  let clientId;
+  let note = '';
+  try {
+    if (ctx.path === TOKEN_PATH && ctx.method === 'POST') {
+      let params = new URLSearchParams();
+      if (ctx.is('application/x-www-form-urlencoded')) {
+        const raw = await readRawBody(ctx.req);
+        params = new URLSearchParams(raw);
+        // The stream is consumed; oidc-provider falls back to this value.
+        ctx.request.body = raw;
+      }
+      clientId = requestClientId(params, ctx.get('authorization'));
+      stats.token_requests_total += 1;
+      bump(stats.token_requests_by_client, clientId);
+      bump(stats.token_requests_by_listener, listener);
+      const fault = takeFault('token', clientId);
+      if (fault) {
+        stats.faulted_total += 1;
+        note = ` fault=${fault.mode}`;
+        if (await applyFault(ctx, fault)) return;
+      }
+      await next();
+      if (ctx.status === 200) {
+        stats.issued_total += 1;
+        bump(stats.issued_by_client, clientId);
+      } else {
+        stats.errors_total += 1;
+        bump(stats.errors_by_code, ctx.body?.error ?? String(ctx.status));
+      }
+      return;
+    }
+    if (ctx.method === 'GET' && DISCOVERY_PATHS.has(ctx.path)) {
+      stats.discovery_requests_total += 1;
+      const fault = takeFault('discovery', undefined, (f) => TOKEN_MODES.has(f.mode));
+      if (fault) {
+        stats.faulted_total += 1;
+        note = ` fault=${fault.mode}`;
+        if (await applyFault(ctx, fault)) return;
+      }
+      await next();
+      if (ctx.status === 200 && ctx.body && typeof ctx.body === 'object') {
+        if (takeFault('discovery', undefined, (f) => f.mode === 'no_mtls_aliases')) {
+          delete ctx.body.mtls_endpoint_aliases;
+          note = ' fault=no_mtls_aliases';
+        }
+        const issuerFault = takeFault('discovery', undefined, (f) => f.mode === 'discovery_issuer');
+        if (issuerFault) {
+          ctx.body.issuer = issuerFault.issuer;
+          note += ' fault=discovery_issuer';
+        } else if (config.discovery_issuer) {
+          ctx.body.issuer = config.discovery_issuer;
+        }
+      }
+      return;
+    }
+    await next();
+  } finally {
+    if (LOG_REQUESTS) {
+      const ms = Number(process.hrtime.bigint() - started) / 1e6;
+      let detail = '';
+      if (ctx.status >= 400 && ctx.body && typeof ctx.body === 'object' && ctx.body.error) {
+        detail = ` error=${ctx.body.error} (${ctx.state.errorDetail ?? ctx.body.error_description ?? ''})`;
+      }
+      const peer = peerInfo(ctx.socket);
+      if (peer && !peer.authorized) detail += ` untrusted-cert=${peer.authorizationError}`;
+      if (ctx.state.certMismatch) detail += ` ${ctx.state.certMismatch}`;
+      log(`${listener} ${ctx.method} ${ctx.path} ${ctx.respond === false ? 'hung' : ctx.status} ${ms.toFixed(1)}ms${clientId ? ` client=${clientId}` : ''}${note}${detail}`);
+    }
+  }
+});
+
+provider.on('server_error', (_ctx, err) => log(`server_error ${err.stack ?? err}`));
+// Responses carry oidc-provider's deliberately generic error_description
+// (e.g. "client authentication failed", as a production server would); the
+// precise reason goes to the log line instead.
+provider.on('grant.error', (ctx, err) => {
+  ctx.state.errorDetail = err.error_detail;
+});
+
+// ---------------------------------------------------------------------------
+// Admin API (plain HTTP, loopback only).
+// ---------------------------------------------------------------------------
+
+function sendJson(res, status, body) {
+  const data = JSON.stringify(body);
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(data) });
+  res.end(data);
+}
+
+async function readJson(req) {
+  const chunks = [];
+  for await (const chunk of req) chunks.push(chunk);
+  const text = Buffer.concat(chunks).toString('utf8');
+  return text ? JSON.parse(text) : undefined;
+}
+
+function serverInfo() {
+  return {
+    status: 'ok',
+    issuer: ISSUER,
+    token_endpoint: `${ISSUER}${TOKEN_PATH}`,
+    mtls_token_endpoint: `${MTLS_BASE}${TOKEN_PATH}`,
+    resource: RESOURCE,
+    tls_port: tlsPort,
+    mtls_port: mtlsPort,
+    admin_port: adminServer.address()?.port,
+    pid: process.pid,
+    clients: clientStore.size,
+  };
+}
+
+async function adminRoute(req, res) {
+  const url = new URL(req.url, 'http://admin');
+  const route = `${req.method} ${url.pathname.replace(/\/+$/, '')}`;
+  const clientMatch = /^\/admin\/clients\/(.+)$/.exec(url.pathname);
+  const faultMatch = /^\/admin\/fault\/(\d+)$/.exec(url.pathname);
+
+  if (route === 'GET /admin/health') return sendJson(res, 200, serverInfo());
+  if (route === 'GET /admin/stats') {
+    return sendJson(res, 200, { ...stats, clients_registered: clientStore.size, faults_active: faults.length });
+  }
+  if (route === 'POST /admin/stats/reset') {
+    stats = newStats();
+    return sendJson(res, 200, stats);
+  }
+  if (route === 'POST /admin/clients') {
+    const body = await readJson(req);
+    const list = Array.isArray(body) ? body : [body];
+    const registered = [];
+    for (const metadata of list) {
+      try {
+        await registerClient(metadata);
+      } catch (err) {
+        return sendJson(res, 400, {
+          error: err.error ?? 'invalid_client_metadata',
+          error_description: err.error_description ?? err.message,
+          client_id: metadata?.client_id,
+          registered,
+        });
+      }
+      registered.push(metadata.client_id);
+    }
+    return sendJson(res, 200, { registered });
+  }
+  if (route === 'GET /admin/clients') return sendJson(res, 200, [...clientStore.keys()]);
+  if (clientMatch && req.method === 'GET') {
+    const metadata = clientStore.get(decodeURIComponent(clientMatch[1]));
+    return metadata ? sendJson(res, 200, metadata) : sendJson(res, 404, { error: 'not_found' });
+  }
+  if (clientMatch && req.method === 'DELETE') {
+    const id = decodeURIComponent(clientMatch[1]);
+    clientStore.delete(id);
+    clientCache.delete(id);
+    return sendJson(res, 200, { deleted: id });
+  }
+  if (route === 'POST /admin/fault') {
+    let fault;
+    try {
+      fault = validateFault(await readJson(req));
+    } catch (err) {
+      return sendJson(res, 400, { error: 'invalid_fault', error_description: err.message });
+    }
+    faults.push(fault);
+    log(`admin fault set ${JSON.stringify({ ...fault, body: fault.body === undefined ? undefined : '<body>' })}`);
+    return sendJson(res, 200, fault);
+  }
+  if (route === 'GET /admin/fault') return sendJson(res, 200, faults);
+  if (route === 'DELETE /admin/fault') {
+    const cleared = faults.length;
+    faults = [];
+    if (cleared) log(`admin faults cleared (${cleared})`);
+    return sendJson(res, 200, { cleared });
+  }
+  if (faultMatch && req.method === 'DELETE') {
+    const id = Number(faultMatch[1]);
+    const before = faults.length;
+    faults = faults.filter((f) => f.id !== id);
+    return sendJson(res, 200, { cleared: before - faults.length });
+  }
+  return sendJson(res, 404, { error: 'not_found', error_description: route });
+}
+
+const adminServer = http.createServer((req, res) => {
+  adminRoute(req, res).catch((err) => {
+    log(`admin error ${err.stack ?? err}`);
+    if (!res.headersSent) sendJson(res, err instanceof SyntaxError ? 400 : 500, { error: 'admin_error', error_description: err.message });
+    else res.destroy();
+  });
+});
+
+for (const metadata of config.clients ?? []) {
+  await registerClient(metadata);
+}
+
+appHandler = provider.callback();
+const adminPort = await listen(adminServer, config.admin_port);
+
+const ready = serverInfo();
+ready.admin_port = adminPort;
+ready.admin_url = `http://${HOST}:${adminPort}`;
+if (config.ready_file) {
+  // Written atomically: the launcher polls for this file.
+  const tmp = `${config.ready_file}.tmp`;
+  fs.writeFileSync(tmp, JSON.stringify(ready, null, 2));
+  fs.renameSync(tmp, config.ready_file);
+}
+log(`ready ${JSON.stringify(ready)}`);
+
+function shutdown(signal) {
+  log(`${signal} received, shutting down`);
+  for (const server of [tlsServer, mtlsServer, adminServer]) {
+    server.close();
+    server.closeAllConnections?.();
+  }
+  setTimeout(() => process.exit(0), 200).unref();
+}
+process.on('SIGTERM', () => shutdown('SIGTERM'));
+process.on('SIGINT', () => shutdown('SIGINT'));
