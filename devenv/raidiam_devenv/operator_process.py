@@ -1,0 +1,126 @@
+"""Run `raidiam-operator run` as a separate process, as a user or a Deployment would."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class OperatorProcess:
+    """The operator in its own process, logging to a file, with a liveness endpoint to wait on."""
+
+    def __init__(
+        self,
+        kubeconfig: Path,
+        log_path: Path,
+        *,
+        namespaces: Sequence[str] = (),
+        extra_args: Sequence[str] = (),
+        env: dict[str, str] | None = None,
+        start_timeout: float = 60.0,
+    ) -> None:
+        self.kubeconfig = kubeconfig
+        self.log_path = log_path
+        self.namespaces = list(namespaces)
+        self.extra_args = list(extra_args)
+        self.env = env or {}
+        self.start_timeout = start_timeout
+        self.liveness_port = 0
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self._process is not None
+        return self._process.pid
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def start(self) -> OperatorProcess:
+        self.liveness_port = free_port()
+        scope = [arg for ns in self.namespaces for arg in ("--namespace", ns)] or [
+            "--all-namespaces"
+        ]
+        command = [
+            sys.executable,
+            "-m",
+            "raidiam_operator",
+            "run",
+            *scope,
+            "--liveness",
+            f"http://127.0.0.1:{self.liveness_port}/healthz",
+            "--verbose",
+            *self.extra_args,
+        ]
+        environment = {**os.environ, "KUBECONFIG": str(self.kubeconfig), **self.env}
+        with self.log_path.open("ab") as log:
+            self._process = subprocess.Popen(
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=environment,
+                start_new_session=True,
+            )
+        self._wait_alive()
+        return self
+
+    def _wait_alive(self) -> None:
+        deadline = time.monotonic() + self.start_timeout
+        url = f"http://127.0.0.1:{self.liveness_port}/healthz"
+        while time.monotonic() < deadline:
+            if not self.running:
+                raise RuntimeError(f"the operator exited during start-up:\n{self.log_tail()}")
+            try:
+                if httpx.get(url, timeout=2.0, trust_env=False).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(
+            f"the operator was not alive after {self.start_timeout:.0f} s:\n{self.log_tail()}"
+        )
+
+    def stop(self, *, kill: bool = False, timeout: float = 20.0) -> None:
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def log_tail(self, lines: int = 60) -> str:
+        return "\n".join(self.log_text().splitlines()[-lines:])
+
+    def __enter__(self) -> OperatorProcess:
+        return self.start()
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        self.stop()
