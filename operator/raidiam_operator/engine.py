@@ -77,7 +77,12 @@ class ClientState:
     secret_unverified: bool = True
     written_secret_version: str | None = None
     next_refresh: datetime | None = None
+    #: when our own backoff (or the 5-minute wait after a rejection) allows the next attempt
     retry_at: datetime | None = None
+    #: the server's Retry-After, as a moment; no request goes out before it
+    not_before: datetime | None = None
+    #: the inputs and refresh request that failed; a change lifts our own backoff
+    failed_inputs: tuple[str, str | None] | None = None
     failed_attempts: int = 0
     last_failure_time: datetime | None = None
     failure: Problem | None = None
@@ -319,14 +324,10 @@ class RefreshEngine:
             assert state.next_refresh is not None
             self._replan(key, state.next_refresh)
             return
-        if (
-            state.retry_at is not None
-            and now < state.retry_at
-            and reason in ("RenewalDue", "TokenExpired")
-        ):
-            # Backing off (or told to by Retry-After): only a change of inputs may jump the queue.
+        wait_until = self._held_back_until(state, inputs, now=now)
+        if wait_until is not None:
             await self._write_status(state, inputs, blocked=None, now=now)
-            self._replan(key, _earliest(state.retry_at, _expiry_if_valid(state.record, now)))
+            self._replan(key, _earliest(wait_until, _expiry_if_valid(state.record, now)))
             return
 
         started = time.monotonic()
@@ -340,6 +341,18 @@ class RefreshEngine:
         await self._succeeded(
             state, spec, inputs, token, existing, reason=reason, duration=time.monotonic() - started
         )
+
+    def _held_back_until(
+        self, state: ClientState, inputs: Inputs, *, now: datetime
+    ) -> datetime | None:
+        """After a failure, when the next request may go out. The server's Retry-After always
+        holds; our own backoff gives way when the user changed something since the failure."""
+        if state.not_before is not None and now < state.not_before:
+            return state.not_before
+        unchanged = state.failed_inputs == (inputs.fingerprint, state.refresh_requested_at)
+        if state.retry_at is not None and now < state.retry_at and unchanged:
+            return state.retry_at
+        return None
 
     async def _load_inputs(self, spec: ClientSpec, namespace: str, *, now: datetime) -> Inputs:
         secrets = {
@@ -388,7 +401,8 @@ class RefreshEngine:
         )
         recovered = state.failure is not None
         state.next_refresh = self._renewal(state.record, spec)
-        state.retry_at, state.failure, state.failed_attempts = None, None, 0
+        state.retry_at, state.not_before, state.failed_inputs = None, None, None
+        state.failure, state.failed_attempts = None, 0
         await self._ensure_secret(state, spec, existing, renewed=True)
         now = self._clock()
         await self._write_status(state, inputs, blocked=None, now=now)
@@ -437,6 +451,9 @@ class RefreshEngine:
             problem = Problem(error.reason, error.message)
             state.retry_at = now + CONFIGURATION_RETRY
         state.failure = problem
+        state.failed_inputs = (inputs.fingerprint, state.refresh_requested_at)
+        retry_after = getattr(error, "retry_after", None)
+        state.not_before = now + timedelta(seconds=retry_after) if retry_after else None
         await self._write_status(state, inputs, blocked=None, now=now)
         self._replan(key, _earliest(state.retry_at, _expiry_if_valid(state.record, now)))
         logger.warning(

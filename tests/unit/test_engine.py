@@ -1,0 +1,291 @@
+"""The refresh engine with an in-memory Kubernetes and a MockTransport authorization server."""
+
+from __future__ import annotations
+
+import base64
+import copy
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+
+from raidiam_devenv.pki import TestPKI
+from raidiam_operator.engine import EngineSettings, RefreshEngine
+from raidiam_operator.kube import ConflictError
+from raidiam_operator.oauth import TokenClient
+from raidiam_operator.render import Owner
+
+NS = "payments"
+ISSUER = "https://auth.example"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime(2026, 11, 27, 12, 0, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+class FakeKube:
+    """Just enough of the API server: Secrets with resourceVersions, status, events."""
+
+    def __init__(self) -> None:
+        self.secrets: dict[str, dict[str, Any]] = {}
+        self.config_maps: dict[str, dict[str, Any]] = {}
+        self.statuses: list[dict[str, Any]] = []
+        self.events: list[tuple[bool, str, str]] = []
+        self.writes = 0
+        self._version = 0
+
+    def _stored(self, body: dict[str, Any]) -> dict[str, Any]:
+        self._version += 1
+        stored = copy.deepcopy(body)
+        stored["metadata"]["resourceVersion"] = str(self._version)
+        self.secrets[stored["metadata"]["name"]] = stored
+        return copy.deepcopy(stored)
+
+    async def read_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return copy.deepcopy(self.secrets.get(name))
+
+    async def read_config_map(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.config_maps.get(name)
+
+    async def create_secret(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        if body["metadata"]["name"] in self.secrets:
+            raise ConflictError("exists")
+        self.writes += 1
+        return self._stored(body)
+
+    async def replace_secret(self, namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        current = self.secrets.get(name)
+        if current is None or current["metadata"]["resourceVersion"] != body["metadata"].get("resourceVersion"):
+            raise ConflictError("changed")
+        self.writes += 1
+        return self._stored(body)
+
+    async def patch_status(self, owner: Owner, status: dict[str, Any]) -> None:
+        self.writes += 1
+        self.statuses.append(copy.deepcopy(status))
+
+    async def post_event(self, owner: Owner, *, warning: bool, reason: str, message: str) -> None:
+        self.events.append((warning, reason, message))
+
+    def put_tls_secret(self, name: str, cert_pem: bytes, key_pem: bytes) -> None:
+        self.secrets[name] = {
+            "metadata": {"name": name, "resourceVersion": "0"},
+            "data": {"tls.crt": base64.b64encode(cert_pem).decode(), "tls.key": base64.b64encode(key_pem).decode()},
+        }
+
+    def ready(self) -> dict[str, Any]:
+        return next(c for c in self.statuses[-1]["conditions"] if c["type"] == "Ready")
+
+    def degraded(self) -> dict[str, Any]:
+        return next(c for c in self.statuses[-1]["conditions"] if c["type"] == "Degraded")
+
+
+class Server:
+    def __init__(self) -> None:
+        self.token_requests = 0
+        self.response: httpx.Response | None = None
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("openid-configuration"):
+            return httpx.Response(200, json={"issuer": ISSUER, "token_endpoint": f"{ISSUER}/token"})
+        self.token_requests += 1
+        if self.response is not None:
+            return self.response
+        return httpx.Response(
+            200, json={"access_token": f"token-{self.token_requests}", "token_type": "Bearer", "expires_in": 300}
+        )
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def kube(pki: TestPKI, clock: Clock) -> FakeKube:
+    kube = FakeKube()
+    issued = pki.client_certificate(
+        "engine", not_before=clock.now - timedelta(days=1), not_after=clock.now + timedelta(days=30)
+    )
+    kube.put_tls_secret("transport", issued.cert_pem, issued.key_pem)
+    return kube
+
+
+@pytest.fixture
+def server() -> Server:
+    return Server()
+
+
+def _engine(kube: FakeKube, server: Server, clock: Clock) -> RefreshEngine:
+    tokens = TokenClient(transport=httpx.MockTransport(server), clock=clock)
+    return RefreshEngine(kube, tokens, EngineSettings(seed=1), clock=clock)
+
+
+BODY: dict[str, Any] = {
+    "metadata": {"namespace": NS, "name": "directory", "uid": "uid-1", "generation": 1},
+    "spec": {
+        "issuer": ISSUER,
+        "clientId": "c1",
+        "authMethod": "tls_client_auth",
+        "transportCertificate": {"secretName": "transport"},
+    },
+}
+KEY = (NS, "directory")
+
+
+async def test_first_reconcile_issues_a_token_writes_the_secret_status_and_an_event(
+    kube: FakeKube, server: Server, clock: Clock
+) -> None:
+    engine = _engine(kube, server, clock)
+    engine.observe(BODY)
+
+    await engine.reconcile(KEY)
+
+    assert server.token_requests == 1
+    assert base64.b64decode(kube.secrets["directory-token"]["data"]["access_token"]) == b"token-1"
+    assert kube.ready()["status"] == "True"
+    assert kube.events == [(False, "TokenIssued", kube.events[0][2])]
+    assert "first token" in kube.events[0][2]
+
+
+async def test_nothing_is_requested_or_written_before_renewal(kube: FakeKube, server: Server, clock: Clock) -> None:
+    engine = _engine(kube, server, clock)
+    engine.observe(BODY)
+    await engine.reconcile(KEY)
+    writes = kube.writes
+
+    clock.advance(60)
+    await engine.reconcile(KEY)
+
+    assert server.token_requests == 1
+    assert kube.writes == writes
+
+
+async def test_a_renewal_costs_one_request_and_two_writes_and_no_event(
+    kube: FakeKube, server: Server, clock: Clock
+) -> None:
+    engine = _engine(kube, server, clock)
+    engine.observe(BODY)
+    await engine.reconcile(KEY)
+    writes, events = kube.writes, len(kube.events)
+
+    clock.advance(230)  # past 300 - 33% (+ jitter of at most 15 s)
+    await engine.reconcile(KEY)
+
+    assert server.token_requests == 2
+    assert kube.writes - writes == 2  # the Secret and the status
+    assert len(kube.events) == events
+
+
+async def test_a_restarted_engine_reuses_the_stored_token(kube: FakeKube, server: Server, clock: Clock) -> None:
+    first = _engine(kube, server, clock)
+    first.observe(BODY)
+    await first.reconcile(KEY)
+    body = {**BODY, "status": kube.statuses[-1]}
+
+    clock.advance(30)
+    second = _engine(kube, server, clock)
+    second.observe(body)
+    await second.reconcile(KEY)
+
+    assert server.token_requests == 1
+
+
+async def test_a_transient_failure_keeps_the_token_and_honours_retry_after(
+    kube: FakeKube, server: Server, clock: Clock
+) -> None:
+    engine = _engine(kube, server, clock)
+    engine.observe(BODY)
+    await engine.reconcile(KEY)
+    token = kube.secrets["directory-token"]["data"]["access_token"]
+    server.response = httpx.Response(503, headers={"Retry-After": "40"})
+
+    clock.advance(230)
+    await engine.reconcile(KEY)
+    clock.advance(10)
+    await engine.reconcile(KEY)  # inside Retry-After: must not ask again
+
+    assert server.token_requests == 2
+    assert kube.secrets["directory-token"]["data"]["access_token"] == token
+    assert kube.ready()["status"] == "True"
+    assert kube.degraded()["reason"] == "AuthorizationServerUnavailable"
+    assert kube.statuses[-1]["failedAttempts"] == 1
+
+
+async def test_a_rejection_names_the_oauth_code_and_waits_five_minutes(
+    kube: FakeKube, server: Server, clock: Clock
+) -> None:
+    server.response = httpx.Response(401, json={"error": "invalid_client"})
+    engine = _engine(kube, server, clock)
+    engine.observe(BODY)
+
+    await engine.reconcile(KEY)
+    clock.advance(299)
+    await engine.reconcile(KEY)
+
+    assert server.token_requests == 1
+    assert kube.degraded()["reason"] == "invalid_client"
+    assert kube.events[0][:2] == (True, "invalid_client")
+    assert "directory-token" not in kube.secrets
+
+
+async def test_a_foreign_secret_of_the_same_name_is_left_alone(kube: FakeKube, server: Server, clock: Clock) -> None:
+    kube.secrets["directory-token"] = {"metadata": {"name": "directory-token", "resourceVersion": "9"}, "data": {"x": "eQ=="}}
+    engine = _engine(kube, server, clock)
+    engine.observe(BODY)
+
+    await engine.reconcile(KEY)
+
+    assert server.token_requests == 0
+    assert kube.secrets["directory-token"]["data"] == {"x": "eQ=="}
+    assert kube.ready()["reason"] == "SecretConflict"
+
+
+async def test_a_missing_transport_secret_is_reported_without_a_request(
+    kube: FakeKube, server: Server, clock: Clock
+) -> None:
+    del kube.secrets["transport"]
+    engine = _engine(kube, server, clock)
+    engine.observe(BODY)
+
+    await engine.reconcile(KEY)
+
+    assert server.token_requests == 0
+    assert kube.ready()["reason"] == "SecretNotFound"
+    assert "payments/transport" in kube.ready()["message"]
+
+
+async def test_an_unchanged_status_is_not_patched_again(kube: FakeKube, server: Server, clock: Clock) -> None:
+    del kube.secrets["transport"]
+    engine = _engine(kube, server, clock)
+    engine.observe(BODY)
+    await engine.reconcile(KEY)
+    patches = len(kube.statuses)
+
+    clock.advance(60)
+    await engine.reconcile(KEY)
+
+    assert len(kube.statuses) == patches
+
+
+async def test_a_token_secret_deleted_by_hand_is_restored_without_a_request(
+    kube: FakeKube, server: Server, clock: Clock
+) -> None:
+    engine = _engine(kube, server, clock)
+    engine.observe(BODY)
+    await engine.reconcile(KEY)
+    token = kube.secrets.pop("directory-token")["data"]["access_token"]
+
+    engine.secret_changed(NS, "directory-token", None)
+    await engine.reconcile(KEY)
+
+    assert server.token_requests == 1
+    assert kube.secrets["directory-token"]["data"]["access_token"] == token

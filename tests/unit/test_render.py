@@ -1,0 +1,127 @@
+from __future__ import annotations
+
+import base64
+from datetime import UTC, datetime, timedelta
+
+from raidiam_operator.render import (
+    Owner,
+    Problem,
+    TokenRecord,
+    client_status,
+    record_from_secret,
+    secret_differs,
+    token_secret,
+)
+from raidiam_operator.spec import TokenSecretTemplate
+
+NOW = datetime(2026, 11, 27, 12, 0, 0, tzinfo=UTC)
+OWNER = Owner(namespace="payments", name="directory", uid="uid-1")
+RECORD = TokenRecord(
+    access_token="secret-token",
+    token_type="Bearer",
+    scope="directory:software",
+    issued_at=NOW,
+    expires_at=NOW + timedelta(minutes=5),
+    token_endpoint="https://matls.example/token",
+    certificate_thumbprint="thumb",
+    inputs_fingerprint="f1",
+)
+TEMPLATE = TokenSecretTemplate(name="directory-token", labels={"team": "a"}, annotations={"note": "n"})
+
+
+def test_the_token_secret_carries_the_token_its_expiry_and_its_owner() -> None:
+    secret = token_secret(OWNER, TEMPLATE, RECORD)
+
+    assert secret["type"] == "Opaque"
+    assert base64.b64decode(secret["data"]["access_token"]) == b"secret-token"
+    assert base64.b64decode(secret["data"]["expires_at"]) == b"2026-11-27T12:05:00Z"
+    assert secret["metadata"]["annotations"]["raidiam.io/expires-at"] == "2026-11-27T12:05:00Z"
+    assert secret["metadata"]["annotations"]["raidiam.io/certificate-thumbprint"] == "thumb"
+    assert secret["metadata"]["annotations"]["note"] == "n"
+    assert secret["metadata"]["labels"] == {
+        "team": "a",
+        "app.kubernetes.io/managed-by": "raidiam-token-operator",
+        "raidiam.io/client": "directory",
+    }
+    assert secret["metadata"]["ownerReferences"][0]["controller"] is True
+
+
+def test_rendering_is_stable_and_reads_back_to_the_same_record() -> None:
+    secret = token_secret(OWNER, TEMPLATE, RECORD)
+
+    assert token_secret(OWNER, TEMPLATE, RECORD) == secret
+    assert record_from_secret(secret) == RECORD
+    assert not secret_differs(secret, secret)
+
+
+def test_a_hand_edited_token_is_seen_as_drift() -> None:
+    secret = token_secret(OWNER, TEMPLATE, RECORD)
+    edited = {**secret, "data": {**secret["data"], "access_token": "aGFja2Vk"}}
+
+    assert secret_differs(edited, secret)
+
+
+def _status(**overrides: object) -> dict[str, object]:
+    arguments: dict[str, object] = {
+        "record": RECORD,
+        "inputs_fingerprint": "f1",
+        "blocked": None,
+        "failure": None,
+        "failed_attempts": 0,
+        "last_failure_time": None,
+        "next_refresh": NOW + timedelta(minutes=3),
+        "suspended": False,
+        "generation": 2,
+        "previous_conditions": [],
+        "now": NOW,
+    }
+    arguments.update(overrides)
+    return client_status(**arguments)  # type: ignore[arg-type]
+
+
+def _condition(status: dict[str, object], kind: str) -> dict[str, str]:
+    return next(c for c in status["conditions"] if c["type"] == kind)  # type: ignore[attr-defined]
+
+
+def test_a_valid_current_token_is_ready_and_not_degraded() -> None:
+    status = _status()
+
+    assert _condition(status, "Ready")["status"] == "True"
+    assert _condition(status, "Ready")["reason"] == "TokenValid"
+    assert _condition(status, "Degraded")["status"] == "False"
+    assert status["observedGeneration"] == 2
+    assert "secret-token" not in str(status)
+
+
+def test_a_failure_while_the_token_is_valid_degrades_but_stays_ready() -> None:
+    status = _status(failure=Problem("AuthorizationServerUnavailable", "HTTP 503"), failed_attempts=2)
+
+    assert _condition(status, "Ready")["status"] == "True"
+    assert _condition(status, "Degraded")["reason"] == "AuthorizationServerUnavailable"
+
+
+def test_an_expired_token_is_not_ready() -> None:
+    status = _status(now=NOW + timedelta(minutes=6), failure=Problem("AuthorizationServerUnavailable", "down"))
+
+    assert _condition(status, "Ready")["reason"] == "TokenExpired"
+    assert _condition(status, "Ready")["status"] == "False"
+
+
+def test_blocking_input_is_not_ready_with_its_reason() -> None:
+    status = _status(blocked=Problem("SecretNotFound", "Secret payments/transport does not exist"))
+
+    assert _condition(status, "Ready")["reason"] == "SecretNotFound"
+    assert _condition(status, "Degraded")["status"] == "True"
+
+
+def test_last_transition_time_moves_only_when_the_status_flips() -> None:
+    first = _status()
+    later = _status(now=NOW + timedelta(minutes=1), previous_conditions=first["conditions"])
+    flipped = _status(
+        now=NOW + timedelta(minutes=2),
+        previous_conditions=later["conditions"],
+        blocked=Problem("SecretNotFound", "gone"),
+    )
+
+    assert _condition(later, "Ready")["lastTransitionTime"] == _condition(first, "Ready")["lastTransitionTime"]
+    assert _condition(flipped, "Ready")["lastTransitionTime"] == "2026-11-27T12:02:00Z"

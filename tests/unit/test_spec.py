@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from raidiam_operator.errors import ConfigurationError
+from raidiam_operator.spec import parse_duration, parse_spec
+
+BASE = {
+    "issuer": "https://auth.example",
+    "clientId": "c1",
+    "authMethod": "tls_client_auth",
+    "transportCertificate": {"secretName": "transport"},
+}
+
+
+def test_defaults_match_the_crd() -> None:
+    spec = parse_spec(BASE, name="directory")
+
+    assert spec.token_secret.name == "directory-token"
+    assert spec.transport_certificate is not None
+    assert spec.transport_certificate.certificate_key == "tls.crt"
+    assert spec.transport_certificate.private_key_key == "tls.key"
+    assert spec.refresh.renew_before_percentage == 33
+    assert spec.assertion_audience == "issuer"
+    assert not spec.suspend
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("90s", 90), ("2m", 120), ("1h30m", 5400), ("1.5h", 5400), ("500ms", 0.5)]
+)
+def test_go_style_durations(text: str, seconds: float) -> None:
+    assert parse_duration(text) == timedelta(seconds=seconds)
+
+
+@pytest.mark.parametrize("text", ["", "2", "2 minutes", "m2", "-1s"])
+def test_bad_durations_say_how_to_write_one(text: str) -> None:
+    with pytest.raises(ConfigurationError, match="write it like 90s"):
+        parse_duration(text)
+
+
+def test_both_renew_options_are_refused() -> None:
+    with pytest.raises(ConfigurationError, match="exclude each other"):
+        parse_spec({**BASE, "refresh": {"renewBefore": "2m", "renewBeforePercentage": 20}}, name="x")
+
+
+def test_private_key_jwt_needs_a_signing_key() -> None:
+    with pytest.raises(ConfigurationError, match=r"spec\.signingKey is required"):
+        parse_spec({**BASE, "authMethod": "private_key_jwt"}, name="x")
+
+
+def test_the_fingerprint_changes_with_what_the_token_depends_on_only() -> None:
+    base = parse_spec(BASE, name="x").token_fingerprint()
+
+    assert parse_spec({**BASE, "scope": "openid"}, name="x").token_fingerprint() != base
+    assert parse_spec({**BASE, "refresh": {"renewBefore": "1m"}}, name="x").token_fingerprint() == base
+    assert parse_spec({**BASE, "suspend": True}, name="x").token_fingerprint() == base
