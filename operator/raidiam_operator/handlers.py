@@ -26,6 +26,10 @@ logger = logging.getLogger(__name__)
 async def start_engine(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     # We post our own Events; kopf's would repeat our log lines on the objects.
     settings.posting.enabled = False
+    # Serve the namespaces we are given and the CRD as it is at start-up. Watching namespaces and
+    # CRDs for changes would need cluster-wide read access to both, which a namespaced install
+    # should not have to grant. Install the CRD before the operator (Helm's crds/ does).
+    settings.scanning.disabled = True
     # Reconnect watches that go quiet (an API server restart can leave a socket half-open).
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
