@@ -1,0 +1,892 @@
+"""A real Kubernetes control plane on loopback, in the spirit of envtest.
+
+etcd, kube-apiserver and kube-controller-manager run as local processes on
+random free 127.0.0.1 ports; there are no nodes, so pods never run, but the
+API behaves exactly as in a cluster: RBAC, admission, the TokenRequest API,
+ownerReference garbage collection and namespace deletion all work.
+
+Typical use::
+
+    with ControlPlane(tmp_path) as cp:
+        cp.kubectl("create", "namespace", "demo")
+
+Every process writes to ``<workdir>/<name>.log``.  Processes run in their own
+session (process group) so ``stop()`` can kill whatever they spawned, and an
+``atexit`` hook stops every control plane that is still running so a crashed
+or interrupted test run leaves no orphans behind.
+"""
+
+from __future__ import annotations
+
+import atexit
+import base64
+import contextlib
+import ctypes
+import datetime
+import ipaddress
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+import weakref
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from raidiam_devenv.binaries import Binaries, ensure_binaries
+
+SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
+SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"
+# First address of the service range: the apiserver puts it in its own
+# "kubernetes" Service, so the serving certificate must name it too.
+KUBERNETES_SERVICE_IP = "10.0.0.1"
+# Current names (the pre-1.28 short names are only aliases).
+CONTROLLERS = ",".join(
+    [
+        "garbage-collector-controller",  # ownerReference cascading deletion
+        "namespace-controller",  # finalizes deleted namespaces
+        "serviceaccount-controller",  # the "default" SA in each namespace
+        "serviceaccount-token-controller",  # fills service-account-token Secrets
+    ]
+)
+
+_LOG_TAIL_LINES = 60
+_PR_SET_PDEATHSIG = 1
+
+
+class ControlPlaneError(RuntimeError):
+    """A component failed to start or to become ready."""
+
+
+class KubectlError(subprocess.CalledProcessError):
+    """``kubectl`` exited non-zero; unlike the base class, ``str()`` shows stderr."""
+
+    def __str__(self) -> str:
+        stderr = self.stderr.strip() if isinstance(self.stderr, str) else ""
+        return f"{super().__str__()}\n{stderr}"
+
+
+# --------------------------------------------------------------------------- #
+# Processes
+# --------------------------------------------------------------------------- #
+
+
+def _set_parent_death_signal() -> None:
+    # Runs in the child between fork and exec: if the test runner itself is
+    # SIGKILLed (no atexit), the kernel kills the server too (SIGKILL: a
+    # SIGTERMed apiserver can linger for a long time on open connections).
+    with contextlib.suppress(Exception):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+class _Process:
+    """One server process with its log file and fixed command line."""
+
+    def __init__(self, name: str, args: Sequence[str], log_path: Path) -> None:
+        self.name = name
+        self.args = list(args)
+        self.log_path = log_path
+        self._popen: subprocess.Popen[bytes] | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._popen is not None and self._popen.poll() is None
+
+    @property
+    def returncode(self) -> int | None:
+        return None if self._popen is None else self._popen.poll()
+
+    def start(self) -> None:
+        if self.running:
+            return
+        # PR_SET_PDEATHSIG fires when the *thread* that forked exits, so it
+        # is only safe when we are on the main thread, which lives as long
+        # as the interpreter does.
+        preexec: Callable[[], None] | None = None
+        if threading.current_thread() is threading.main_thread():
+            preexec = _set_parent_death_signal
+        with self.log_path.open("ab") as log:
+            log.write(f"\n===== {time.strftime('%H:%M:%S')} start {self.name}\n".encode())
+            log.flush()
+            self._popen = subprocess.Popen(
+                self.args,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                # Own process group, so stop() can kill the whole group and
+                # a Ctrl-C in the terminal is not delivered to the servers
+                # before we stop them in order.
+                start_new_session=True,
+                preexec_fn=preexec,
+            )
+
+    def stop(self, grace: float = 10.0) -> None:
+        """SIGTERM, then SIGKILL after ``grace`` seconds (at once if ``grace`` is 0)."""
+        popen = self._popen
+        if popen is None:
+            return
+        if popen.poll() is None:
+            if grace > 0:
+                self._signal_group(popen.pid, signal.SIGTERM)
+                try:
+                    popen.wait(grace)
+                except subprocess.TimeoutExpired:
+                    self._signal_group(popen.pid, signal.SIGKILL)
+                    popen.wait()
+            else:
+                self._signal_group(popen.pid, signal.SIGKILL)
+                popen.wait()
+        # Reap any stragglers that are still in the group.
+        self._signal_group(popen.pid, signal.SIGKILL)
+        self._popen = None
+
+    @staticmethod
+    def _signal_group(pgid: int, sig: signal.Signals) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, sig)
+
+    def log_tail(self, lines: int = _LOG_TAIL_LINES) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+    def failure(self, reason: str) -> ControlPlaneError:
+        return ControlPlaneError(
+            f"{self.name} {reason}; log: {self.log_path}\n"
+            f"--- last lines of {self.log_path.name} ---\n{self.log_tail()}"
+        )
+
+
+# --------------------------------------------------------------------------- #
+# PKI
+# --------------------------------------------------------------------------- #
+
+
+@dataclass(frozen=True)
+class _Pki:
+    ca_cert: Path
+    ca_key: Path
+    serving_cert: Path
+    serving_key: Path
+    admin_cert: Path
+    admin_key: Path
+    sa_key: Path
+    sa_pub: Path
+
+
+def _pem_key(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    path.write_bytes(data)
+    path.chmod(0o600)
+
+
+def _generate_pki(directory: Path) -> _Pki:
+    directory.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.UTC)
+    # Back-date a little so a clock skew between processes never makes a
+    # freshly minted certificate "not yet valid".
+    not_before = now - datetime.timedelta(hours=1)
+    not_after = now + datetime.timedelta(days=30)
+
+    # ECDSA P-256 throughout: supported by Go's TLS and by the apiserver for
+    # client certs, and key generation is instant (RSA takes noticeable time).
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "raidiam-devenv-ca")])
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False)
+        .sign(ca_key, hashes.SHA256())
+    )
+
+    def leaf(
+        subject: x509.Name,
+        usage: x509.ObjectIdentifier,
+        sans: list[x509.GeneralName] | None = None,
+    ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+        key = ec.generate_private_key(ec.SECP256R1())
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(ca_name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(not_before)
+            .not_valid_after(not_after)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=False,
+                    crl_sign=False,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
+            )
+        )
+        if sans:
+            builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        return builder.sign(ca_key, hashes.SHA256()), key
+
+    serving_cert, serving_key = leaf(
+        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")]),
+        ExtendedKeyUsageOID.SERVER_AUTH,
+        [
+            x509.DNSName("localhost"),
+            x509.DNSName("kubernetes"),
+            x509.DNSName("kubernetes.default"),
+            x509.DNSName("kubernetes.default.svc"),
+            x509.DNSName("kubernetes.default.svc.cluster.local"),
+            x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+            x509.IPAddress(ipaddress.ip_address(KUBERNETES_SERVICE_IP)),
+        ],
+    )
+    # O=system:masters is bound to cluster-admin by the bootstrap RBAC
+    # policy, and the apiserver never lets RBAC restrict it.
+    admin_cert, admin_key = leaf(
+        x509.Name(
+            [
+                x509.NameAttribute(NameOID.ORGANIZATION_NAME, "system:masters"),
+                x509.NameAttribute(NameOID.COMMON_NAME, "raidiam-devenv-admin"),
+            ]
+        ),
+        ExtendedKeyUsageOID.CLIENT_AUTH,
+    )
+    sa_key = ec.generate_private_key(ec.SECP256R1())
+
+    pki = _Pki(
+        ca_cert=directory / "ca.crt",
+        ca_key=directory / "ca.key",
+        serving_cert=directory / "apiserver.crt",
+        serving_key=directory / "apiserver.key",
+        admin_cert=directory / "admin.crt",
+        admin_key=directory / "admin.key",
+        sa_key=directory / "sa.key",
+        sa_pub=directory / "sa.pub",
+    )
+    pki.ca_cert.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    _write_private(pki.ca_key, _pem_key(ca_key))
+    pki.serving_cert.write_bytes(serving_cert.public_bytes(serialization.Encoding.PEM))
+    _write_private(pki.serving_key, _pem_key(serving_key))
+    pki.admin_cert.write_bytes(admin_cert.public_bytes(serialization.Encoding.PEM))
+    _write_private(pki.admin_key, _pem_key(admin_key))
+    _write_private(pki.sa_key, _pem_key(sa_key))
+    pki.sa_pub.write_bytes(
+        sa_key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    return pki
+
+
+# --------------------------------------------------------------------------- #
+# Helpers
+# --------------------------------------------------------------------------- #
+
+
+def _free_port() -> int:
+    # The tiny window between closing this socket and the server binding the
+    # port is acceptable on a test machine; the servers cannot take port 0
+    # and tell us which port they got.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _b64(path: Path) -> str:
+    return base64.b64encode(path.read_bytes()).decode()
+
+
+def _write_yaml(path: Path, data: dict[str, Any], mode: int = 0o600) -> None:
+    # Write then rename so a reader never sees a half-written kubeconfig.
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(yaml.safe_dump(data, sort_keys=False))
+    tmp.chmod(mode)
+    tmp.replace(path)
+
+
+_AUDIT_POLICY: dict[str, Any] = {
+    "apiVersion": "audit.k8s.io/v1",
+    "kind": "Policy",
+    # One event per request (at ResponseComplete, plus ResponseStarted for
+    # watches) instead of two.
+    "omitStages": ["RequestReceived"],
+    "rules": [
+        # Metadata only: who did what to which Secret/ConfigMap, never the
+        # bodies, so token values can never end up in the audit log.
+        {
+            "level": "Metadata",
+            "resources": [{"group": "", "resources": ["secrets", "configmaps"]}],
+        },
+        {"level": "None"},
+    ],
+}
+
+
+# Control planes still running, stopped by the atexit hook.
+_LIVE: weakref.WeakSet[ControlPlane] = weakref.WeakSet()
+
+
+def _stop_all_live() -> None:
+    for control_plane in list(_LIVE):
+        with contextlib.suppress(Exception):
+            control_plane.stop()
+
+
+atexit.register(_stop_all_live)
+
+
+# --------------------------------------------------------------------------- #
+# ControlPlane
+# --------------------------------------------------------------------------- #
+
+
+class ControlPlane:
+    """etcd + kube-apiserver + kube-controller-manager on 127.0.0.1.
+
+    ``workdir`` receives the PKI, etcd data, kubeconfigs and process logs.
+    With ``audit_policy=True`` the apiserver writes a JSON audit log of every
+    Secret/ConfigMap request (Metadata level) to :attr:`audit_log_path`.
+    """
+
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        audit_policy: bool = False,
+        binaries: Binaries | None = None,
+        startup_timeout: float = 60.0,
+    ) -> None:
+        self.workdir = Path(workdir).resolve()
+        self.startup_timeout = startup_timeout
+        self._binaries = binaries
+        self._audit = audit_policy
+        self.audit_log_path: Path | None = self.workdir / "audit.log" if audit_policy else None
+        self.kubeconfig = self.workdir / "admin.kubeconfig"
+
+        self.etcd_client_port = 0
+        self.etcd_peer_port = 0
+        self.apiserver_port = 0
+        self.controller_manager_port = 0
+
+        self._pki: _Pki | None = None
+        self._etcd: _Process | None = None
+        self._apiserver: _Process | None = None
+        self._controller_manager: _Process | None = None
+        self._started = False
+
+    # ----------------------------------------------------------------- API
+
+    @property
+    def binaries(self) -> Binaries:
+        if self._binaries is None:
+            self._binaries = ensure_binaries()
+        return self._binaries
+
+    @property
+    def server(self) -> str:
+        """The apiserver URL, e.g. ``https://127.0.0.1:40123``."""
+        if not self.apiserver_port:
+            raise ControlPlaneError("control plane not started")
+        return f"https://127.0.0.1:{self.apiserver_port}"
+
+    @property
+    def ca_cert_path(self) -> Path:
+        """PEM of the CA that signed the apiserver serving certificate."""
+        return self._require_pki().ca_cert
+
+    @property
+    def etcd_url(self) -> str:
+        return f"http://127.0.0.1:{self.etcd_client_port}"
+
+    def start(self) -> None:
+        """Start all three components and wait until they serve."""
+        if self._started:
+            return
+        binaries = self.binaries  # may build; do it before any timer starts
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self._started = True
+        _LIVE.add(self)
+        try:
+            # start() always makes a fresh cluster (new PKI and ports); old
+            # etcd data would carry the previous peer URL and objects.  Use
+            # stop_*/start_* to restart components with their state.
+            shutil.rmtree(self.workdir / "etcd-data", ignore_errors=True)
+            self._pki = _generate_pki(self.workdir / "pki")
+            self.etcd_client_port = _free_port()
+            self.etcd_peer_port = _free_port()
+            self.apiserver_port = _free_port()
+            self.controller_manager_port = _free_port()
+            self._etcd = self._etcd_process(binaries)
+            self._apiserver = self._apiserver_process(binaries)
+            self._controller_manager = self._controller_manager_process(binaries)
+
+            self.start_etcd()
+            self.start_apiserver()
+            self._write_admin_kubeconfig()
+            self._start_controller_manager()
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        """Stop every component (idempotent); the workdir is left for inspection."""
+        # Clients first: the apiserver's graceful shutdown waits for open
+        # watches and etcd's for open gRPC streams, so stopping in this order
+        # lets each exit within a second instead of running into the grace.
+        for process in (self._controller_manager, self._apiserver, self._etcd):
+            if process is not None:
+                process.stop()
+        self._started = False
+        _LIVE.discard(self)
+
+    def __enter__(self) -> ControlPlane:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # ---------------------------------------------------- fault injection
+
+    def stop_apiserver(self, *, graceful: bool = False) -> None:
+        """Take the apiserver down; the other components keep running.
+
+        By default it is SIGKILLed, like a crash: every client connection and
+        watch breaks at once, deterministically.  ``graceful=True`` sends
+        SIGTERM: the listener closes at once but, while the controller
+        manager's watches are open, the process lingers until killed after
+        10 s.
+        """
+        self._require(self._apiserver).stop(grace=10.0 if graceful else 0)
+
+    def start_apiserver(self) -> None:
+        """(Re)start the apiserver with the same port and flags; wait for /readyz."""
+        process = self._require(self._apiserver)
+        process.start()
+        self._wait_until(process, self._apiserver_ready, "did not become ready (/readyz)")
+
+    def stop_etcd(self, *, graceful: bool = False) -> None:
+        """Take etcd down (SIGKILL unless ``graceful``); the apiserver keeps running.
+
+        While etcd is down, apiserver requests that need storage hang until
+        the apiserver's own timeout (about 60 s): give kubectl a
+        ``--request-timeout`` in tests.
+        """
+        self._require(self._etcd).stop(grace=10.0 if graceful else 0)
+
+    def start_etcd(self) -> None:
+        """(Re)start etcd on the same ports and data dir; wait for /health."""
+        process = self._require(self._etcd)
+        process.start()
+        self._wait_until(process, self._etcd_healthy, "did not become healthy (/health)")
+
+    # ----------------------------------------------------------- kubectl
+
+    def env(self) -> dict[str, str]:
+        """``os.environ`` plus KUBECONFIG, for subprocesses (operator, helm)."""
+        env = dict(os.environ)
+        env["KUBECONFIG"] = str(self.kubeconfig)
+        return env
+
+    def kubectl(
+        self,
+        *args: str,
+        input: str | None = None,
+        check: bool = True,
+        timeout: float = 120.0,
+        kubeconfig: Path | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run kubectl against this control plane (admin unless ``kubeconfig``)."""
+        return self._run_tool(
+            self.binaries.kubectl,
+            ["--kubeconfig", str(kubeconfig or self.kubeconfig), *args],
+            input=input,
+            check=check,
+            timeout=timeout,
+        )
+
+    def helm(
+        self,
+        *args: str,
+        input: str | None = None,
+        check: bool = True,
+        timeout: float = 300.0,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run helm against this control plane with the admin kubeconfig."""
+        return self._run_tool(
+            self.binaries.helm,
+            ["--kubeconfig", str(self.kubeconfig), *args],
+            input=input,
+            check=check,
+            timeout=timeout,
+        )
+
+    def apply_crds(self, path: Path, *, timeout: float = 60.0) -> list[str]:
+        """Apply a CRD file or directory and wait until every CRD is Established.
+
+        Returns the applied object names (``customresourcedefinition.../x``).
+        """
+        # Server-side apply: large CRDs overflow the 256 KiB
+        # last-applied-configuration annotation of client-side apply.
+        applied = self.kubectl(
+            "apply", "--server-side", "--force-conflicts", "-f", str(path), "-o", "name"
+        )
+        names = [line.strip() for line in applied.stdout.splitlines() if line.strip()]
+        crds = [n for n in names if n.startswith("customresourcedefinition.")]
+        if crds:
+            self.kubectl(
+                "wait",
+                "--for",
+                "condition=established",
+                f"--timeout={int(timeout)}s",
+                *crds,
+                timeout=timeout + 30,
+            )
+        return names
+
+    def create_token(
+        self, namespace: str, name: str, *, duration: str = "24h", audience: str | None = None
+    ) -> str:
+        """A bound service-account token from the TokenRequest API."""
+        args = ["create", "token", name, "--namespace", namespace, "--duration", duration]
+        if audience:
+            args += ["--audience", audience]
+        return self.kubectl(*args).stdout.strip()
+
+    def service_account_kubeconfig(
+        self, namespace: str, name: str, path: Path, *, duration: str = "24h"
+    ) -> Path:
+        """Write a kubeconfig that authenticates as ``system:serviceaccount:ns:name``.
+
+        The service account must exist.  The token is a TokenRequest token,
+        exactly what a pod would be given, so RBAC tests see real
+        least-privilege behaviour.
+        """
+        token = self.create_token(namespace, name, duration=duration)
+        pki = self._require_pki()
+        user = f"{namespace}-{name}"
+        config: dict[str, Any] = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {
+                    "name": "devenv",
+                    "cluster": {
+                        "server": self.server,
+                        "certificate-authority-data": _b64(pki.ca_cert),
+                    },
+                }
+            ],
+            "users": [{"name": user, "user": {"token": token}}],
+            "contexts": [
+                {
+                    "name": user,
+                    "context": {"cluster": "devenv", "user": user, "namespace": namespace},
+                }
+            ],
+            "current-context": user,
+        }
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write_yaml(path, config)
+        return path
+
+    def logs(self) -> dict[str, Path]:
+        """Log file of each component, for attaching to failure reports."""
+        return {
+            p.name: p.log_path
+            for p in (self._etcd, self._apiserver, self._controller_manager)
+            if p is not None
+        }
+
+    # --------------------------------------------------------- internals
+
+    @staticmethod
+    def _run_tool(
+        binary: Path,
+        args: Sequence[str],
+        *,
+        input: str | None,
+        check: bool,
+        timeout: float,
+    ) -> subprocess.CompletedProcess[str]:
+        cmd = [str(binary), *args]
+        result = subprocess.run(
+            cmd,
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            # Without input, give the tool an empty stdin instead of ours so
+            # it never blocks waiting on a terminal.
+            stdin=None if input is not None else subprocess.DEVNULL,
+        )
+        if check and result.returncode != 0:
+            raise KubectlError(result.returncode, cmd, result.stdout, result.stderr)
+        return result
+
+    def _require_pki(self) -> _Pki:
+        if self._pki is None:
+            raise ControlPlaneError("control plane not started")
+        return self._pki
+
+    @staticmethod
+    def _require(process: _Process | None) -> _Process:
+        if process is None:
+            raise ControlPlaneError("control plane not started")
+        return process
+
+    def _wait_until(self, process: _Process, probe: Callable[[], bool], what: str) -> None:
+        deadline = time.monotonic() + self.startup_timeout
+        while True:
+            if not process.running:
+                raise process.failure(f"exited with code {process.returncode} during startup")
+            if probe():
+                return
+            if time.monotonic() > deadline:
+                process.stop()
+                raise process.failure(f"{what} within {self.startup_timeout:.0f}s")
+            time.sleep(0.2)
+
+    def _etcd_process(self, binaries: Binaries) -> _Process:
+        client = f"http://127.0.0.1:{self.etcd_client_port}"
+        peer = f"http://127.0.0.1:{self.etcd_peer_port}"
+        args = [
+            str(binaries.etcd),
+            "--name=devenv",
+            f"--data-dir={self.workdir / 'etcd-data'}",
+            f"--listen-client-urls={client}",
+            f"--advertise-client-urls={client}",
+            f"--listen-peer-urls={peer}",
+            f"--initial-advertise-peer-urls={peer}",
+            f"--initial-cluster=devenv={peer}",
+            "--initial-cluster-state=new",
+            # Throwaway data: skipping fsync makes every write much faster,
+            # which is what envtest does as well.
+            "--unsafe-no-fsync=true",
+            "--log-level=warn",
+            # Keep the data dir small over long benchmark runs.
+            "--auto-compaction-mode=periodic",
+            "--auto-compaction-retention=5m",
+            "--quota-backend-bytes=2147483648",
+        ]
+        return _Process("etcd", args, self.workdir / "etcd.log")
+
+    def _apiserver_process(self, binaries: Binaries) -> _Process:
+        pki = self._require_pki()
+        args = [
+            str(binaries.kube_apiserver),
+            f"--etcd-servers=http://127.0.0.1:{self.etcd_client_port}",
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            f"--secure-port={self.apiserver_port}",
+            # No other apiserver will ever join, and the default reconciler
+            # would try to publish endpoints for 127.0.0.1 (rejected).
+            "--endpoint-reconciler-type=none",
+            "--authorization-mode=RBAC",
+            f"--cert-dir={self.workdir / 'apiserver-certs'}",
+            f"--tls-cert-file={pki.serving_cert}",
+            f"--tls-private-key-file={pki.serving_key}",
+            f"--client-ca-file={pki.ca_cert}",
+            f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
+            f"--service-account-key-file={pki.sa_pub}",
+            f"--service-account-signing-key-file={pki.sa_key}",
+            f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
+            "--allow-privileged=true",
+            "--profiling=false",
+        ]
+        if self._audit and self.audit_log_path is not None:
+            policy = self.workdir / "audit-policy.yaml"
+            _write_yaml(policy, _AUDIT_POLICY, mode=0o644)
+            args += [
+                f"--audit-policy-file={policy}",
+                f"--audit-log-path={self.audit_log_path}",
+                "--audit-log-format=json",
+                # Blocking mode (the default for the log backend, made
+                # explicit): an event is on disk before the response is
+                # sent, so tests can read the log right after a request.
+                "--audit-log-mode=blocking",
+                "--audit-log-maxsize=0",
+            ]
+        return _Process("kube-apiserver", args, self.workdir / "kube-apiserver.log")
+
+    def _controller_manager_process(self, binaries: Binaries) -> _Process:
+        pki = self._require_pki()
+        args = [
+            str(binaries.kube_controller_manager),
+            f"--kubeconfig={self.kubeconfig}",
+            # Delegated authn/authz for its own /healthz and /metrics; with
+            # no kubeconfig here it would look for in-cluster config and warn.
+            f"--authentication-kubeconfig={self.kubeconfig}",
+            f"--authorization-kubeconfig={self.kubeconfig}",
+            # The apiserver has no front-proxy (requestheader) CA, so looking
+            # it up in kube-system/extension-apiserver-authentication only
+            # logs an error every few seconds; client certs are not needed.
+            "--authentication-skip-lookup=true",
+            f"--controllers={CONTROLLERS}",
+            f"--service-account-private-key-file={pki.sa_key}",
+            f"--root-ca-file={pki.ca_cert}",
+            "--use-service-account-credentials=false",
+            "--leader-elect=false",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={self.controller_manager_port}",
+            f"--cert-dir={self.workdir / 'controller-manager-certs'}",
+            "--profiling=false",
+        ]
+        return _Process(
+            "kube-controller-manager", args, self.workdir / "kube-controller-manager.log"
+        )
+
+    def _start_controller_manager(self) -> None:
+        process = self._require(self._controller_manager)
+        process.start()
+        self._wait_until(
+            process, self._controller_manager_healthy, "did not become healthy (/healthz)"
+        )
+
+    def _write_admin_kubeconfig(self) -> None:
+        pki = self._require_pki()
+        config: dict[str, Any] = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {
+                    "name": "devenv",
+                    "cluster": {
+                        "server": self.server,
+                        "certificate-authority-data": _b64(pki.ca_cert),
+                    },
+                }
+            ],
+            "users": [
+                {
+                    "name": "admin",
+                    "user": {
+                        "client-certificate-data": _b64(pki.admin_cert),
+                        "client-key-data": _b64(pki.admin_key),
+                    },
+                }
+            ],
+            "contexts": [
+                {
+                    "name": "devenv",
+                    "context": {"cluster": "devenv", "user": "admin", "namespace": "default"},
+                }
+            ],
+            "current-context": "devenv",
+        }
+        _write_yaml(self.kubeconfig, config)
+
+    # -- probes: each returns False on any error, the caller owns the deadline
+
+    def _admin_tls_context(self) -> ssl.SSLContext:
+        pki = self._require_pki()
+        context = ssl.create_default_context(cafile=str(pki.ca_cert))
+        context.load_cert_chain(str(pki.admin_cert), str(pki.admin_key))
+        return context
+
+    def _etcd_healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.etcd_url}/health", timeout=2) as response:
+                body = json.loads(response.read())
+        except (OSError, ValueError):
+            return False
+        return bool(body.get("health") == "true")
+
+    def _apiserver_ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(
+                f"{self.server}/readyz", timeout=5, context=self._admin_tls_context()
+            ) as response:
+                return bool(response.status == 200)
+        except (OSError, ssl.SSLError):
+            # URLError/HTTPError (503 while post-start hooks run) are OSErrors.
+            return False
+
+    def _controller_manager_healthy(self) -> bool:
+        # It serves a self-signed certificate from --cert-dir; this is a
+        # liveness probe on loopback, not a trust decision.
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        url = f"https://127.0.0.1:{self.controller_manager_port}/healthz"
+        try:
+            with urllib.request.urlopen(url, timeout=5, context=context) as response:
+                return bool(response.status == 200)
+        except (OSError, ssl.SSLError):
+            return False
+
+    def readyz(self, verbose: bool = False) -> str:
+        """Body of the apiserver's /readyz (raises if not ready)."""
+        url = f"{self.server}/readyz" + ("?verbose" if verbose else "")
+        try:
+            with urllib.request.urlopen(
+                url, timeout=10, context=self._admin_tls_context()
+            ) as response:
+                return str(response.read().decode())
+        except urllib.error.HTTPError as error:
+            raise ControlPlaneError(
+                f"/readyz returned {error.code}: {error.read().decode(errors='replace')}"
+            ) from error
