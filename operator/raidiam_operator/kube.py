@@ -28,6 +28,8 @@ logger = logging.getLogger(__name__)
 
 JSON = dict[str, Any]
 T = TypeVar("T")
+#: (connect, read) seconds for every API call
+REQUEST_TIMEOUT = (5.0, 15.0)
 
 
 class ConflictError(Exception):
@@ -78,6 +80,9 @@ class KubernetesGateway:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def _call(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        # Without a timeout, a call to an API server whose etcd is down blocks a worker thread for
+        # a minute; bounded calls fail fast and the engine retries.
+        kwargs.setdefault("_request_timeout", REQUEST_TIMEOUT)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, lambda: function(*args, **kwargs))
 
