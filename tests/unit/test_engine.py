@@ -61,9 +61,13 @@ class FakeKube:
         self.writes += 1
         return self._stored(body)
 
-    async def replace_secret(self, namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def replace_secret(
+        self, namespace: str, name: str, body: dict[str, Any]
+    ) -> dict[str, Any]:
         current = self.secrets.get(name)
-        if current is None or current["metadata"]["resourceVersion"] != body["metadata"].get("resourceVersion"):
+        if current is None or current["metadata"]["resourceVersion"] != body["metadata"].get(
+            "resourceVersion"
+        ):
             raise ConflictError("changed")
         self.writes += 1
         return self._stored(body)
@@ -78,7 +82,10 @@ class FakeKube:
     def put_tls_secret(self, name: str, cert_pem: bytes, key_pem: bytes) -> None:
         self.secrets[name] = {
             "metadata": {"name": name, "resourceVersion": "0"},
-            "data": {"tls.crt": base64.b64encode(cert_pem).decode(), "tls.key": base64.b64encode(key_pem).decode()},
+            "data": {
+                "tls.crt": base64.b64encode(cert_pem).decode(),
+                "tls.key": base64.b64encode(key_pem).decode(),
+            },
         }
 
     def ready(self) -> dict[str, Any]:
@@ -100,7 +107,12 @@ class Server:
         if self.response is not None:
             return self.response
         return httpx.Response(
-            200, json={"access_token": f"token-{self.token_requests}", "token_type": "Bearer", "expires_in": 300}
+            200,
+            json={
+                "access_token": f"token-{self.token_requests}",
+                "token_type": "Bearer",
+                "expires_in": 300,
+            },
         )
 
 
@@ -156,7 +168,9 @@ async def test_first_reconcile_issues_a_token_writes_the_secret_status_and_an_ev
     assert "first token" in kube.events[0][2]
 
 
-async def test_nothing_is_requested_or_written_before_renewal(kube: FakeKube, server: Server, clock: Clock) -> None:
+async def test_nothing_is_requested_or_written_before_renewal(
+    kube: FakeKube, server: Server, clock: Clock
+) -> None:
     engine = _engine(kube, server, clock)
     engine.observe(BODY)
     await engine.reconcile(KEY)
@@ -185,7 +199,9 @@ async def test_a_renewal_costs_one_request_and_two_writes_and_no_event(
     assert len(kube.events) == events
 
 
-async def test_a_restarted_engine_reuses_the_stored_token(kube: FakeKube, server: Server, clock: Clock) -> None:
+async def test_a_restarted_engine_reuses_the_stored_token(
+    kube: FakeKube, server: Server, clock: Clock
+) -> None:
     first = _engine(kube, server, clock)
     first.observe(BODY)
     await first.reconcile(KEY)
@@ -237,8 +253,13 @@ async def test_a_rejection_names_the_oauth_code_and_waits_five_minutes(
     assert "directory-token" not in kube.secrets
 
 
-async def test_a_foreign_secret_of_the_same_name_is_left_alone(kube: FakeKube, server: Server, clock: Clock) -> None:
-    kube.secrets["directory-token"] = {"metadata": {"name": "directory-token", "resourceVersion": "9"}, "data": {"x": "eQ=="}}
+async def test_a_foreign_secret_of_the_same_name_is_left_alone(
+    kube: FakeKube, server: Server, clock: Clock
+) -> None:
+    kube.secrets["directory-token"] = {
+        "metadata": {"name": "directory-token", "resourceVersion": "9"},
+        "data": {"x": "eQ=="},
+    }
     engine = _engine(kube, server, clock)
     engine.observe(BODY)
 
@@ -263,7 +284,9 @@ async def test_a_missing_transport_secret_is_reported_without_a_request(
     assert "payments/transport" in kube.ready()["message"]
 
 
-async def test_an_unchanged_status_is_not_patched_again(kube: FakeKube, server: Server, clock: Clock) -> None:
+async def test_an_unchanged_status_is_not_patched_again(
+    kube: FakeKube, server: Server, clock: Clock
+) -> None:
     del kube.secrets["transport"]
     engine = _engine(kube, server, clock)
     engine.observe(BODY)

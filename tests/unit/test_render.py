@@ -26,7 +26,9 @@ RECORD = TokenRecord(
     certificate_thumbprint="thumb",
     inputs_fingerprint="f1",
 )
-TEMPLATE = TokenSecretTemplate(name="directory-token", labels={"team": "a"}, annotations={"note": "n"})
+TEMPLATE = TokenSecretTemplate(
+    name="directory-token", labels={"team": "a"}, annotations={"note": "n"}
+)
 
 
 def test_the_token_secret_carries_the_token_its_expiry_and_its_owner() -> None:
@@ -94,14 +96,18 @@ def test_a_valid_current_token_is_ready_and_not_degraded() -> None:
 
 
 def test_a_failure_while_the_token_is_valid_degrades_but_stays_ready() -> None:
-    status = _status(failure=Problem("AuthorizationServerUnavailable", "HTTP 503"), failed_attempts=2)
+    status = _status(
+        failure=Problem("AuthorizationServerUnavailable", "HTTP 503"), failed_attempts=2
+    )
 
     assert _condition(status, "Ready")["status"] == "True"
     assert _condition(status, "Degraded")["reason"] == "AuthorizationServerUnavailable"
 
 
 def test_an_expired_token_is_not_ready() -> None:
-    status = _status(now=NOW + timedelta(minutes=6), failure=Problem("AuthorizationServerUnavailable", "down"))
+    status = _status(
+        now=NOW + timedelta(minutes=6), failure=Problem("AuthorizationServerUnavailable", "down")
+    )
 
     assert _condition(status, "Ready")["reason"] == "TokenExpired"
     assert _condition(status, "Ready")["status"] == "False"
@@ -123,5 +129,8 @@ def test_last_transition_time_moves_only_when_the_status_flips() -> None:
         blocked=Problem("SecretNotFound", "gone"),
     )
 
-    assert _condition(later, "Ready")["lastTransitionTime"] == _condition(first, "Ready")["lastTransitionTime"]
+    assert (
+        _condition(later, "Ready")["lastTransitionTime"]
+        == _condition(first, "Ready")["lastTransitionTime"]
+    )
     assert _condition(flipped, "Ready")["lastTransitionTime"] == "2026-11-27T12:02:00Z"

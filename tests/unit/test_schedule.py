@@ -14,7 +14,8 @@ ISSUED = datetime(2026, 11, 27, 12, 0, 0, tzinfo=UTC)
 def _renewals(lifetime: timedelta, policy: RefreshPolicy, n: int = 500) -> list[timedelta]:
     rng = random.Random(7)
     return [
-        renewal_time(issued_at=ISSUED, expires_at=ISSUED + lifetime, policy=policy, rng=rng) - ISSUED
+        renewal_time(issued_at=ISSUED, expires_at=ISSUED + lifetime, policy=policy, rng=rng)
+        - ISSUED
         for _ in range(n)
     ]
 
@@ -28,13 +29,24 @@ def test_default_renews_with_a_third_of_the_lifetime_left_within_five_percent_ji
 
 
 def test_a_fixed_renew_before_is_honoured() -> None:
-    offsets = _renewals(timedelta(minutes=10), RefreshPolicy(renew_before_percentage=None, renew_before=timedelta(minutes=2)))
+    offsets = _renewals(
+        timedelta(minutes=10),
+        RefreshPolicy(renew_before_percentage=None, renew_before=timedelta(minutes=2)),
+    )
 
-    assert all(timedelta(minutes=8) - timedelta(seconds=30) <= o <= timedelta(minutes=8) + timedelta(seconds=30) for o in offsets)
+    assert all(
+        timedelta(minutes=8) - timedelta(seconds=30)
+        <= o
+        <= timedelta(minutes=8) + timedelta(seconds=30)
+        for o in offsets
+    )
 
 
 def test_a_renew_before_longer_than_the_token_falls_back_to_the_default_percentage() -> None:
-    offsets = _renewals(timedelta(seconds=60), RefreshPolicy(renew_before_percentage=None, renew_before=timedelta(minutes=2)))
+    offsets = _renewals(
+        timedelta(seconds=60),
+        RefreshPolicy(renew_before_percentage=None, renew_before=timedelta(minutes=2)),
+    )
 
     assert all(timedelta(seconds=37) <= o <= timedelta(seconds=43) for o in offsets)
 

@@ -42,7 +42,9 @@ def test_bad_durations_say_how_to_write_one(text: str) -> None:
 
 def test_both_renew_options_are_refused() -> None:
     with pytest.raises(ConfigurationError, match="exclude each other"):
-        parse_spec({**BASE, "refresh": {"renewBefore": "2m", "renewBeforePercentage": 20}}, name="x")
+        parse_spec(
+            {**BASE, "refresh": {"renewBefore": "2m", "renewBeforePercentage": 20}}, name="x"
+        )
 
 
 def test_private_key_jwt_needs_a_signing_key() -> None:
@@ -54,5 +56,7 @@ def test_the_fingerprint_changes_with_what_the_token_depends_on_only() -> None:
     base = parse_spec(BASE, name="x").token_fingerprint()
 
     assert parse_spec({**BASE, "scope": "openid"}, name="x").token_fingerprint() != base
-    assert parse_spec({**BASE, "refresh": {"renewBefore": "1m"}}, name="x").token_fingerprint() == base
+    assert (
+        parse_spec({**BASE, "refresh": {"renewBefore": "1m"}}, name="x").token_fingerprint() == base
+    )
     assert parse_spec({**BASE, "suspend": True}, name="x").token_fingerprint() == base
