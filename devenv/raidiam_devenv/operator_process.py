@@ -41,6 +41,7 @@ class OperatorProcess:
         self.env = env or {}
         self.start_timeout = start_timeout
         self.liveness_port = 0
+        self.metrics_port = 0
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -54,6 +55,7 @@ class OperatorProcess:
 
     def start(self) -> OperatorProcess:
         self.liveness_port = free_port()
+        self.metrics_port = free_port()
         scope = [arg for ns in self.namespaces for arg in ("--namespace", ns)] or [
             "--all-namespaces"
         ]
@@ -65,6 +67,10 @@ class OperatorProcess:
             *scope,
             "--liveness",
             f"http://127.0.0.1:{self.liveness_port}/healthz",
+            "--metrics-address",
+            "127.0.0.1",
+            "--metrics-port",
+            str(self.metrics_port),
             "--verbose",
             *self.extra_args,
         ]
@@ -96,6 +102,13 @@ class OperatorProcess:
         raise RuntimeError(
             f"the operator was not alive after {self.start_timeout:.0f} s:\n{self.log_tail()}"
         )
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+
+    def metrics(self) -> str:
+        return httpx.get(self.metrics_url, timeout=5.0, trust_env=False).text
 
     def stop(self, *, kill: bool = False, timeout: float = 20.0) -> None:
         process, self._process = self._process, None

@@ -19,7 +19,9 @@ from raidiam_operator.errors import (
 )
 from raidiam_operator.metadata import AUTH_METHODS
 from raidiam_operator.oauth import TokenClient
+from raidiam_operator.options import OperatorOptions
 from raidiam_operator.request import TokenRequest
+from raidiam_operator.spec import parse_duration
 from raidiam_operator.times import rfc3339, utc_now
 from raidiam_operator.tokens import IssuedToken
 
@@ -77,6 +79,25 @@ def _add_run_command(commands: argparse._SubParsersAction[argparse.ArgumentParse
         help="liveness endpoint to serve (default %(default)s); 'off' to disable",
     )
     run.add_argument("--log-format", choices=("plain", "json"), default="plain")
+    run.add_argument(
+        "--metrics-port",
+        type=int,
+        default=8080,
+        metavar="PORT",
+        help="serve Prometheus metrics on this port at /metrics (default %(default)s; 0 disables)",
+    )
+    run.add_argument(
+        "--metrics-address",
+        default="0.0.0.0",  # noqa: S104 - Prometheus scrapes the pod IP
+        metavar="ADDRESS",
+        help="address for the metrics endpoint",
+    )
+    run.add_argument(
+        "--certificate-expiry-warning",
+        default="336h",
+        metavar="DURATION",
+        help="warn when a transport or signing certificate expires within this (default %(default)s = 14 days)",
+    )
     peering = run.add_mutually_exclusive_group()
     peering.add_argument(
         "--standalone",
@@ -102,6 +123,17 @@ def _run_command(args: argparse.Namespace) -> int:
 
     import raidiam_operator.handlers  # noqa: F401 - registers the handlers with kopf
 
+    try:
+        warning = parse_duration(
+            args.certificate_expiry_warning, field="--certificate-expiry-warning"
+        )
+    except ConfigurationError as error:
+        return _fail(EXIT_CONFIGURATION, error)
+    options = OperatorOptions(
+        metrics_port=args.metrics_port,
+        metrics_address=args.metrics_address,
+        certificate_expiry_warning=warning,
+    )
     kopf.configure(
         verbose=args.verbose,
         debug=args.debug,
@@ -114,6 +146,7 @@ def _run_command(args: argparse.Namespace) -> int:
         clusterwide=not args.namespaces,
         namespaces=args.namespaces,
         liveness_endpoint=None if args.liveness == "off" else args.liveness,
+        memo=kopf.Memo(options=options),
     )
     return EXIT_OK
 

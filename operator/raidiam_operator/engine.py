@@ -29,8 +29,9 @@ from raidiam_operator.errors import (
     RaidiamOperatorError,
     TransientError,
 )
-from raidiam_operator.inputs import Inputs, build_inputs
+from raidiam_operator.inputs import Inputs, build_inputs, expiring_certificates
 from raidiam_operator.kube import ConflictError, KubeGateway
+from raidiam_operator.metrics import Metrics
 from raidiam_operator.oauth import TokenClient
 from raidiam_operator.render import (
     REFRESH_REQUESTED_AT,
@@ -51,7 +52,7 @@ from raidiam_operator.schedule import (
     retry_delay,
 )
 from raidiam_operator.spec import ClientSpec, parse_spec
-from raidiam_operator.times import Clock, rfc3339, utc_now
+from raidiam_operator.times import Clock, parse_rfc3339, rfc3339, utc_now
 from raidiam_operator.tokens import IssuedToken
 
 logger = logging.getLogger(__name__)
@@ -59,6 +60,8 @@ logger = logging.getLogger(__name__)
 Key = tuple[str, str]
 # Repeat an unchanged Warning Event at most this often, so a long outage doesn't flood Events.
 WARNING_REPEAT = timedelta(minutes=5)
+# A CertificateExpiringSoon Warning Event at most this often.
+CERTIFICATE_WARNING_REPEAT = timedelta(days=1)
 # While the API server misbehaves, try again after this long.
 API_RETRY = timedelta(seconds=5)
 
@@ -90,6 +93,9 @@ class ClientState:
     referenced_secrets: frozenset[str] = frozenset()
     token_secret_name: str | None = None
     previous_conditions: list[dict[str, Any]] = field(default_factory=list)
+    certificate_warning: Problem | None = None
+    certificate_not_after: datetime | None = None
+    last_certificate_warning: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -98,6 +104,8 @@ class EngineSettings:
     concurrency: int = 64
     #: a seed for the jitter; None for a random one
     seed: int | None = None
+    #: warn (condition, Event, metric) when a certificate expires sooner than this
+    certificate_expiry_warning: timedelta = timedelta(days=14)
 
 
 class RefreshEngine:
@@ -108,8 +116,10 @@ class RefreshEngine:
         settings: EngineSettings | None = None,
         *,
         clock: Clock = utc_now,
+        metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings or EngineSettings()
+        self._metrics = metrics
         self._kube = kube
         self._tokens = tokens
         self._clock = clock
@@ -144,6 +154,10 @@ class RefreshEngine:
                 refresh_requested_at=requested,
                 observed_status=body.get("status"),
                 previous_conditions=list((body.get("status") or {}).get("conditions") or []),
+                # Survives restarts through the status, so the daily Warning stays daily.
+                last_certificate_warning=parse_rfc3339(
+                    (body.get("status") or {}).get("lastCertificateWarningTime") or ""
+                ),
             )
             self._clients[key] = state
             self._index(key, state)
@@ -163,6 +177,8 @@ class RefreshEngine:
         self._clients.pop(key, None)
         self._due.pop(key, None)
         self._unindex(key)
+        if self._metrics is not None:
+            self._metrics.forget(namespace, name)
 
     def secret_changed(self, namespace: str, name: str, resource_version: str | None) -> None:
         """A Secret changed or went away: an input to re-read, or a token Secret to check."""
@@ -312,6 +328,7 @@ class RefreshEngine:
             await self._blocked(state, error, now=now)
             return
 
+        await self._check_certificates(state, inputs, now=now)
         if spec.suspend:
             await self._write_status(state, inputs, blocked=None, suspended=True, now=now)
             self._due.pop(key, None)
@@ -354,6 +371,40 @@ class RefreshEngine:
             return state.retry_at
         return None
 
+    async def _check_certificates(
+        self, state: ClientState, inputs: Inputs, *, now: datetime
+    ) -> None:
+        """Warn before a certificate expires: the token flow dies with it."""
+        warning_period = self.settings.certificate_expiry_warning
+        expiring = expiring_certificates(inputs, now=now, warning=warning_period)
+        state.certificate_not_after = min((c.not_after for c in inputs.certificates), default=None)
+        if self._metrics is not None:
+            for certificate in inputs.certificates:
+                self._metrics.certificate_expiration(
+                    state.owner.namespace,
+                    state.owner.name,
+                    certificate.secret_name,
+                    certificate.not_after,
+                )
+        if not expiring:
+            state.certificate_warning = None
+            return
+        first = expiring[0]
+        state.certificate_warning = Problem(
+            "CertificateExpiringSoon",
+            f"the {first.role} in Secret {first.secret_name} expires at {rfc3339(first.not_after)} "
+            f"(in {_days(first.not_after - now)}); renew it before then",
+        )
+        last = state.last_certificate_warning
+        if last is None or now - last >= CERTIFICATE_WARNING_REPEAT:
+            state.last_certificate_warning = now
+            await self._kube.post_event(
+                state.owner,
+                warning=True,
+                reason="CertificateExpiringSoon",
+                message=state.certificate_warning.message,
+            )
+
     async def _load_inputs(self, spec: ClientSpec, namespace: str, *, now: datetime) -> Inputs:
         secrets = {
             name: await self._kube.read_secret(namespace, name)
@@ -387,19 +438,28 @@ class RefreshEngine:
         reason: str,
         duration: float,
     ) -> None:
-        issued_at = token.expires_at - token.lifetime
+        # Whole seconds, rounded down: what the Secret and status show is what the engine believes.
+        expires_at = token.expires_at.replace(microsecond=0)
+        issued_at = (token.expires_at - token.lifetime).replace(microsecond=0)
         state.record = TokenRecord(
             access_token=token.access_token,
             token_type=token.token_type,
             scope=token.scope,
             issued_at=issued_at,
-            expires_at=token.expires_at,
+            expires_at=expires_at,
             token_endpoint=token.token_endpoint,
             certificate_thumbprint=token.certificate_thumbprint,
             inputs_fingerprint=inputs.fingerprint,
             refresh_requested_at=state.refresh_requested_at,
         )
         recovered = state.failure is not None
+        if self._metrics is not None:
+            self._metrics.request_succeeded(
+                state.owner.namespace,
+                state.owner.name,
+                auth_method=spec.auth_method,
+                duration=duration,
+            )
         state.next_refresh = self._renewal(state.record, spec)
         state.retry_at, state.not_before, state.failed_inputs = None, None, None
         state.failure, state.failed_attempts = None, 0
@@ -412,7 +472,7 @@ class RefreshEngine:
             state.owner.namespace,
             state.owner.name,
             reason,
-            rfc3339(token.expires_at),
+            rfc3339(expires_at),
             rfc3339(state.next_refresh),
             duration * 1000,
         )
@@ -423,7 +483,7 @@ class RefreshEngine:
                 warning=False,
                 reason="TokenIssued",
                 message=f"Issued a token for client {spec.client_id} ({_describe(reason)}); "
-                f"it expires at {rfc3339(token.expires_at)}",
+                f"it expires at {rfc3339(expires_at)}",
             )
 
     async def _failed(
@@ -451,6 +511,10 @@ class RefreshEngine:
             problem = Problem(error.reason, error.message)
             state.retry_at = now + CONFIGURATION_RETRY
         state.failure = problem
+        if self._metrics is not None:
+            self._metrics.request_failed(
+                key[0], key[1], error, auth_method=inputs.request.auth_method, duration=duration
+            )
         state.failed_inputs = (inputs.fingerprint, state.refresh_requested_at)
         retry_after = getattr(error, "retry_after", None)
         state.not_before = now + timedelta(seconds=retry_after) if retry_after else None
@@ -476,6 +540,8 @@ class RefreshEngine:
         key = (state.owner.namespace, state.owner.name)
         problem = Problem(error.reason, error.message)
         state.failure = None
+        if error.reason == "CertificateExpired":
+            state.certificate_warning = problem
         await self._write_status(state, None, blocked=problem, now=now)
         # Secret events wake us when the input appears; the timer is a safety net.
         retry = CONFIGURATION_RETRY if error.reason != "SecretNotFound" else timedelta(seconds=60)
@@ -563,9 +629,25 @@ class RefreshEngine:
             generation=state.generation,
             previous_conditions=state.previous_conditions,
             now=now,
+            certificate_warning=state.certificate_warning,
+            certificate_not_after=state.certificate_not_after,
+            last_certificate_warning=state.last_certificate_warning,
         )
         if blocked is not None or inputs is None:
             status["nextRefreshTime"] = None
+        if self._metrics is not None:
+            ready = (
+                next(c for c in status["conditions"] if c["type"] == "Ready")["status"] == "True"
+            )
+            self._metrics.token_state(
+                state.owner.namespace,
+                state.owner.name,
+                ready=ready,
+                expires_at=state.record.expires_at if state.record else None,
+                next_refresh=parse_rfc3339(status["nextRefreshTime"])
+                if status["nextRefreshTime"]
+                else None,
+            )
         if not status_differs(state.observed_status, status):
             return
         await self._kube.patch_status(state.owner, status)
@@ -620,6 +702,12 @@ def _expiry_if_valid(record: TokenRecord | None, now: datetime) -> datetime | No
 def _earliest(*moments: datetime | None) -> datetime:
     present = [m for m in moments if m is not None]
     return min(present)
+
+
+def _days(remaining: timedelta) -> str:
+    if remaining < timedelta(days=2):
+        return f"{max(0, int(remaining.total_seconds() // 3600))} hours"
+    return f"{remaining.days} days"
 
 
 def _safe(error: Exception) -> str:

@@ -16,7 +16,9 @@ import kopf
 
 from raidiam_operator.engine import EngineSettings, RefreshEngine
 from raidiam_operator.kube import KubernetesGateway
+from raidiam_operator.metrics import Metrics
 from raidiam_operator.oauth import TokenClient
+from raidiam_operator.options import OperatorOptions
 from raidiam_operator.spec import GROUP, PLURAL, VERSION
 
 logger = logging.getLogger(__name__)
@@ -34,9 +36,18 @@ async def start_engine(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: An
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 10
+    options: OperatorOptions = memo.get("options") or OperatorOptions()
+    metrics = Metrics()
+    if options.metrics_port:
+        metrics.serve(options.metrics_port, options.metrics_address)
     kube = KubernetesGateway.from_environment()
     tokens = TokenClient()
-    engine = RefreshEngine(kube, tokens, EngineSettings())
+    engine = RefreshEngine(
+        kube,
+        tokens,
+        EngineSettings(certificate_expiry_warning=options.certificate_expiry_warning),
+        metrics=metrics,
+    )
     memo.kube, memo.tokens, memo.engine = kube, tokens, engine
     memo.engine_task = asyncio.create_task(engine.run(), name="refresh engine")
 

@@ -7,9 +7,10 @@ import binascii
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from raidiam_operator.credentials import load_signing_key, load_transport_certificate
@@ -21,10 +22,20 @@ JSON = Mapping[str, Any]
 
 
 @dataclass(frozen=True)
+class InputCertificate:
+    """A certificate the client depends on, for expiry warnings."""
+
+    role: str  # "transport certificate" or "signing certificate"
+    secret_name: str
+    not_after: datetime
+
+
+@dataclass(frozen=True)
 class Inputs:
     request: TokenRequest
     #: digest of everything the token depends on: spec, certificate, signing key, CA bundle
     fingerprint: str
+    certificates: tuple[InputCertificate, ...] = ()
 
 
 def secret_value(
@@ -97,6 +108,13 @@ def build_inputs(
             field_path="spec.transportCertificate",
         )
         transport = load_transport_certificate(cert_pem, key_pem, now=now)
+    certificates = []
+    if transport is not None and spec.transport_certificate:
+        certificates.append(
+            InputCertificate(
+                "transport certificate", spec.transport_certificate.secret_name, transport.not_after
+            )
+        )
     signing_key = None
     if spec.signing_key and spec.auth_method == "private_key_jwt":
         ref_s = spec.signing_key
@@ -108,6 +126,11 @@ def build_inputs(
             field_path="spec.signingKey",
         )
         signing_key = load_signing_key(key_pem, key_id=ref_s.key_id, algorithm=ref_s.algorithm)
+        signing_not_after = _optional_certificate_expiry(secrets.get(ref_s.secret_name))
+        if signing_not_after is not None:
+            certificates.append(
+                InputCertificate("signing certificate", ref_s.secret_name, signing_not_after)
+            )
     ca_bundle = None
     if spec.ca_bundle:
         ca_bundle = config_map_value(
@@ -140,4 +163,29 @@ def build_inputs(
         digest.update(f"{signing_key.key_id}/{signing_key.algorithm}".encode())
     if ca_bundle is not None:
         digest.update(ca_bundle)
-    return Inputs(request=request, fingerprint=digest.hexdigest()[:32])
+    return Inputs(
+        request=request, fingerprint=digest.hexdigest()[:32], certificates=tuple(certificates)
+    )
+
+
+def _optional_certificate_expiry(secret: JSON | None) -> datetime | None:
+    """The expiry of the certificate beside a signing key (a kubernetes.io/tls Secret), if any.
+
+    Optional information: an unreadable one is ignored rather than blocking the token flow.
+    """
+    encoded = (secret or {}).get("data", {}).get("tls.crt")
+    if not encoded:
+        return None
+    try:
+        return x509.load_pem_x509_certificate(base64.b64decode(encoded)).not_valid_after_utc
+    except (ValueError, binascii.Error):
+        return None
+
+
+def expiring_certificates(
+    inputs: Inputs, *, now: datetime, warning: timedelta
+) -> list[InputCertificate]:
+    """The certificates that expire within `warning` of `now`, soonest first."""
+    return sorted(
+        (c for c in inputs.certificates if c.not_after - now <= warning), key=lambda c: c.not_after
+    )

@@ -217,6 +217,9 @@ def client_status(
     generation: int,
     previous_conditions: Sequence[Mapping[str, Any]],
     now: datetime,
+    certificate_warning: Problem | None = None,
+    certificate_not_after: datetime | None = None,
+    last_certificate_warning: datetime | None = None,
 ) -> dict[str, Any]:
     """The whole status subresource. `blocked` is a problem only the user can fix (bad input,
     a conflicting Secret); `failure` is the last failed token request."""
@@ -257,10 +260,19 @@ def client_status(
         if problem
         else Condition("Degraded", False, "AsExpected", "the last token request succeeded")
     )
+    expiring = (
+        Condition(
+            "CertificateExpiringSoon", True, "CertificateExpiringSoon", certificate_warning.message
+        )
+        if certificate_warning
+        else Condition(
+            "CertificateExpiringSoon", False, "CertificatesValid", "no certificate expires soon"
+        )
+    )
     return {
         "observedGeneration": generation,
         "conditions": conditions(
-            previous_conditions, [ready, degraded], generation=generation, now=now
+            previous_conditions, [ready, degraded, expiring], generation=generation, now=now
         ),
         "expiresAt": rfc3339(record.expires_at) if record else None,
         "lastRefreshTime": rfc3339(record.issued_at) if record else None,
@@ -269,6 +281,10 @@ def client_status(
         "certificateThumbprint": record.certificate_thumbprint if record else None,
         "failedAttempts": failed_attempts,
         "lastFailureTime": rfc3339(last_failure_time) if last_failure_time else None,
+        "certificateNotAfter": rfc3339(certificate_not_after) if certificate_not_after else None,
+        "lastCertificateWarningTime": (
+            rfc3339(last_certificate_warning) if last_certificate_warning else None
+        ),
     }
 
 

@@ -97,7 +97,7 @@ class ClientSpec:
         return hashlib.sha256(encoded).hexdigest()[:32]
 
 
-def parse_duration(text: str) -> timedelta:
+def parse_duration(text: str, *, field: str = "refresh.renewBefore") -> timedelta:
     """A Go-style duration such as `90s`, `2m` or `1h30m`, as in Kubernetes APIs."""
     position, total = 0, 0.0
     units = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
@@ -108,7 +108,7 @@ def parse_duration(text: str) -> timedelta:
         position = match.end()
     if not text or position != len(text):
         raise ConfigurationError(
-            f"refresh.renewBefore {text!r} is not a duration; write it like 90s, 2m or 1h30m"
+            f"{field} {text!r} is not a duration; write it like 90s, 2m or 1h30m"
         )
     return timedelta(seconds=total)
 
