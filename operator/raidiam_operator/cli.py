@@ -8,6 +8,7 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from raidiam_operator import __version__
 from raidiam_operator.credentials import load_signing_key, load_transport_certificate
@@ -20,10 +21,14 @@ from raidiam_operator.errors import (
 from raidiam_operator.metadata import AUTH_METHODS
 from raidiam_operator.oauth import TokenClient
 from raidiam_operator.options import OperatorOptions
+from raidiam_operator.render import REFRESH_REQUESTED_AT
 from raidiam_operator.request import TokenRequest
 from raidiam_operator.spec import parse_duration
 from raidiam_operator.times import rfc3339, utc_now
 from raidiam_operator.tokens import IssuedToken
+
+if TYPE_CHECKING:
+    from raidiam_operator.kube import KubernetesGateway
 
 EXIT_OK = 0
 EXIT_CONFIGURATION = 2
@@ -33,8 +38,8 @@ EXIT_TRANSIENT = 4
 QUICK_RETRY_LIMIT_SECONDS = 5.0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
+def main(argv: Sequence[str] | None = None, *, prog: str = "raidiam-operator") -> int:
+    parser = _parser(prog)
     args = parser.parse_args(argv)
     try:
         return int(args.handler(args))
@@ -42,16 +47,177 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-def _parser() -> argparse.ArgumentParser:
+def kubectl_plugin() -> None:
+    """`kubectl raidiam ...`: kubectl finds `kubectl-raidiam` on PATH and passes the rest."""
+    sys.exit(main(sys.argv[1:], prog="kubectl raidiam"))
+
+
+def _parser(prog: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="raidiam-operator",
+        prog=prog,
         description="Keep OAuth 2.0 client-credentials tokens from Raidiam Connect fresh.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_token_command(commands)
     _add_run_command(commands)
+    _add_cluster_commands(commands)
     return parser
+
+
+def _add_cluster_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    status = commands.add_parser(
+        "status",
+        help="show every RaidiamClient's token health",
+        description="A table of RaidiamClients: ready, reason, when the token expires, the next "
+        "refresh, and when the certificate expires.",
+    )
+    _namespace_flags(status)
+    status.set_defaults(handler=_status_command)
+
+    refresh = commands.add_parser(
+        "refresh",
+        help="ask the operator for a new token now",
+        description="Sets the raidiam.io/refresh-requested-at annotation; the operator requests a new token.",
+    )
+    refresh.add_argument("names", nargs="*", metavar="NAME")
+    refresh.add_argument(
+        "--all", action="store_true", help="every RaidiamClient in the namespace (or all, with -A)"
+    )
+    _namespace_flags(refresh)
+    refresh.set_defaults(handler=_refresh_command)
+
+    check = commands.add_parser(
+        "check",
+        help="validate RaidiamClient manifests against the live authorization server",
+        description="Checks a RaidiamClient manifest without writing anything and without requesting "
+        "a token: the spec, the referenced Secrets and certificates (read from the cluster), the "
+        "discovery document, the auth method and algorithm, and that the token endpoint answers. "
+        "Exit codes: 0 all good, 2 something to fix, 4 the server could not be reached.",
+    )
+    check.add_argument(
+        "-f",
+        "--filename",
+        required=True,
+        type=Path,
+        help="manifest file (YAML, one or more documents)",
+    )
+    check.add_argument("-n", "--namespace", help="namespace for manifests that name none")
+    check.set_defaults(handler=_check_command)
+
+
+def _namespace_flags(parser: argparse.ArgumentParser) -> None:
+    scope = parser.add_mutually_exclusive_group()
+    scope.add_argument("-n", "--namespace", help="namespace (default: the current context's)")
+    scope.add_argument("-A", "--all-namespaces", action="store_true", help="every namespace")
+
+
+def _gateway() -> KubernetesGateway:
+    from raidiam_operator.kube import KubernetesGateway
+
+    return KubernetesGateway.from_environment(threads=4)
+
+
+def _status_command(args: argparse.Namespace) -> int:
+    from raidiam_operator.kube import KubernetesGateway
+    from raidiam_operator.tables import HEADERS, format_table, status_rows
+
+    namespace = (
+        None if args.all_namespaces else (args.namespace or KubernetesGateway.current_namespace())
+    )
+    gateway = _gateway()
+    try:
+        clients = asyncio.run(gateway.list_clients(namespace))
+    except Exception as error:
+        print(
+            f"raidiam-operator: error: cannot list RaidiamClients: {_api_error(error)}",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIGURATION
+    finally:
+        gateway.close()
+    if not clients:
+        where = "any namespace" if namespace is None else f"namespace {namespace}"
+        print(f"No RaidiamClients in {where}.", file=sys.stderr)
+        return EXIT_OK
+    headers = ["NAMESPACE", *HEADERS] if namespace is None else list(HEADERS)
+    print(
+        format_table(headers, status_rows(clients, now=utc_now(), with_namespace=namespace is None))
+    )
+    return EXIT_OK
+
+
+def _refresh_command(args: argparse.Namespace) -> int:
+    from raidiam_operator.kube import KubernetesGateway
+
+    if bool(args.names) == args.all:
+        print(
+            "raidiam-operator: error: name one or more RaidiamClients, or pass --all",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIGURATION
+    namespace = (
+        None if args.all_namespaces else (args.namespace or KubernetesGateway.current_namespace())
+    )
+    if namespace is None and not args.all:
+        print("raidiam-operator: error: -A goes with --all", file=sys.stderr)
+        return EXIT_CONFIGURATION
+    gateway = _gateway()
+
+    async def request() -> list[tuple[str, str]]:
+        if args.all:
+            targets = [
+                (c["metadata"]["namespace"], c["metadata"]["name"])
+                for c in await gateway.list_clients(namespace)
+            ]
+        else:
+            assert namespace is not None
+            targets = [(namespace, name) for name in args.names]
+        # A new value each time: the operator acts on a change of the annotation.
+        stamp = utc_now().isoformat(timespec="microseconds").replace("+00:00", "Z")
+        for target_namespace, name in targets:
+            await gateway.annotate_client(target_namespace, name, {REFRESH_REQUESTED_AT: stamp})
+        return targets
+
+    try:
+        targets = asyncio.run(request())
+    except Exception as error:
+        print(
+            f"raidiam-operator: error: cannot request a refresh: {_api_error(error)}",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIGURATION
+    finally:
+        gateway.close()
+    for target_namespace, name in targets:
+        print(f"raidiamclient {target_namespace}/{name}: refresh requested")
+    return EXIT_OK
+
+
+def _check_command(args: argparse.Namespace) -> int:
+    from raidiam_operator.checks import check_manifests
+
+    try:
+        manifest = args.filename.read_text()
+    except OSError as error:
+        print(
+            f"raidiam-operator: error: cannot read {args.filename}: {error.strerror}",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIGURATION
+    return asyncio.run(
+        check_manifests(
+            manifest, source=args.filename, namespace=args.namespace, gateway_factory=_gateway
+        )
+    )
+
+
+def _api_error(error: Exception) -> str:
+    status = getattr(error, "status", None)
+    reason = getattr(error, "reason", None)
+    if status:
+        return f"HTTP {status} {reason or ''}".strip()
+    return f"{type(error).__name__}: {error}"
 
 
 def _add_run_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

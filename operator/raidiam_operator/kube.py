@@ -76,6 +76,46 @@ class KubernetesGateway:
         configuration.connection_pool_maxsize = threads
         return cls(kubernetes.client.ApiClient(configuration), **kwargs)
 
+    @staticmethod
+    def current_namespace() -> str:
+        """The namespace of the kubeconfig's current context (or the pod's), else "default"."""
+        try:
+            _, context = kubernetes.config.list_kube_config_contexts()
+            namespace = (context or {}).get("context", {}).get("namespace")
+            if namespace:
+                return str(namespace)
+        except (kubernetes.config.ConfigException, OSError):
+            pass
+        try:
+            with open("/var/run/secrets/kubernetes.io/serviceaccount/namespace") as file:
+                return file.read().strip() or "default"
+        except OSError:
+            return "default"
+
+    async def list_clients(self, namespace: str | None) -> list[JSON]:
+        """RaidiamClients in one namespace, or in all of them."""
+        if namespace is None:
+            listing = await self._json(
+                self._custom.list_cluster_custom_object, GROUP, VERSION, PLURAL
+            )
+        else:
+            listing = await self._json(
+                self._custom.list_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL
+            )
+        return list(listing.get("items", []))
+
+    async def annotate_client(self, namespace: str, name: str, annotations: dict[str, str]) -> None:
+        await self._call(
+            self._custom.patch_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            namespace,
+            PLURAL,
+            name,
+            {"metadata": {"annotations": annotations}},
+            _preload_content=False,
+        )
+
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
 

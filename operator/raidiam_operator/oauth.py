@@ -185,6 +185,14 @@ class TokenClient:
             default_lifetime=request.default_lifetime,
         )
 
+    async def probe(self, request: TokenRequest) -> tuple[str, int]:
+        """Reach the token endpoint without asking for a token: any HTTP answer proves the route,
+        the server's TLS certificate and (on the mTLS endpoint) the handshake with ours."""
+        endpoint = await self.token_endpoint(request)
+        async with self._client(request.transport, request.ca_bundle) as client:
+            status, _, _ = await self._send(client, "GET", endpoint, what="reachability")
+        return endpoint, status
+
     async def _send(
         self,
         client: httpx.AsyncClient,

@@ -1,0 +1,67 @@
+"""The `status` table: what a person on call reads first. Pure: `now` comes from the caller."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from raidiam_operator.times import parse_rfc3339
+
+HEADERS = ("NAME", "READY", "REASON", "EXPIRES IN", "NEXT REFRESH", "CERTIFICATE EXPIRES IN")
+
+
+def human(delta: timedelta) -> str:
+    """A short signed duration: '4m10s', '3d2h', or 'expired 5m ago'."""
+    seconds = int(delta.total_seconds())
+    if seconds < 0:
+        return f"{human(-delta)} ago"
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, seconds = divmod(rest, 60)
+    if days:
+        return f"{days}d{hours}h"
+    if hours:
+        return f"{hours}h{minutes}m"
+    if minutes:
+        return f"{minutes}m{seconds}s"
+    return f"{seconds}s"
+
+
+def _until(value: object, now: datetime) -> str:
+    moment = parse_rfc3339(value) if isinstance(value, str) else None
+    return human(moment - now) if moment else "-"
+
+
+def status_rows(
+    clients: Sequence[Mapping[str, Any]], *, now: datetime, with_namespace: bool
+) -> list[list[str]]:
+    rows = []
+    for client in sorted(
+        clients, key=lambda c: (c["metadata"]["namespace"], c["metadata"]["name"])
+    ):
+        status = client.get("status") or {}
+        ready: Mapping[str, Any] = next(
+            (c for c in status.get("conditions", []) if c.get("type") == "Ready"), {}
+        )
+        row = [
+            client["metadata"]["name"],
+            ready.get("status", "Unknown"),
+            ready.get("reason", "Pending"),
+            _until(status.get("expiresAt"), now),
+            _until(status.get("nextRefreshTime"), now),
+            _until(status.get("certificateNotAfter"), now),
+        ]
+        rows.append([client["metadata"]["namespace"], *row] if with_namespace else row)
+    return rows
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [
+        max(len(str(cell)) for cell in column) for column in zip(headers, *rows, strict=False)
+    ]
+    lines = [
+        "   ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=False)).rstrip()
+        for line in [list(headers), *rows]
+    ]
+    return "\n".join(lines)

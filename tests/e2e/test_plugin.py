@@ -1,0 +1,197 @@
+"""`kubectl raidiam status|refresh|check` against the test cluster, as a person on call uses it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from .conftest import World, wait_for
+
+pytestmark = [pytest.mark.kube, pytest.mark.authserver]
+
+
+def _kubectl_raidiam(world: World, *args: str) -> subprocess.CompletedProcess[str]:
+    """Through kubectl itself, which finds `kubectl-raidiam` on PATH."""
+    environment = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        "KUBECONFIG": str(world.control_plane.kubeconfig),
+    }
+    return subprocess.run(
+        [str(world.control_plane.binaries.kubectl), "raidiam", *args],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+
+
+def test_status_shows_health_expiry_and_certificate_expiry(world: World) -> None:
+    world.tls_client("healthy")
+    world.wait_ready("healthy")
+    issued = world.pki.client_certificate("orphan")
+    world.tls_secret("failing-transport", issued)
+    world.create_client(
+        "failing",
+        world.spec("never-registered", transportCertificate={"secretName": "failing-transport"}),
+    )
+    world.wait_reason("failing", "invalid_client", kind="Degraded")
+
+    result = _kubectl_raidiam(world, "status", "-n", world.namespace)
+
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == [
+        "NAME",
+        "READY",
+        "REASON",
+        "EXPIRES",
+        "IN",
+        "NEXT",
+        "REFRESH",
+        "CERTIFICATE",
+        "EXPIRES",
+        "IN",
+    ]
+    healthy = next(line for line in lines if line.startswith("healthy"))
+    assert "True" in healthy
+    assert "TokenValid" in healthy
+    assert "4m" in healthy or "5m" in healthy  # a 300 s token
+    assert "29d" in healthy or "30d" in healthy  # the test certificate lives 30 days
+    failing = next(line for line in lines if line.startswith("failing"))
+    assert "False" in failing
+    assert "invalid_client" in failing
+
+
+def test_status_across_namespaces_names_the_namespace(world: World) -> None:
+    world.tls_client("anywhere")
+    world.wait_ready("anywhere")
+
+    result = _kubectl_raidiam(world, "status", "-A")
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0].startswith("NAMESPACE")
+    assert any(
+        line.startswith(world.namespace) and "anywhere" in line
+        for line in result.stdout.splitlines()
+    )
+
+
+def test_refresh_by_name_and_all_issue_new_tokens(world: World) -> None:
+    world.tls_client("one")
+    world.tls_client("two")
+    world.wait_ready("one")
+    world.wait_ready("two")
+    first = {name: world.token(name) for name in ("one", "two")}
+
+    result = _kubectl_raidiam(world, "refresh", "one", "-n", world.namespace)
+    assert result.returncode == 0, result.stderr
+    assert f"{world.namespace}/one: refresh requested" in result.stdout
+    wait_for(lambda: world.token("one") != first["one"], timeout=10, what="a new token for one")
+    assert world.token("two") == first["two"]
+
+    second = {name: world.token(name) for name in ("one", "two")}
+    result = _kubectl_raidiam(world, "refresh", "--all", "-n", world.namespace)
+    assert result.returncode == 0, result.stderr
+    wait_for(
+        lambda: all(world.token(n) != second[n] for n in ("one", "two")),
+        timeout=10,
+        what="new tokens for all",
+    )
+
+
+def test_refresh_without_a_name_says_what_to_do(world: World) -> None:
+    result = _kubectl_raidiam(world, "refresh", "-n", world.namespace)
+
+    assert result.returncode == 2
+    assert "name one or more RaidiamClients, or pass --all" in result.stderr
+
+
+def _manifest(world: World, tmp_path: Path, name: str, spec: dict[str, object]) -> Path:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(
+        json.dumps(
+            {
+                "apiVersion": "raidiam.io/v1alpha1",
+                "kind": "RaidiamClient",
+                "metadata": {"name": name, "namespace": world.namespace},
+                "spec": spec,
+            }
+        )
+    )
+    return path
+
+
+def test_check_validates_a_good_spec_without_writing_or_requesting_anything(
+    world: World, tmp_path: Path
+) -> None:
+    client_id = f"checked-{uuid.uuid4().hex[:8]}"
+    issued = world.pki.client_certificate(client_id)
+    world.auth.register_tls_client(client_id, issued)
+    world.tls_secret("checked-transport", issued)
+    manifest = _manifest(
+        world,
+        tmp_path,
+        "checked",
+        world.spec(client_id, transportCertificate={"secretName": "checked-transport"}),
+    )
+
+    result = _kubectl_raidiam(world, "check", "-f", str(manifest))
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "ok    transport certificate in Secret checked-transport valid until" in result.stdout
+    assert "ok    discovery: issuer" in result.stdout
+    assert "ok    the server supports tls_client_auth" in result.stdout
+    assert f"ok    token endpoint {world.auth.mtls_token_endpoint} answers" in result.stdout
+    assert world.requests_for(client_id) == 0
+    assert world.secret("checked-token") is None
+
+
+def test_check_reports_what_to_fix(world: World, tmp_path: Path) -> None:
+    signing = world.pki.signing_key("ec")
+    world.signing_secret("ec-signing", signing)
+    manifest = _manifest(
+        world,
+        tmp_path,
+        "wrong",
+        world.spec(
+            "whoever",
+            authMethod="private_key_jwt",
+            signingKey={"secretName": "ec-signing", "keyId": "k", "algorithm": "PS256"},
+        ),
+    )
+
+    result = _kubectl_raidiam(world, "check", "-f", str(manifest))
+
+    assert result.returncode == 2
+    assert (
+        "FAIL  AlgorithmKeyMismatch: signing algorithm PS256 does not fit the signing key (EC secp256r1)"
+        in result.stdout
+    )
+    assert "1 problem(s) to fix" in result.stderr
+
+
+def test_check_reports_an_unreachable_issuer_with_exit_4(world: World, tmp_path: Path) -> None:
+    issued = world.pki.client_certificate("nowhere")
+    world.tls_secret("nowhere-transport", issued)
+    spec = {
+        **world.spec("nowhere", transportCertificate={"secretName": "nowhere-transport"}),
+        "issuer": "https://127.0.0.1:1",
+    }
+    manifest = _manifest(world, tmp_path, "nowhere", spec)
+
+    result = _kubectl_raidiam(world, "check", "-f", str(manifest))
+
+    assert result.returncode == 4
+    assert (
+        "FAIL  AuthorizationServerUnreachable: could not connect to https://127.0.0.1:1"
+        in result.stdout
+    )
