@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -264,19 +266,22 @@ def _add_run_command(commands: argparse._SubParsersAction[argparse.ArgumentParse
         metavar="DURATION",
         help="warn when a transport or signing certificate expires within this (default %(default)s = 14 days)",
     )
-    peering = run.add_mutually_exclusive_group()
-    peering.add_argument(
-        "--standalone",
+    run.add_argument(
+        "--leader-election",
         action="store_true",
-        default=True,
-        help="no peering: the only instance (default)",
+        help="with several replicas: refresh only while holding a coordination.k8s.io Lease",
     )
-    peering.add_argument(
-        "--peering",
+    run.add_argument(
+        "--leader-election-namespace",
+        metavar="NS",
+        help="namespace of the Lease (default: $POD_NAMESPACE, else the current context's)",
+    )
+    run.add_argument(
+        "--leader-election-name",
+        default="raidiam-token-operator",
         metavar="NAME",
-        help="coordinate with other replicas through the kopf peering object NAME",
+        help="name of the Lease",
     )
-    run.add_argument("--priority", type=int, default=0, help="peering priority of this instance")
     run.add_argument("--verbose", action="store_true", help="log at INFO with details")
     run.add_argument(
         "--debug", action="store_true", help="log at DEBUG (never logs secret material)"
@@ -295,10 +300,22 @@ def _run_command(args: argparse.Namespace) -> int:
         )
     except ConfigurationError as error:
         return _fail(EXIT_CONFIGURATION, error)
+    leader_election = None
+    if args.leader_election:
+        from raidiam_operator.kube import KubernetesGateway
+
+        namespace = (
+            args.leader_election_namespace
+            or os.environ.get("POD_NAMESPACE")
+            or KubernetesGateway.current_namespace()
+        )
+        leader_election = (namespace, args.leader_election_name)
     options = OperatorOptions(
         metrics_port=args.metrics_port,
         metrics_address=args.metrics_address,
         certificate_expiry_warning=warning,
+        leader_election=leader_election,
+        identity=os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}",
     )
     kopf.configure(
         verbose=args.verbose,
@@ -306,9 +323,8 @@ def _run_command(args: argparse.Namespace) -> int:
         log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.FULL,
     )
     kopf.run(
-        standalone=args.peering is None,
-        peering_name=args.peering,
-        priority=args.priority,
+        # One refreshing replica is ensured by our Lease (see leader.py), not by kopf's peering.
+        standalone=True,
         clusterwide=not args.namespaces,
         namespaces=args.namespaces,
         liveness_endpoint=None if args.liveness == "off" else args.liveness,

@@ -134,7 +134,11 @@ class RefreshEngine:
         self._wakeup = asyncio.Event()
         self._slots = asyncio.Semaphore(self.settings.concurrency)
         self._by_input_secret: dict[Key, set[Key]] = {}
-        self._by_token_secret: dict[Key, Key] = {}
+        # Several clients may name one token Secret: its owner guards it, the others report
+        # SecretConflict, and all of them hear when it changes.
+        self._by_token_secret: dict[Key, set[Key]] = {}
+        # False on a standby replica: it keeps watching but sends and writes nothing.
+        self._active = True
 
     # -- what kopf tells us ----------------------------------------------------------------
 
@@ -185,8 +189,7 @@ class RefreshEngine:
         secret_key = (namespace, name)
         for key in self._by_input_secret.get(secret_key, ()):
             self.schedule(key, self._clock())
-        owner_key = self._by_token_secret.get(secret_key)
-        if owner_key is not None:
+        for owner_key in self._by_token_secret.get(secret_key, ()):
             state = self._clients.get(owner_key)
             if state is not None and (
                 resource_version is None or resource_version != state.written_secret_version
@@ -204,21 +207,31 @@ class RefreshEngine:
         state.token_secret_name = spec.token_secret.name
         for secret in state.referenced_secrets:
             self._by_input_secret.setdefault((key[0], secret), set()).add(key)
-        self._by_token_secret[(key[0], spec.token_secret.name)] = key
+        self._by_token_secret.setdefault((key[0], spec.token_secret.name), set()).add(key)
 
     def _unindex(self, key: Key) -> None:
-        for secret_key, keys in list(self._by_input_secret.items()):
-            keys.discard(key)
-            if not keys:
-                del self._by_input_secret[secret_key]
-        for secret_key, owner_key in list(self._by_token_secret.items()):
-            if owner_key == key:
-                del self._by_token_secret[secret_key]
+        for index in (self._by_input_secret, self._by_token_secret):
+            for secret_key, keys in list(index.items()):
+                keys.discard(key)
+                if not keys:
+                    del index[secret_key]
+
+    def set_active(self, active: bool) -> None:
+        """Start or stop refreshing, as leadership comes and goes."""
+        if active and not self._active:
+            now = self._clock()
+            for key, state in self._clients.items():
+                # Another replica refreshed meanwhile: forget what we knew and read the Secrets.
+                state.record, state.next_refresh, state.secret_unverified = None, None, True
+                self._replan(key, now)
+        self._active = active
+        self._wakeup.set()
 
     def summary(self) -> dict[str, Any]:
         """Counts for the liveness probe; no names, no secrets."""
         now = self._clock()
         return {
+            "active": self._active,
             "clients": len(self._clients),
             "reconciling": len(self._running),
             "failing": sum(1 for s in self._clients.values() if s.failure is not None),
@@ -248,13 +261,17 @@ class RefreshEngine:
             while True:
                 self._wakeup.clear()
                 now = self._clock()
-                while self._heap and self._heap[0][0] <= now:
+                while self._active and self._heap and self._heap[0][0] <= now:
                     when, _, key = heapq.heappop(self._heap)
                     if self._due.get(key) != when:
                         continue  # superseded by a newer plan
                     del self._due[key]
                     self._start(key)
-                timeout = (self._heap[0][0] - now).total_seconds() if self._heap else None
+                timeout = (
+                    (self._heap[0][0] - now).total_seconds()
+                    if self._heap and self._active
+                    else None
+                )
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wakeup.wait(), timeout=timeout)
         finally:
@@ -302,7 +319,7 @@ class RefreshEngine:
 
     async def reconcile(self, key: Key) -> None:
         state = self._clients.get(key)
-        if state is None:
+        if state is None or not self._active:
             return
         now = self._clock()
         try:
@@ -600,8 +617,10 @@ class RefreshEngine:
                     )
             else:
                 written = existing
-        except ConflictError:
-            state.secret_unverified = True  # read it afresh next time
+        except Exception:
+            # A conflict, or an API server that went away mid-write: read the Secret afresh next
+            # time and restore it, or the new token would live only in memory.
+            state.secret_unverified = True
             raise
         state.secret_unverified = False
         state.written_secret_version = written["metadata"].get("resourceVersion")

@@ -16,6 +16,7 @@ import kopf
 
 from raidiam_operator.engine import EngineSettings, RefreshEngine
 from raidiam_operator.kube import KubernetesGateway
+from raidiam_operator.leader import LeaderElector, LeaseSettings
 from raidiam_operator.metrics import Metrics
 from raidiam_operator.oauth import TokenClient
 from raidiam_operator.options import OperatorOptions
@@ -50,14 +51,27 @@ async def start_engine(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: An
     )
     memo.kube, memo.tokens, memo.engine = kube, tokens, engine
     memo.engine_task = asyncio.create_task(engine.run(), name="refresh engine")
+    if options.leader_election is not None:
+        namespace, name = options.leader_election
+        elector = LeaderElector(
+            kube, LeaseSettings(namespace=namespace, name=name, identity=options.identity)
+        )
+        engine.set_active(False)
+        memo.elector = elector
+        memo.elector_task = asyncio.create_task(
+            elector.run(engine.set_active), name="leader election"
+        )
 
 
 @kopf.on.cleanup(id="stop-refresh-engine")
 async def stop_engine(memo: kopf.Memo, **_: Any) -> None:
-    task: asyncio.Task[None] | None = memo.get("engine_task")
-    if task is not None:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+    for name in ("elector_task", "engine_task"):
+        task: asyncio.Task[None] | None = memo.get(name)
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    if memo.get("elector") is not None:
+        await memo.elector.release()
     if memo.get("tokens") is not None:
         await memo.tokens.aclose()
     if memo.get("kube") is not None:

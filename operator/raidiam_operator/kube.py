@@ -60,6 +60,7 @@ class KubernetesGateway:
     ) -> None:
         self._core = kubernetes.client.CoreV1Api(api_client)
         self._custom = kubernetes.client.CustomObjectsApi(api_client)
+        self._coordination = kubernetes.client.CoordinationV1Api(api_client)
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="kube-api")
         self._clock = clock
         self._instance = reporting_instance
@@ -115,6 +116,34 @@ class KubernetesGateway:
             {"metadata": {"annotations": annotations}},
             _preload_content=False,
         )
+
+    async def read_lease(self, namespace: str, name: str) -> JSON | None:
+        try:
+            return await self._json(self._coordination.read_namespaced_lease, name, namespace)
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+
+    async def create_lease(self, namespace: str, body: JSON) -> JSON:
+        try:
+            return await self._json(self._coordination.create_namespaced_lease, namespace, body)
+        except ApiException as error:
+            if error.status == 409:
+                raise ConflictError(
+                    f"Lease {namespace}/{body['metadata']['name']} exists"
+                ) from None
+            raise
+
+    async def replace_lease(self, namespace: str, name: str, body: JSON) -> JSON:
+        try:
+            return await self._json(
+                self._coordination.replace_namespaced_lease, name, namespace, body
+            )
+        except ApiException as error:
+            if error.status in (404, 409):
+                raise ConflictError(f"Lease {namespace}/{name} changed") from None
+            raise
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

@@ -312,3 +312,24 @@ async def test_a_token_secret_deleted_by_hand_is_restored_without_a_request(
 
     assert server.token_requests == 1
     assert kube.secrets["directory-token"]["data"]["access_token"] == token
+
+
+async def test_a_standby_neither_requests_nor_writes_and_rereads_on_takeover(
+    kube: FakeKube, server: Server, clock: Clock
+) -> None:
+    leader = _engine(kube, server, clock)
+    leader.observe(BODY)
+    await leader.reconcile(KEY)
+    standby = _engine(kube, server, clock)
+    standby.set_active(False)
+    standby.observe(BODY)
+    writes = kube.writes
+
+    await standby.reconcile(KEY)
+    assert (server.token_requests, kube.writes) == (1, writes)
+
+    clock.advance(30)
+    standby.set_active(True)
+    await standby.reconcile(KEY)
+
+    assert server.token_requests == 1, "the token in the Secret is still good"
