@@ -455,20 +455,12 @@ class RefreshEngine:
         reason: str,
         duration: float,
     ) -> None:
-        # Whole seconds, rounded down: what the Secret and status show is what the engine believes.
-        expires_at = token.expires_at.replace(microsecond=0)
-        issued_at = (token.expires_at - token.lifetime).replace(microsecond=0)
-        state.record = TokenRecord(
-            access_token=token.access_token,
-            token_type=token.token_type,
-            scope=token.scope,
-            issued_at=issued_at,
-            expires_at=expires_at,
-            token_endpoint=token.token_endpoint,
-            certificate_thumbprint=token.certificate_thumbprint,
+        state.record = TokenRecord.issued(
+            token,
             inputs_fingerprint=inputs.fingerprint,
             refresh_requested_at=state.refresh_requested_at,
         )
+        expires_at = state.record.expires_at
         recovered = state.failure is not None
         if self._metrics is not None:
             self._metrics.request_succeeded(

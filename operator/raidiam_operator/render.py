@@ -14,6 +14,7 @@ from typing import Any
 
 from raidiam_operator.spec import GROUP, KIND, MANAGED_BY, VERSION, TokenSecretTemplate
 from raidiam_operator.times import parse_rfc3339, rfc3339
+from raidiam_operator.tokens import IssuedToken
 
 ANNOTATION_PREFIX = "raidiam.io/"
 EXPIRES_AT = ANNOTATION_PREFIX + "expires-at"
@@ -53,6 +54,24 @@ class TokenRecord:
 
     def valid_at(self, now: datetime) -> bool:
         return now < self.expires_at
+
+    @classmethod
+    def issued(
+        cls, token: IssuedToken, *, inputs_fingerprint: str, refresh_requested_at: str | None
+    ) -> TokenRecord:
+        """A fresh token, in whole seconds rounded down: what the Secret and status show is
+        exactly what the engine believes, and never later than the truth."""
+        return cls(
+            access_token=token.access_token,
+            token_type=token.token_type,
+            scope=token.scope,
+            issued_at=(token.expires_at - token.lifetime).replace(microsecond=0),
+            expires_at=token.expires_at.replace(microsecond=0),
+            token_endpoint=token.token_endpoint,
+            certificate_thumbprint=token.certificate_thumbprint,
+            inputs_fingerprint=inputs_fingerprint,
+            refresh_requested_at=refresh_requested_at,
+        )
 
 
 def token_secret(
