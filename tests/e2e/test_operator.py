@@ -359,3 +359,38 @@ def test_the_operator_runs_only_in_the_namespaces_it_is_given(
         assert "status" not in outside
     finally:
         world.control_plane.kubectl("delete", "namespace", other, "--wait=false", check=False)
+
+
+def test_a_rotated_signing_key_gets_a_new_token_signed_with_it(world: World) -> None:
+    world.jwt_client("signed")
+    world.wait_ready("signed")
+    client_id = world.client("signed")["spec"]["clientId"]
+    old_token = world.token("signed")
+    renewed = world.pki.signing_key("rsa")
+    world.auth.register_private_key_jwt_client(
+        client_id, {"keys": [renewed.public_jwk("sig-1")]}, bound=True
+    )
+
+    world.core.replace_namespaced_secret(
+        "signed-signing",
+        world.namespace,
+        {
+            "metadata": {"name": "signed-signing"},
+            "data": {"tls.key": base64.b64encode(renewed.private_pem).decode()},
+        },
+    )
+    world.secrets_seen.append(renewed.private_pem)
+
+    wait_for(
+        lambda: world.token("signed") not in (None, old_token),
+        timeout=10,
+        what="a token requested with the new signing key",
+    )
+    assert world.condition("signed")["status"] == "True"
+
+
+def test_kubectl_explain_documents_the_spec(world: World) -> None:
+    explained = world.control_plane.kubectl("explain", "raidiamclient.spec.refresh").stdout
+
+    assert "renewBeforePercentage" in explained
+    assert "Refresh when this percentage of the token's lifetime remains" in explained
