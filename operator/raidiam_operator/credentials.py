@@ -97,6 +97,24 @@ def load_certificate_chain(
 
 def load_private_key(pem: bytes, *, what: str = "the private key") -> UsableKey:
     """Parse an unencrypted PEM private key in PKCS#8, PKCS#1 or SEC1 form."""
+    # Loading checks an RSA key's consistency, which takes tens of milliseconds, and every refresh
+    # reads the same Secret again: remember what was read, by digest (failures are not kept).
+    digest = hashlib.sha256(pem).digest()
+    key = _loaded_keys.get(digest)
+    if key is None:
+        key = _load_private_key(pem, what=what)
+        if len(_loaded_keys) >= MAX_REMEMBERED_KEYS:
+            _loaded_keys.pop(next(iter(_loaded_keys)))  # the oldest
+        _loaded_keys[digest] = key
+    return key
+
+
+#: parsed private keys kept; enough for one key per client of a large installation
+MAX_REMEMBERED_KEYS = 10_000
+_loaded_keys: dict[bytes, UsableKey] = {}
+
+
+def _load_private_key(pem: bytes, *, what: str) -> UsableKey:
     if b"-----BEGIN" not in pem:
         raise CredentialError(
             f"{what} is not PEM: expected '-----BEGIN PRIVATE KEY-----'"
@@ -161,11 +179,13 @@ def check_validity(certificate: x509.Certificate, *, now: datetime, what: str) -
             reason="CertificateNotYetValid",
         )
     if now > certificate.not_valid_after_utc:
-        raise CredentialError(
+        expired = CredentialError(
             f"{what} ({subject}) expired at {certificate.not_valid_after_utc.isoformat()}; "
             "renew it and update the Secret",
             reason="CertificateExpired",
         )
+        expired.not_after = certificate.not_valid_after_utc
+        raise expired
 
 
 def default_algorithm(key: UsableKey) -> SigningAlgorithm:

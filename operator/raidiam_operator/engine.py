@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import heapq
 import logging
 import random
@@ -96,6 +97,8 @@ class ClientState:
     certificate_warning: Problem | None = None
     certificate_not_after: datetime | None = None
     last_certificate_warning: datetime | None = None
+    #: resourceVersions of token Secret events that arrived while a reconciliation ran
+    secret_events_while_running: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -120,6 +123,8 @@ class RefreshEngine:
     ) -> None:
         self.settings = settings or EngineSettings()
         self._metrics = metrics
+        if metrics is not None:
+            metrics.leader.set(1)
         self._kube = kube
         self._tokens = tokens
         self._clock = clock
@@ -134,6 +139,9 @@ class RefreshEngine:
         self._wakeup = asyncio.Event()
         self._slots = asyncio.Semaphore(self.settings.concurrency)
         self._by_input_secret: dict[Key, set[Key]] = {}
+        # Referenced Secrets as the watch last delivered them, so a refresh (and a restart) reads
+        # them from memory rather than the API server; only Secrets some client references.
+        self._input_secrets: dict[Key, Mapping[str, Any]] = {}
         # Several clients may name one token Secret: its owner guards it, the others report
         # SecretConflict, and all of them hear when it changes.
         self._by_token_secret: dict[Key, set[Key]] = {}
@@ -151,6 +159,8 @@ class RefreshEngine:
         requested = (metadata.get("annotations") or {}).get(REFRESH_REQUESTED_AT)
         state = self._clients.get(key)
         if state is None or state.owner.uid != owner.uid:
+            if state is not None:  # deleted and created again under the same name
+                self._unindex(key, state)
             state = ClientState(
                 owner=owner,
                 generation=generation,
@@ -165,6 +175,8 @@ class RefreshEngine:
             )
             self._clients[key] = state
             self._index(key, state)
+            if self._metrics is not None and self._active:
+                self._metrics.client_seen(key[0], key[1])
             self.schedule(key, self._clock())
             return
         changed = generation != state.generation or requested != state.refresh_requested_at
@@ -173,24 +185,43 @@ class RefreshEngine:
         state.refresh_requested_at = requested
         if changed:
             self._index(key, state)
+            # The token Secret's name, labels or annotations may have changed with the spec.
+            state.secret_unverified = True
             self.schedule(key, self._clock())
 
     def forget(self, namespace: str, name: str) -> None:
         """A RaidiamClient was deleted; its Secret goes with it through the ownerReference."""
         key = (namespace, name)
-        self._clients.pop(key, None)
+        state = self._clients.pop(key, None)
         self._due.pop(key, None)
-        self._unindex(key)
+        if state is not None:
+            self._unindex(key, state)
         if self._metrics is not None:
             self._metrics.forget(namespace, name)
 
-    def secret_changed(self, namespace: str, name: str, resource_version: str | None) -> None:
-        """A Secret changed or went away: an input to re-read, or a token Secret to check."""
+    def secret_changed(
+        self,
+        namespace: str,
+        name: str,
+        resource_version: str | None,
+        body: Mapping[str, Any] | None = None,
+    ) -> None:
+        """A Secret changed (`body` as it is now) or went away (None): an input to re-read, or a
+        token Secret to check."""
         secret_key = (namespace, name)
+        if secret_key in self._by_input_secret:
+            if body is None:
+                self._input_secrets.pop(secret_key, None)
+            else:
+                self._input_secrets[secret_key] = copy.deepcopy(dict(body))
         for key in self._by_input_secret.get(secret_key, ()):
             self.schedule(key, self._clock())
         for owner_key in self._by_token_secret.get(secret_key, ()):
             state = self._clients.get(owner_key)
+            if state is not None and owner_key in self._running and resource_version is not None:
+                # Likely our own write, whose answer has not arrived yet: judge it afterwards.
+                state.secret_events_while_running.append(resource_version)
+                continue
             if state is not None and (
                 resource_version is None or resource_version != state.written_secret_version
             ):
@@ -198,7 +229,8 @@ class RefreshEngine:
                 self.schedule(owner_key, self._clock())
 
     def _index(self, key: Key, state: ClientState) -> None:
-        self._unindex(key)
+        self._unindex(key, state)
+        state.referenced_secrets, state.token_secret_name = frozenset(), None
         try:
             spec = parse_spec(state.spec_body, name=key[1])
         except ConfigurationError:
@@ -209,12 +241,20 @@ class RefreshEngine:
             self._by_input_secret.setdefault((key[0], secret), set()).add(key)
         self._by_token_secret.setdefault((key[0], spec.token_secret.name), set()).add(key)
 
-    def _unindex(self, key: Key) -> None:
-        for index in (self._by_input_secret, self._by_token_secret):
-            for secret_key, keys in list(index.items()):
+    def _unindex(self, key: Key, state: ClientState) -> None:
+        # Only the entries this client is in: a scan of the whole index per client would make
+        # a burst of N new clients cost N² steps.
+        names = [(self._by_input_secret, name) for name in state.referenced_secrets]
+        if state.token_secret_name is not None:
+            names.append((self._by_token_secret, state.token_secret_name))
+        for index, name in names:
+            keys = index.get((key[0], name))
+            if keys is not None:
                 keys.discard(key)
                 if not keys:
-                    del index[secret_key]
+                    del index[(key[0], name)]
+                    if index is self._by_input_secret:
+                        self._input_secrets.pop((key[0], name), None)
 
     def set_active(self, active: bool) -> None:
         """Start or stop refreshing, as leadership comes and goes."""
@@ -224,6 +264,14 @@ class RefreshEngine:
                 # Another replica refreshed meanwhile: forget what we knew and read the Secrets.
                 state.record, state.next_refresh, state.secret_unverified = None, None, True
                 self._replan(key, now)
+                if self._metrics is not None:
+                    self._metrics.client_seen(*key)
+        if self._metrics is not None:
+            self._metrics.leader.set(1 if active else 0)
+            if not active:
+                # A standby's figures would be stale: only the leader publishes per-client series.
+                for namespace, name in self._clients:
+                    self._metrics.forget(namespace, name)
         self._active = active
         self._wakeup.set()
 
@@ -311,6 +359,12 @@ class RefreshEngine:
                 self.schedule(key, self._clock() + API_RETRY)
         finally:
             self._running.discard(key)
+            state = self._clients.get(key)
+            if state is not None and state.secret_events_while_running:
+                versions, state.secret_events_while_running = state.secret_events_while_running, []
+                if any(version != state.written_secret_version for version in versions):
+                    state.secret_unverified = True
+                    self._again.add(key)
             if key in self._again:
                 self._again.discard(key)
                 self.schedule(key, self._clock())
@@ -337,7 +391,9 @@ class RefreshEngine:
             if state.record is None and existing is not None:
                 state.record = record_from_secret(existing)
                 if state.record is not None and state.next_refresh is None:
-                    state.next_refresh = self._renewal(state.record, spec)
+                    state.next_refresh = self._planned_in_status(
+                        state, state.record
+                    ) or self._renewal(state.record, spec)
 
         try:
             inputs = await self._load_inputs(spec, key[0], now=now)
@@ -349,6 +405,8 @@ class RefreshEngine:
         if spec.suspend:
             await self._write_status(state, inputs, blocked=None, suspended=True, now=now)
             self._due.pop(key, None)
+            if state.record is not None and state.record.valid_at(now):
+                self._replan(key, state.record.expires_at)  # to report TokenExpired on time
             return
 
         reason = refresh_reason(state, inputs, now=now)
@@ -424,8 +482,7 @@ class RefreshEngine:
 
     async def _load_inputs(self, spec: ClientSpec, namespace: str, *, now: datetime) -> Inputs:
         secrets = {
-            name: await self._kube.read_secret(namespace, name)
-            for name in spec.referenced_secrets()
+            name: await self._input_secret(namespace, name) for name in spec.referenced_secrets()
         }
         ca = (
             await self._kube.read_config_map(namespace, spec.ca_bundle.config_map_name)
@@ -434,13 +491,40 @@ class RefreshEngine:
         )
         return build_inputs(spec, namespace=namespace, secrets=secrets, ca_config_map=ca, now=now)
 
+    async def _input_secret(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        secret_key = (namespace, name)
+        cached = self._input_secrets.get(secret_key)
+        if cached is not None:
+            return cached
+        secret = await self._kube.read_secret(namespace, name)
+        if secret is not None and secret_key in self._by_input_secret:
+            # A watch event that arrived meanwhile is newer than what we read.
+            self._input_secrets.setdefault(secret_key, secret)
+        return secret
+
     def _renewal(self, record: TokenRecord, spec: ClientSpec) -> datetime:
+        # Whole seconds, rounded down, like every time the status shows: the nextRefreshTime a
+        # user (or a restarted operator) reads is exactly the moment the engine plans.
         return renewal_time(
             issued_at=record.issued_at,
             expires_at=record.expires_at,
             policy=spec.refresh,
             rng=self._rng,
-        )
+        ).replace(microsecond=0)
+
+    def _planned_in_status(self, state: ClientState, record: TokenRecord) -> datetime | None:
+        """The renewal the status shows for this very token, if it shows one (after a restart).
+
+        Keeping it instead of drawing new jitter keeps the schedule steady across restarts and
+        spares a status write per client.
+        """
+        status = state.observed_status or {}
+        if status.get("failedAttempts") or status.get("expiresAt") != rfc3339(record.expires_at):
+            return None
+        planned = parse_rfc3339(status.get("nextRefreshTime") or "")
+        if planned is None or not record.issued_at < planned <= record.expires_at:
+            return None
+        return planned
 
     # -- the two funnels -------------------------------------------------------------------
 
@@ -549,8 +633,14 @@ class RefreshEngine:
         key = (state.owner.namespace, state.owner.name)
         problem = Problem(error.reason, error.message)
         state.failure = None
-        if error.reason == "CertificateExpired":
+        not_after = getattr(error, "not_after", None)
+        if not_after is not None:
             state.certificate_warning = problem
+            state.certificate_not_after = not_after
+            if self._metrics is not None and error.reason == "CertificateExpired":
+                ref = parse_spec(state.spec_body, name=key[1]).transport_certificate
+                if ref is not None:
+                    self._metrics.certificate_expiration(key[0], key[1], ref.secret_name, not_after)
         await self._write_status(state, None, blocked=problem, now=now)
         # Secret events wake us when the input appears; the timer is a safety net.
         retry = CONFIGURATION_RETRY if error.reason != "SecretNotFound" else timedelta(seconds=60)

@@ -18,6 +18,8 @@ beyond the OAuth `error` and `error_description` fields.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 
 class RaidiamOperatorError(Exception):
     """Base of all errors raised by this package."""
@@ -44,6 +46,8 @@ class CredentialError(ConfigurationError):
     """The transport certificate or the signing key cannot be used."""
 
     reason = "InvalidCredentials"
+    #: for an expired certificate, when it expired: still worth a metric and the status
+    not_after: datetime | None = None
 
 
 class ServerMetadataError(ConfigurationError):

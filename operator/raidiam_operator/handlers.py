@@ -37,6 +37,12 @@ async def start_engine(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: An
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 10
+    # At the default level kopf logs every event it hands us and httpx every request: with
+    # thousands of clients, three lines per refresh where our own one says more. --verbose keeps
+    # them (it sets DEBUG).
+    if logging.getLogger().getEffectiveLevel() >= logging.INFO:
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+        logging.getLogger("httpx").setLevel(logging.WARNING)
     options: OperatorOptions = memo.get("options") or OperatorOptions()
     metrics = Metrics()
     if options.metrics_port:
@@ -78,8 +84,12 @@ async def stop_engine(memo: kopf.Memo, **_: Any) -> None:
         memo.kube.close()
 
 
+# Coroutines, not functions: kopf runs plain functions in a thread pool, a hop per event that
+# thousands of Secrets and status updates make costly; these only touch the engine's memory.
 @kopf.on.event(GROUP, VERSION, PLURAL, id="raidiamclient-events")
-def raidiam_client_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+async def raidiam_client_event(
+    type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any
+) -> None:
     if type == "DELETED":
         memo.engine.forget(body.metadata.namespace, body.metadata.name)
     else:
@@ -87,9 +97,12 @@ def raidiam_client_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_
 
 
 @kopf.on.event("", "v1", "secrets", id="secret-events")
-def secret_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    version = None if type == "DELETED" else body["metadata"].get("resourceVersion")
-    memo.engine.secret_changed(body.metadata.namespace, body.metadata.name, version)
+async def secret_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    if type == "DELETED":
+        memo.engine.secret_changed(body.metadata.namespace, body.metadata.name, None)
+    else:
+        version = body["metadata"].get("resourceVersion")
+        memo.engine.secret_changed(body.metadata.namespace, body.metadata.name, version, body)
 
 
 @kopf.on.probe(id="refresh-engine")

@@ -19,6 +19,7 @@ from typing import Any, Protocol, TypeVar
 
 import kubernetes
 from kubernetes.client.exceptions import ApiException
+from urllib3.util.retry import Retry
 
 from raidiam_operator.render import Owner
 from raidiam_operator.spec import GROUP, KIND, PLURAL, VERSION
@@ -75,6 +76,10 @@ class KubernetesGateway:
             kubernetes.config.load_kube_config(client_configuration=configuration)
         threads = int(kwargs.get("threads", 16))
         configuration.connection_pool_maxsize = threads
+        # urllib3 retries a GET or PUT that timed out three more times by default, so a call to an
+        # API server whose etcd is down held a thread for a minute instead of REQUEST_TIMEOUT.
+        # Refused connections are still retried at once; the engine retries everything else.
+        configuration.retries = Retry(total=2, connect=2, read=0, status=0, redirect=0)
         return cls(kubernetes.client.ApiClient(configuration), **kwargs)
 
     @staticmethod
@@ -152,8 +157,18 @@ class KubernetesGateway:
         # Without a timeout, a call to an API server whose etcd is down blocks a worker thread for
         # a minute; bounded calls fail fast and the engine retries.
         kwargs.setdefault("_request_timeout", REQUEST_TIMEOUT)
+
+        def call() -> Any:
+            response = function(*args, **kwargs)
+            if kwargs.get("_preload_content") is False:
+                # Read the body here in the worker: read on the event loop it would block the
+                # loop, and left unread it keeps its connection out of the pool, so every call
+                # paid a new TLS handshake with the API server. Reading caches it in `.data`.
+                _ = response.data
+            return response
+
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, lambda: function(*args, **kwargs))
+        return await loop.run_in_executor(self._executor, call)
 
     async def _json(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> JSON:
         response = await self._call(function, *args, _preload_content=False, **kwargs)

@@ -86,16 +86,32 @@ class Metrics:
             [*client, "secret"],
             registry=self.registry,
         )
+        self.consecutive_failures = Gauge(
+            "raidiam_token_request_consecutive_failures",
+            "Token requests failed in a row for the client (status.failedAttempts); 0 after a success.",
+            client,
+            registry=self.registry,
+        )
+        self.leader = Gauge(
+            "raidiam_operator_leader",
+            "1 on the replica that refreshes tokens, 0 on a standby.",
+            registry=self.registry,
+        )
         self._request_labels: dict[tuple[str, str], set[tuple[str, str]]] = defaultdict(set)
         self._certificate_secrets: dict[tuple[str, str], set[str]] = defaultdict(set)
 
     def serve(self, port: int, address: str = "0.0.0.0") -> None:  # noqa: S104 - scraped from the pod IP
         start_http_server(port, addr=address, registry=self.registry)
 
+    def client_seen(self, namespace: str, name: str) -> None:
+        """Create the success series at zero, so that the first increase() is not lost."""
+        self._count(namespace, name, "success", "", by=0)
+
     def request_succeeded(
         self, namespace: str, name: str, *, auth_method: str, duration: float
     ) -> None:
         self._count(namespace, name, "success", "")
+        self.consecutive_failures.labels(namespace, name).set(0)
         self.duration.labels(auth_method).observe(duration)
 
     def request_failed(
@@ -108,11 +124,12 @@ class Metrics:
         duration: float,
     ) -> None:
         self._count(namespace, name, "failure", error_label(error))
+        self.consecutive_failures.labels(namespace, name).inc()
         self.duration.labels(auth_method).observe(duration)
 
-    def _count(self, namespace: str, name: str, result: str, error: str) -> None:
+    def _count(self, namespace: str, name: str, result: str, error: str, by: float = 1) -> None:
         self._request_labels[(namespace, name)].add((result, error))
-        self.requests.labels(namespace, name, result, error).inc()
+        self.requests.labels(namespace, name, result, error).inc(by)
 
     def token_state(
         self,
@@ -139,7 +156,12 @@ class Metrics:
 
     def forget(self, namespace: str, name: str) -> None:
         """Drop every series of a deleted RaidiamClient."""
-        for gauge in (self.token_expiration, self.next_refresh, self.ready):
+        for gauge in (
+            self.token_expiration,
+            self.next_refresh,
+            self.ready,
+            self.consecutive_failures,
+        ):
             _remove(gauge, namespace, name)
         for result, error in self._request_labels.pop((namespace, name), set()):
             _remove(self.requests, namespace, name, result, error)

@@ -132,6 +132,19 @@ def parse_spec(spec: Mapping[str, Any], *, name: str) -> ClientSpec:
     audience = spec.get("assertionAudience", "issuer")
     if audience not in ("issuer", "tokenEndpoint"):
         raise ConfigurationError("spec.assertionAudience must be issuer or tokenEndpoint")
+    token_endpoint = spec.get("tokenEndpoint") or None
+    if (
+        auth_method == "private_key_jwt"
+        and token_endpoint
+        and audience == "issuer"
+        and not token_endpoint.startswith(issuer.rstrip("/") + "/")
+    ):
+        # An assertion whose aud is the issuer, sent to another host, could be replayed at the
+        # real server by whoever runs that host.
+        raise ConfigurationError(
+            "with private_key_jwt and a tokenEndpoint outside the issuer URL, set "
+            "spec.assertionAudience to tokenEndpoint, so a signed assertion is only usable where it is sent"
+        )
     ca = spec.get("caBundle")
     template = spec.get("tokenSecret") or {}
     return ClientSpec(
@@ -142,7 +155,7 @@ def parse_spec(spec: Mapping[str, Any], *, name: str) -> ClientSpec:
         transport_certificate=transport,
         signing_key=signing,
         assertion_audience=audience,
-        token_endpoint=spec.get("tokenEndpoint") or None,
+        token_endpoint=token_endpoint,
         ca_bundle=CABundleRef(ca["configMapName"], ca.get("key", "ca.crt")) if ca else None,
         parameters={str(k): str(v) for k, v in (spec.get("parameters") or {}).items()},
         refresh=_refresh(spec.get("refresh") or {}),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -24,6 +25,10 @@ DEFAULT_LIFETIME = timedelta(seconds=300)
 MAX_LIFETIME = timedelta(days=366)
 # Rejections that say "you, the client, must change something". Other 4xx are odd but retryable.
 REJECTION_STATUSES = frozenset({400, 401, 403})
+# A longer Retry-After is a broken or hostile server: it would stop refreshing for good, and
+# past year 9999 it overflows datetime arithmetic. No real rate limit window is this long.
+MAX_RETRY_AFTER = timedelta(hours=1)
+_ERROR_CODE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
 
 
 @dataclass(frozen=True)
@@ -42,19 +47,20 @@ class IssuedToken:
 
 
 def parse_retry_after(value: str | None, *, now: datetime) -> float | None:
-    """`Retry-After` as seconds from `now`: either delta-seconds or an HTTP-date (RFC 9110)."""
+    """`Retry-After` as seconds from `now`: either delta-seconds or an HTTP-date (RFC 9110),
+    at most `MAX_RETRY_AFTER`."""
     if value is None:
         return None
     value = value.strip()
     if value.isdigit():
-        return float(value)
+        return min(float(value), MAX_RETRY_AFTER.total_seconds())
     try:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - now).total_seconds())
+    return min(max(0.0, (when - now).total_seconds()), MAX_RETRY_AFTER.total_seconds())
 
 
 def unverified_claims(access_token: str) -> dict[str, object] | None:
@@ -210,7 +216,9 @@ def _oauth_error(body: bytes, document: object = None) -> tuple[str, str | None]
     if not isinstance(document, dict):
         return None
     error = document.get("error")
-    if not isinstance(error, str) or not error:
+    # The code becomes a condition and Event reason: anything but a plain word (every OAuth
+    # code is one) is garbage from the server, not a rejection we can name.
+    if not isinstance(error, str) or not _ERROR_CODE.fullmatch(error):
         return None
     description = document.get("error_description")
     return (

@@ -55,8 +55,8 @@ def test_a_short_lived_token_is_refreshed_before_expiry_exactly_once_per_cycle(
     client_id = world.client("short")["spec"]["clientId"]
     world.wait_ready("short")
     seen: list[tuple[str, datetime]] = []
-    deadline = time.monotonic() + 50
-    while time.monotonic() < deadline:
+
+    def record_token() -> int:
         token = world.token("short")
         now = datetime.now(UTC)
         if token and (not seen or seen[-1][0] != token):
@@ -66,10 +66,18 @@ def test_a_short_lived_token_is_refreshed_before_expiry_exactly_once_per_cycle(
                 )
                 assert now < previous_expiry, "the new token arrived after the old one expired"
             seen.append((token, now))
+        return len(seen)
+
+    deadline = time.monotonic() + 50
+    while time.monotonic() < deadline:
+        record_token()
         time.sleep(0.5)
+    requests = world.requests_for(client_id)
+    # A refresh may be in flight as we stop watching: let its token reach the Secret.
+    wait_for(lambda: record_token() >= requests, timeout=10, what="the last token to be written")
 
     assert len(seen) >= 3, f"expected at least two refreshes in 50 s, saw {len(seen)} tokens"
-    assert world.requests_for(client_id) == len(seen), "one token request per refresh"
+    assert requests == len(seen), "one token request per refresh"
     assert world.claims("short")["cnf"]["x5t#S256"] == issued.x5t_s256
 
 
@@ -394,3 +402,21 @@ def test_kubectl_explain_documents_the_spec(world: World) -> None:
 
     assert "renewBeforePercentage" in explained
     assert "Refresh when this percentage of the token's lifetime remains" in explained
+
+
+def test_an_assertion_cannot_be_aimed_at_a_foreign_token_endpoint(world: World) -> None:
+    manifest = f"""
+apiVersion: raidiam.io/v1alpha1
+kind: RaidiamClient
+metadata: {{name: redirected, namespace: {world.namespace}}}
+spec:
+  issuer: https://auth.example
+  clientId: x
+  authMethod: private_key_jwt
+  signingKey: {{secretName: signing, keyId: k}}
+  tokenEndpoint: https://attacker.example/token
+"""
+    result = world.control_plane.kubectl("apply", "-f", "-", input=manifest, check=False)
+
+    assert result.returncode != 0
+    assert "set assertionAudience: tokenEndpoint" in result.stderr

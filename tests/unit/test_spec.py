@@ -60,3 +60,17 @@ def test_the_fingerprint_changes_with_what_the_token_depends_on_only() -> None:
         parse_spec({**BASE, "refresh": {"renewBefore": "1m"}}, name="x").token_fingerprint() == base
     )
     assert parse_spec({**BASE, "suspend": True}, name="x").token_fingerprint() == base
+
+
+def test_an_assertion_for_the_issuer_is_never_sent_to_a_foreign_token_endpoint() -> None:
+    spec = {
+        **BASE,
+        "authMethod": "private_key_jwt",
+        "signingKey": {"secretName": "signing", "keyId": "k"},
+        "tokenEndpoint": "https://elsewhere.example/token",
+    }
+
+    with pytest.raises(ConfigurationError, match=r"set spec\.assertionAudience to tokenEndpoint"):
+        parse_spec(spec, name="x")
+    assert parse_spec({**spec, "assertionAudience": "tokenEndpoint"}, name="x").token_endpoint
+    assert parse_spec({**spec, "tokenEndpoint": "https://auth.example/token"}, name="x")
