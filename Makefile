@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit integration e2e binaries clean
+.PHONY: demo test lint typecheck unit integration e2e binaries manifests bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,13 @@ $(STAMP): pyproject.toml
 
 binaries: $(STAMP)
 	PYTHONPATH=devenv $(BIN)/python -m raidiam_devenv.binaries
+	PYTHONPATH=devenv $(BIN)/python -m raidiam_devenv.kubeconform
+
+## manifests: after changing crds/ or the chart: copy the CRD into the chart, regenerate deploy/ and docs/reference.md
+manifests: $(STAMP) binaries
+	cp crds/*.yaml charts/raidiam-token-operator/crds/
+	PYTHONPATH=devenv $(BIN)/python -m tests.e2e.chart_helpers
+	PYTHONPATH=devenv $(BIN)/python -m raidiam_devenv.crd_reference --write
 
 ## demo: bring up a local control plane and test authorization server, run the operator on two RaidiamClients
 demo: $(STAMP) binaries
@@ -42,6 +49,10 @@ integration: $(STAMP)
 
 e2e: $(STAMP) binaries
 	$(BIN)/python -m pytest -p no:cacheprovider tests/e2e
+
+## bench: thousands of RaidiamClients on one replica, against the floor and a sidecar (docs/benchmarks.md)
+bench: $(STAMP) binaries
+	PYTHONPATH=devenv $(BIN)/python -m benchmarks
 
 clean:
 	rm -rf $(VENV) devenv/authserver/node_modules

@@ -1,0 +1,153 @@
+"""The Helm chart as the tests see it: rendering, parsing, and the generated deploy/ manifests.
+
+`deploy/` is `helm template` of the chart with its default values, split into files for
+`kubectl apply -k deploy/`. Regenerate it after changing the chart:
+
+    PYTHONPATH=devenv .venv/bin/python -m tests.e2e.chart_helpers
+
+tests/e2e/test_chart.py fails when deploy/ differs from what this renders.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CHART_DIR = REPO_ROOT / "charts" / "raidiam-token-operator"
+DEPLOY_DIR = REPO_ROOT / "deploy"
+CRD_FILE = REPO_ROOT / "crds" / "raidiam.io_raidiamclients.yaml"
+DEFAULT_RELEASE = "raidiam-token-operator"
+DEFAULT_NAMESPACE = "raidiam-token-operator"
+
+_GENERATED = (
+    "# Generated from charts/raidiam-token-operator with its default values; do not edit.\n"
+    "# Regenerate: PYTHONPATH=devenv .venv/bin/python -m tests.e2e.chart_helpers\n"
+)
+
+
+def helm_binary() -> Path:
+    from raidiam_devenv.binaries import ensure_binaries
+
+    return ensure_binaries().helm
+
+
+def render(
+    *,
+    release: str = DEFAULT_RELEASE,
+    namespace: str = DEFAULT_NAMESPACE,
+    values: Mapping[str, Any] | None = None,
+    include_crds: bool = False,
+    helm: Path | None = None,
+    check: bool = True,
+) -> subprocess.CompletedProcess[str]:
+    """`helm template` of the chart; `values` go in as a values file on stdin."""
+    args = [str(helm or helm_binary()), "template", release, str(CHART_DIR), "-n", namespace]
+    if include_crds:
+        args.append("--include-crds")
+    args += ["-f", "-"]
+    result = subprocess.run(
+        args,
+        input=yaml.safe_dump(dict(values or {})),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"helm template failed:\n{result.stderr}")
+    return result
+
+
+def documents(manifests: str) -> list[dict[str, Any]]:
+    """The objects in a multi-document YAML stream, without the empty ones."""
+    return [doc for doc in yaml.safe_load_all(manifests) if doc]
+
+
+def objects(
+    *, values: Mapping[str, Any] | None = None, namespace: str = DEFAULT_NAMESPACE
+) -> list[dict[str, Any]]:
+    return documents(render(values=values, namespace=namespace).stdout)
+
+
+def only(docs: Iterable[Mapping[str, Any]], kind: str) -> list[Mapping[str, Any]]:
+    return [doc for doc in docs if doc["kind"] == kind]
+
+
+def one(docs: Iterable[Mapping[str, Any]], kind: str) -> Mapping[str, Any]:
+    found = only(docs, kind)
+    assert len(found) == 1, f"expected one {kind}, found {len(found)}"
+    return found[0]
+
+
+def kinds(docs: Iterable[Mapping[str, Any]]) -> list[str]:
+    return sorted(doc["kind"] for doc in docs)
+
+
+def operator_container(docs: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:
+    containers = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
+    assert len(containers) == 1
+    container: Mapping[str, Any] = containers[0]
+    return container
+
+
+# --------------------------------------------------------------------------- #
+# deploy/
+# --------------------------------------------------------------------------- #
+
+
+def deploy_files(helm: Path | None = None) -> dict[str, str]:
+    """File name -> content of deploy/, rendered from the chart's defaults."""
+    namespace = {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {
+            "name": DEFAULT_NAMESPACE,
+            "labels": {
+                "app.kubernetes.io/name": "raidiam-token-operator",
+                # The operator pod meets the restricted Pod Security Standard; enforce it.
+                "pod-security.kubernetes.io/enforce": "restricted",
+                "pod-security.kubernetes.io/enforce-version": "latest",
+            },
+        },
+    }
+    crds = "".join(
+        f"---\n# Source: raidiam-token-operator/crds/{path.name}\n{path.read_text()}"
+        for path in sorted((CHART_DIR / "crds").glob("*.yaml"))
+    )
+    operator = render(helm=helm).stdout
+    kustomization = {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "resources": ["namespace.yaml", "crds.yaml", "operator.yaml"],
+    }
+    return {
+        "kustomization.yaml": _GENERATED + yaml.safe_dump(kustomization, sort_keys=False),
+        "namespace.yaml": _GENERATED + yaml.safe_dump(namespace, sort_keys=False),
+        "crds.yaml": _GENERATED + crds,
+        "operator.yaml": _GENERATED + operator.lstrip(),
+    }
+
+
+def write_deploy(directory: Path = DEPLOY_DIR) -> list[Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, content in deploy_files().items():
+        path = directory / name
+        path.write_text(content)
+        written.append(path)
+    return written
+
+
+def main() -> int:
+    for path in write_deploy():
+        print(path.relative_to(REPO_ROOT))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
