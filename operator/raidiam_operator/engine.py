@@ -65,6 +65,9 @@ WARNING_REPEAT = timedelta(minutes=5)
 CERTIFICATE_WARNING_REPEAT = timedelta(days=1)
 # While the API server misbehaves, try again after this long.
 API_RETRY = timedelta(seconds=5)
+# A CA bundle ConfigMap read this recently is used again: a burst or a restart of thousands of
+# clients that share one would otherwise read it once each. (ConfigMaps are not watched.)
+CONFIG_MAP_REUSE = timedelta(seconds=5)
 
 
 @dataclass
@@ -142,6 +145,7 @@ class RefreshEngine:
         # Referenced Secrets as the watch last delivered them, so a refresh (and a restart) reads
         # them from memory rather than the API server; only Secrets some client references.
         self._input_secrets: dict[Key, Mapping[str, Any]] = {}
+        self._config_maps: dict[Key, tuple[float, Mapping[str, Any]]] = {}
         # Several clients may name one token Secret: its owner guards it, the others report
         # SecretConflict, and all of them hear when it changes.
         self._by_token_secret: dict[Key, set[Key]] = {}
@@ -320,8 +324,11 @@ class RefreshEngine:
                     if self._heap and self._active
                     else None
                 )
+                # Not asyncio.wait_for: on 3.11 it can swallow a cancellation that arrives while
+                # the event is being set, and the operator then never stops.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wakeup.wait(), timeout=timeout)
+                    async with asyncio.timeout(timeout):
+                        await self._wakeup.wait()
         finally:
             for task in list(self._tasks):
                 task.cancel()
@@ -485,11 +492,23 @@ class RefreshEngine:
             name: await self._input_secret(namespace, name) for name in spec.referenced_secrets()
         }
         ca = (
-            await self._kube.read_config_map(namespace, spec.ca_bundle.config_map_name)
+            await self._config_map(namespace, spec.ca_bundle.config_map_name)
             if spec.ca_bundle
             else None
         )
         return build_inputs(spec, namespace=namespace, secrets=secrets, ca_config_map=ca, now=now)
+
+    async def _config_map(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        cached = self._config_maps.get((namespace, name))
+        if cached is not None and time.monotonic() - cached[0] < CONFIG_MAP_REUSE.total_seconds():
+            return cached[1]
+        read_at = time.monotonic()
+        config_map = await self._kube.read_config_map(namespace, name)
+        if config_map is None:
+            self._config_maps.pop((namespace, name), None)
+        else:
+            self._config_maps[(namespace, name)] = (read_at, config_map)
+        return config_map
 
     async def _input_secret(self, namespace: str, name: str) -> Mapping[str, Any] | None:
         secret_key = (namespace, name)

@@ -71,13 +71,16 @@ async def start_engine(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: An
 
 @kopf.on.cleanup(id="stop-refresh-engine")
 async def stop_engine(memo: kopf.Memo, **_: Any) -> None:
+    # Stop refreshing, then hand the Lease over at once (not after it runs out), then stop.
+    if memo.get("engine") is not None:
+        memo.engine.set_active(False)
+    if memo.get("elector") is not None:
+        await memo.elector.release()
     for name in ("elector_task", "engine_task"):
         task: asyncio.Task[None] | None = memo.get(name)
         if task is not None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-    if memo.get("elector") is not None:
-        await memo.elector.release()
     if memo.get("tokens") is not None:
         await memo.tokens.aclose()
     if memo.get("kube") is not None:
