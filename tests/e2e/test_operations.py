@@ -187,3 +187,48 @@ def test_an_expired_transport_certificate_is_reported_before_any_request(world: 
     assert ready["status"] == "False"
     assert "renew it and update the Secret" in ready["message"]
     assert world.requests_for(client_id) == 0
+
+
+def test_every_metric_the_alerts_and_dashboard_use_is_served(world: World) -> None:
+    import json
+    import subprocess
+
+    import yaml
+
+    world.tls_client("alerted")
+    world.wait_ready("alerted")
+    rendered = subprocess.run(
+        [
+            str(world.control_plane.binaries.helm),
+            "template",
+            "t",
+            "charts/raidiam-token-operator",
+            "--set",
+            "prometheusRule.enabled=true",
+            "--set",
+            "grafanaDashboard.enabled=true",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    documents = [d for d in yaml.safe_load_all(rendered) if d]
+    rule = next(d for d in documents if d["kind"] == "PrometheusRule")
+    dashboard = next(
+        d for d in documents if d["kind"] == "ConfigMap" and "dashboard" in d["metadata"]["name"]
+    )
+    expressions = [r["expr"] for r in rule["spec"]["groups"][0]["rules"]]
+    panels = json.loads(dashboard["data"]["raidiam-token-operator.json"])["panels"]
+    expressions += [t["expr"] for p in panels for t in p["targets"]]
+    used = {name for e in expressions for name in re.findall(r"\b(raidiam_[a-z_]+)", e)}
+    served = world.operator.metrics()
+
+    missing = sorted(
+        name for name in used if f"\n{name}" not in served and f"\n{name}{{" not in served
+    )
+    assert not missing, f"alerts or dashboard use metrics the operator does not serve: {missing}"
+    assert {r["alert"] for r in rule["spec"]["groups"][0]["rules"]} >= {
+        "RaidiamTokenExpired",
+        "RaidiamTokenRefreshFailing",
+        "RaidiamCertificateExpiringSoon",
+    }

@@ -86,3 +86,19 @@ nothing else on a real API server (tests/e2e/test_rbac.py) and kept to what it c
   resources: [events]
   verbs: [create]
 {{- end }}
+
+{{/*
+A Go-style duration (e.g. 336h, 90m, 1h30m) in whole seconds, for PromQL.
+*/}}
+{{- define "raidiam-token-operator.durationSeconds" -}}
+{{- $total := 0 -}}
+{{- range $part := regexFindAll "[0-9]+(ms|s|m|h)" . -1 -}}
+{{- $number := regexFind "^[0-9]+" $part | int -}}
+{{- if hasSuffix "ms" $part -}}
+{{- else if hasSuffix "h" $part -}}{{- $total = add $total (mul $number 3600) -}}
+{{- else if hasSuffix "m" $part -}}{{- $total = add $total (mul $number 60) -}}
+{{- else -}}{{- $total = add $total $number -}}
+{{- end -}}
+{{- end -}}
+{{- $total -}}
+{{- end -}}
