@@ -16,7 +16,11 @@ from raidiam_operator.credentials import (
 )
 from raidiam_operator.errors import CredentialError
 
-NOW = datetime.now(UTC)
+
+def _now() -> datetime:
+    # At call time: the session's certificates are issued when first needed, which may be long
+    # after this module is imported.
+    return datetime.now(UTC)
 
 
 @pytest.mark.parametrize(
@@ -30,7 +34,7 @@ def test_transport_certificate_loads_every_supported_key_form(
         f"client-{key_type}-{key_format}", key_type=key_type, key_format=key_format
     )
 
-    transport = load_transport_certificate(issued.cert_pem, issued.key_pem, now=NOW)
+    transport = load_transport_certificate(issued.cert_pem, issued.key_pem, now=_now())
 
     assert transport.thumbprint == issued.x5t_s256
     assert "client-" in transport.subject
@@ -39,7 +43,7 @@ def test_transport_certificate_loads_every_supported_key_form(
 def test_intermediates_after_the_leaf_are_kept_in_order(pki: TestPKI) -> None:
     issued = pki.client_certificate("client-with-chain")
 
-    transport = load_transport_certificate(issued.cert_pem + pki.ca_pem, issued.key_pem, now=NOW)
+    transport = load_transport_certificate(issued.cert_pem + pki.ca_pem, issued.key_pem, now=_now())
 
     assert len(transport.chain) == 2
     assert transport.thumbprint == issued.x5t_s256
@@ -60,7 +64,7 @@ def test_key_of_another_certificate_is_refused_before_any_request(pki: TestPKI) 
     one, other = pki.client_certificate("one"), pki.client_certificate("other")
 
     with pytest.raises(CredentialError) as caught:
-        load_transport_certificate(one.cert_pem, other.key_pem, now=NOW)
+        load_transport_certificate(one.cert_pem, other.key_pem, now=_now())
 
     assert caught.value.reason == "KeyCertificateMismatch"
     assert "does not belong to the certificate" in caught.value.message
@@ -68,11 +72,11 @@ def test_key_of_another_certificate_is_refused_before_any_request(pki: TestPKI) 
 
 def test_expired_certificate_is_refused_with_its_expiry(pki: TestPKI) -> None:
     issued = pki.client_certificate(
-        "expired", not_before=NOW - timedelta(days=10), not_after=NOW - timedelta(days=1)
+        "expired", not_before=_now() - timedelta(days=10), not_after=_now() - timedelta(days=1)
     )
 
     with pytest.raises(CredentialError) as caught:
-        load_transport_certificate(issued.cert_pem, issued.key_pem, now=NOW)
+        load_transport_certificate(issued.cert_pem, issued.key_pem, now=_now())
 
     assert caught.value.reason == "CertificateExpired"
     assert "renew it" in caught.value.message
@@ -80,11 +84,11 @@ def test_expired_certificate_is_refused_with_its_expiry(pki: TestPKI) -> None:
 
 def test_not_yet_valid_certificate_is_refused(pki: TestPKI) -> None:
     issued = pki.client_certificate(
-        "future", not_before=NOW + timedelta(days=1), not_after=NOW + timedelta(days=10)
+        "future", not_before=_now() + timedelta(days=1), not_after=_now() + timedelta(days=10)
     )
 
     with pytest.raises(CredentialError) as caught:
-        load_transport_certificate(issued.cert_pem, issued.key_pem, now=NOW)
+        load_transport_certificate(issued.cert_pem, issued.key_pem, now=_now())
 
     assert caught.value.reason == "CertificateNotYetValid"
 
@@ -93,7 +97,7 @@ def test_rsa_keys_under_2048_bits_are_refused(pki: TestPKI) -> None:
     issued = pki.client_certificate("weak", key_type="rsa1024")
 
     with pytest.raises(CredentialError) as caught:
-        load_transport_certificate(issued.cert_pem, issued.key_pem, now=NOW)
+        load_transport_certificate(issued.cert_pem, issued.key_pem, now=_now())
 
     assert caught.value.reason == "WeakKey"
     assert "1024 bits" in caught.value.message
@@ -104,7 +108,7 @@ def test_der_where_pem_is_expected_says_how_to_convert(pki: TestPKI) -> None:
     der = x509.load_pem_x509_certificate(issued.cert_pem).public_bytes(serialization.Encoding.DER)
 
     with pytest.raises(CredentialError) as caught:
-        load_transport_certificate(der, issued.key_pem, now=NOW)
+        load_transport_certificate(der, issued.key_pem, now=_now())
 
     assert "looks like DER" in caught.value.message
 
@@ -119,7 +123,7 @@ def test_encrypted_private_key_asks_for_an_unencrypted_one(pki: TestPKI) -> None
     )
 
     with pytest.raises(CredentialError) as caught:
-        load_transport_certificate(issued.cert_pem, encrypted, now=NOW)
+        load_transport_certificate(issued.cert_pem, encrypted, now=_now())
 
     assert caught.value.reason == "EncryptedPrivateKey"
 
@@ -129,7 +133,7 @@ def test_garbage_key_message_does_not_echo_the_input(pki: TestPKI) -> None:
     garbage = b"-----BEGIN PRIVATE KEY-----\nTOPSECRETBYTES\n-----END PRIVATE KEY-----\n"
 
     with pytest.raises(CredentialError) as caught:
-        load_transport_certificate(issued.cert_pem, garbage, now=NOW)
+        load_transport_certificate(issued.cert_pem, garbage, now=_now())
 
     assert "TOPSECRETBYTES" not in str(caught.value)
     assert "could not be read" in caught.value.message
