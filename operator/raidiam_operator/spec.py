@@ -159,11 +159,7 @@ def parse_spec(spec: Mapping[str, Any], *, name: str) -> ClientSpec:
         ca_bundle=CABundleRef(ca["configMapName"], ca.get("key", "ca.crt")) if ca else None,
         parameters={str(k): str(v) for k, v in (spec.get("parameters") or {}).items()},
         refresh=_refresh(spec.get("refresh") or {}),
-        token_secret=TokenSecretTemplate(
-            name=template.get("name") or f"{name}-token",
-            labels=dict(template.get("labels") or {}),
-            annotations=dict(template.get("annotations") or {}),
-        ),
+        token_secret=_token_secret(template, name=name),
         suspend=bool(spec.get("suspend", False)),
     )
 
@@ -212,3 +208,54 @@ def _required_str(mapping: Mapping[str, Any], key: str, prefix: str = "spec.") -
     if not isinstance(value, str) or not value:
         raise ConfigurationError(f"{prefix}{key} is required")
     return value
+
+
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_NAME_PART = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]")
+_MAX_ANNOTATIONS_BYTES = 256 * 1024
+
+
+def _token_secret(template: Mapping[str, Any], *, name: str) -> TokenSecretTemplate:
+    """The token Secret to write, checked as the API server checks Secrets. The schema cannot
+    check all of it (the default name, label syntax), and an invalid Secret would be refused at
+    every write, after a token had been requested for nothing."""
+    secret_name = template.get("name") or f"{name}-token"
+    if len(secret_name) > 253 or not _DNS_SUBDOMAIN.fullmatch(secret_name):
+        raise _invalid_token_secret(
+            f"the token Secret name {secret_name[:60]!r}… is longer than 253 characters; set "
+            "spec.tokenSecret.name to a shorter name"
+            if len(secret_name) > 253
+            else f"the token Secret name {secret_name!r} is not a valid Secret name; set "
+            "spec.tokenSecret.name"
+        )
+    labels = {str(k): str(v) for k, v in (template.get("labels") or {}).items()}
+    annotations = {str(k): str(v) for k, v in (template.get("annotations") or {}).items()}
+    for part, keys in (("labels", labels), ("annotations", annotations)):
+        for key in keys:
+            if not _qualified_name(key):
+                raise _invalid_token_secret(
+                    f"spec.tokenSecret.{part}: {key[:80]!r} is not a valid key: at most 63 "
+                    "letters, digits, '-', '_' or '.', starting and ending with a letter or "
+                    "digit, optionally after a DNS subdomain prefix and '/'"
+                )
+    for key, value in labels.items():
+        if len(value) > 63 or (value and not _NAME_PART.fullmatch(value)):
+            raise _invalid_token_secret(
+                f"spec.tokenSecret.labels: the value {value[:80]!r} of {key!r} is not a valid "
+                "label value: at most 63 letters, digits, '-', '_' or '.', starting and ending "
+                "with a letter or digit"
+            )
+    if sum(len(k) + len(v) for k, v in annotations.items()) > _MAX_ANNOTATIONS_BYTES:
+        raise _invalid_token_secret("spec.tokenSecret.annotations are larger than 256 KiB")
+    return TokenSecretTemplate(name=secret_name, labels=labels, annotations=annotations)
+
+
+def _qualified_name(key: str) -> bool:
+    prefix, slash, name = key.rpartition("/")
+    if slash and (len(prefix) > 253 or not _DNS_SUBDOMAIN.fullmatch(prefix)):
+        return False
+    return len(name) <= 63 and bool(_NAME_PART.fullmatch(name))
+
+
+def _invalid_token_secret(message: str) -> ConfigurationError:
+    return ConfigurationError(message, reason="InvalidTokenSecret")
