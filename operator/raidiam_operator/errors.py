@@ -71,6 +71,11 @@ class AuthorizationServerRejection(RaidiamOperatorError):
             f"{error} (HTTP {status_code}){detail}. {_hint_for(error)}"
         )
 
+    def add_hint(self, hint: str) -> None:
+        """Say more about the likely cause, from what the client knows about the server."""
+        self.message = f"{self.message} {hint}"
+        self.args = (self.message,)
+
 
 class TransientError(RaidiamOperatorError):
     """A failure that may go away by itself; retry with backoff, honouring `retry_after`."""

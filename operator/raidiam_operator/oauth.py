@@ -26,6 +26,7 @@ import httpx
 
 from raidiam_operator.credentials import TransportCertificate
 from raidiam_operator.errors import (
+    AuthorizationServerRejection,
     ConfigurationError,
     ConnectionFailure,
     InvalidTokenResponse,
@@ -175,7 +176,16 @@ class TokenClient:
                 client, "POST", endpoint, data=form, what="token"
             )
         if status != 200:
-            raise classify_error_response(status, headers, body, now=self._clock())
+            error = classify_error_response(status, headers, body, now=self._clock())
+            if isinstance(error, AuthorizationServerRejection) and await self._without_mtls_alias(
+                request
+            ):
+                error.add_hint(
+                    "Note: the server's discovery document has no mtls_endpoint_aliases, so the "
+                    "certificate went to its plain token_endpoint; if that endpoint does not ask for "
+                    "client certificates, set spec.tokenEndpoint to the server's mTLS token endpoint."
+                )
+            raise error
         # The lifetime counts from when we asked, so we never believe a token lives longer than it does.
         return parse_token_response(
             body,
@@ -184,6 +194,12 @@ class TokenClient:
             certificate_thumbprint=request.certificate_thumbprint,
             default_lifetime=request.default_lifetime,
         )
+
+    async def _without_mtls_alias(self, request: TokenRequest) -> bool:
+        if request.transport is None or request.token_endpoint:
+            return False
+        metadata = await self.discover(request.issuer, ca_bundle=request.ca_bundle)
+        return metadata.mtls_token_endpoint is None
 
     async def probe(self, request: TokenRequest) -> tuple[str, int]:
         """Reach the token endpoint without asking for a token: any HTTP answer proves the route,

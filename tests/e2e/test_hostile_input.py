@@ -818,7 +818,10 @@ RUNTIME: dict[str, Runtime] = {
     ),
     "discovery without mTLS aliases": Runtime(
         "invalid_client",
-        ("rejected the token request with invalid_client",),
+        (
+            "rejected the token request with invalid_client",
+            "discovery document has no mtls_endpoint_aliases",
+        ),
         _plain(ca_variant=2),
         discovery_fault={"mode": "no_mtls_aliases"},
     ),

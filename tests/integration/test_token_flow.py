@@ -322,3 +322,17 @@ async def test_one_pooled_connection_serves_repeated_refreshes(
 
     assert len({t.access_token for t in tokens}) == 3
     assert pooled == 2  # one for discovery (no certificate), one for this certificate
+
+
+async def test_a_rejection_behind_missing_mtls_aliases_says_so(
+    clean_auth_server: AuthServer, tls_client: Files
+) -> None:
+    clean_auth_server.set_fault(mode="no_mtls_aliases")
+
+    async with TokenClient() as client:
+        with pytest.raises(AuthorizationServerRejection) as caught:
+            await client.fetch_token(_tls_request(clean_auth_server, tls_client))
+
+    assert caught.value.error == "invalid_client"
+    assert "no mtls_endpoint_aliases" in caught.value.message
+    assert "set spec.tokenEndpoint" in str(caught.value)
