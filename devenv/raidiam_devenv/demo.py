@@ -268,6 +268,15 @@ def run(keep: bool, workdir: Path) -> int:
 
         _say(f"kubectl get raidiamclients -n {NAMESPACE}")
         print(_kubectl(kubeconfig, "get", "raidiamclients", "-n", NAMESPACE).rstrip())
+        _say(f"kubectl raidiam status -n {NAMESPACE}")
+        status = subprocess.run(
+            [sys.executable, "-m", "raidiam_operator", "status", "-n", NAMESPACE],
+            capture_output=True,
+            text=True,
+            check=False,
+            env={**os.environ, "KUBECONFIG": str(kubeconfig)},
+        )
+        print((status.stdout or status.stderr).rstrip())
         _say("The token Secrets, decoded (claims only, signature not verified)")
         for name in ("directory-mtls", "directory-jwt"):
             secret = json.loads(
