@@ -658,6 +658,9 @@ function newStats() {
   };
 }
 let stats = newStats();
+// Arrival time (ms since the epoch) of every token request, by client; served
+// only on request (GET /admin/stats?timeline=1) because it grows with traffic.
+let timeline = {};
 
 const bump = (obj, key) => {
   obj[key] = (obj[key] ?? 0) + 1;
@@ -806,6 +809,7 @@ provider.use(async (ctx, next) => {
       clientId = requestClientId(params, ctx.get('authorization'));
       stats.token_requests_total += 1;
       bump(stats.token_requests_by_client, clientId);
+      (timeline[clientId] ??= []).push(Date.now());
       bump(stats.token_requests_by_listener, listener);
       const fault = takeFault('token', clientId);
       if (fault) {
@@ -911,10 +915,13 @@ async function adminRoute(req, res) {
 
   if (route === 'GET /admin/health') return sendJson(res, 200, serverInfo());
   if (route === 'GET /admin/stats') {
-    return sendJson(res, 200, { ...stats, clients_registered: clientStore.size, faults_active: faults.length });
+    const body = { ...stats, clients_registered: clientStore.size, faults_active: faults.length };
+    if (url.searchParams.get('timeline') === '1') body.token_request_times_by_client = timeline;
+    return sendJson(res, 200, body);
   }
   if (route === 'POST /admin/stats/reset') {
     stats = newStats();
+    timeline = {};
     return sendJson(res, 200, stats);
   }
   if (route === 'POST /admin/clients') {

@@ -26,7 +26,9 @@ Admin API (JSON, ``admin_url``):
   ``issued_total``, ``issued_by_client``, ``errors_total``,
   ``errors_by_code``, ``faulted_total``, ``discovery_requests_total``,
   ``clients_registered``, ``faults_active``. Every request reaching either
-  token endpoint counts, faulted ones included.
+  token endpoint counts, faulted ones included. ``?timeline=1`` adds
+  ``token_request_times_by_client``: each token request's arrival time
+  (milliseconds since the epoch), by client (benchmarks).
 
 Set ``AUTHSERVER_NODE_ARGS`` (e.g. ``--cpu-prof``) to pass flags to node.
 """
@@ -453,8 +455,11 @@ class AuthServer:
     def clear_faults(self) -> None:
         self._call("DELETE", "/admin/fault")
 
-    def stats(self) -> dict[str, Any]:
-        result: dict[str, Any] = self._call("GET", "/admin/stats")
+    def stats(self, *, timeline: bool = False) -> dict[str, Any]:
+        """The counters; with ``timeline`` also every token request's arrival time (ms since
+        the epoch) by client, in ``token_request_times_by_client``."""
+        path = "/admin/stats?timeline=1" if timeline else "/admin/stats"
+        result: dict[str, Any] = self._call("GET", path)
         return result
 
     def reset_stats(self) -> None:
