@@ -37,6 +37,11 @@ async def start_engine(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: An
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 10
+    # List in pages, and let kopf's per-object workers exit soon after their last event: a
+    # restart meets every client and every token Secret at once, and held them all (5,000
+    # clients: peak RSS 305 MiB, 189 MiB with these; docs/benchmarks.md).
+    settings.watching.chunk_size = 500
+    settings.queueing.idle_timeout = 0.5
     # At the default level kopf logs every event it hands us and httpx every request: with
     # thousands of clients, three lines per refresh where our own one says more. --verbose keeps
     # them (it sets DEBUG).
