@@ -1,39 +1,16 @@
 """What the engine must not do once per client, or again and again, when clients number thousands.
 
-Found by the benchmarks (docs/benchmarks.md); the fakes are those of test_engine.
+Found by the benchmarks (docs/benchmarks.md); the fakes are those of engine_fakes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import copy
-from datetime import timedelta
 from typing import Any
 
-import pytest
-
 from raidiam_devenv.pki import TestPKI
-from tests.unit.test_engine import BODY, KEY, NS, Clock, FakeKube, Server, _engine
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def kube(pki: TestPKI, clock: Clock) -> FakeKube:
-    kube = FakeKube()
-    issued = pki.client_certificate(
-        "engine", not_before=clock.now - timedelta(days=1), not_after=clock.now + timedelta(days=30)
-    )
-    kube.put_tls_secret("transport", issued.cert_pem, issued.key_pem)
-    return kube
-
-
-@pytest.fixture
-def server() -> Server:
-    return Server()
+from tests.unit.engine_fakes import BODY, KEY, NS, Clock, FakeKube, Server, _engine
 
 
 class CountingKube(FakeKube):

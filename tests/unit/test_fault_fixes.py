@@ -21,9 +21,7 @@ from raidiam_operator.tokens import (
     parse_token_response,
 )
 
-from .test_engine import BODY, KEY, NS, Clock, FakeKube, Server, _engine, clock, kube, server
-
-__all__ = ["clock", "kube", "server"]  # the engine tests' fixtures, used here too
+from .engine_fakes import BODY, KEY, NS, Clock, FakeKube, Server, _engine
 
 NOW = datetime(2026, 11, 27, 12, 0, 0, tzinfo=UTC)
 SPEC = {
