@@ -343,7 +343,7 @@ def _restart(bench: Bench, operator: Operator, namespace: str, n: int) -> dict[s
         if count >= n:
             scheduled_at = time.time()
             break
-        if operator.process is None or operator.process.poll() is not None:
+        if not operator.running:
             raise RuntimeError(f"the operator died on restart:\n{operator.log_tail()}")
         time.sleep(0.25)
     if scheduled_at is None:

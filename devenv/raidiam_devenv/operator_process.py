@@ -33,6 +33,8 @@ class OperatorProcess:
         extra_args: Sequence[str] = (),
         env: dict[str, str] | None = None,
         start_timeout: float = 60.0,
+        verbose: bool = True,
+        log_format: str = "plain",
     ) -> None:
         self.kubeconfig = kubeconfig
         self.log_path = log_path
@@ -40,6 +42,11 @@ class OperatorProcess:
         self.extra_args = list(extra_args)
         self.env = env or {}
         self.start_timeout = start_timeout
+        # Tests log everything (their leak canaries read DEBUG lines); benchmarks run with the
+        # production defaults.
+        self.verbose = verbose
+        self.log_format = log_format
+        self.spawned_at = 0.0
         self.liveness_port = 0
         self.metrics_port = 0
         self._process: subprocess.Popen[bytes] | None = None
@@ -54,6 +61,12 @@ class OperatorProcess:
         return self._process is not None and self._process.poll() is None
 
     def start(self) -> OperatorProcess:
+        self.spawn()
+        self._wait_alive()
+        return self
+
+    def spawn(self) -> OperatorProcess:
+        """Start the process without waiting for it to be alive."""
         self.liveness_port = free_port()
         self.metrics_port = free_port()
         scope = [arg for ns in self.namespaces for arg in ("--namespace", ns)] or [
@@ -71,7 +84,9 @@ class OperatorProcess:
             "127.0.0.1",
             "--metrics-port",
             str(self.metrics_port),
-            "--verbose",
+            "--log-format",
+            self.log_format,
+            *(["--verbose"] if self.verbose else []),
             *self.extra_args,
         ]
         environment = {**os.environ, "KUBECONFIG": str(self.kubeconfig), **self.env}
@@ -84,7 +99,7 @@ class OperatorProcess:
                 env=environment,
                 start_new_session=True,
             )
-        self._wait_alive()
+        self.spawned_at = time.time()
         return self
 
     def _wait_alive(self) -> None:
