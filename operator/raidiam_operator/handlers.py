@@ -42,12 +42,13 @@ async def start_engine(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: An
     # clients: peak RSS 305 MiB, 189 MiB with these; docs/benchmarks.md).
     settings.watching.chunk_size = 500
     settings.queueing.idle_timeout = 0.5
-    # At the default level kopf logs every event it hands us and httpx every request: with
+    # At the default level kopf logs every event it hands us, httpx every request and aiohttp
+    # every liveness, readiness and startup probe (three a minute that say nothing): with
     # thousands of clients, three lines per refresh where our own one says more. --verbose keeps
     # them (it sets DEBUG).
     if logging.getLogger().getEffectiveLevel() >= logging.INFO:
-        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
-        logging.getLogger("httpx").setLevel(logging.WARNING)
+        for noisy in ("kopf.objects", "httpx", "aiohttp.access"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
     options: OperatorOptions = memo.get("options") or OperatorOptions()
     metrics = Metrics()
     if options.metrics_port:

@@ -7,11 +7,24 @@ must not be able to grow our series without bound.
 from __future__ import annotations
 
 import contextlib
+import platform
 from collections import defaultdict
 from datetime import datetime
+from importlib import metadata
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    start_http_server,
+)
 
+from raidiam_operator import __version__
 from raidiam_operator.errors import (
     AuthorizationServerRejection,
     RaidiamOperatorError,
@@ -43,11 +56,36 @@ def error_label(error: RaidiamOperatorError) -> str:
     return error.reason
 
 
+def build_labels() -> dict[str, str]:
+    """The `raidiam_operator_build_info` labels: what is running, for dashboards and upgrades."""
+    try:
+        kopf_version = metadata.version("kopf")
+    except metadata.PackageNotFoundError:  # pragma: no cover - kopf is a dependency
+        kopf_version = "unknown"
+    return {
+        "version": __version__,
+        "kopf_version": kopf_version,
+        "python_version": platform.python_version(),
+    }
+
+
 class Metrics:
-    """The operator's series, in their own registry so tests can hold several."""
+    """The operator's series, in their own registry so tests can hold several.
+
+    The registry also serves the process's own `process_*` and `python_*` series (CPU, memory,
+    open files, garbage collection), the same collectors every Python exporter has, so the usual
+    dashboards and resource alerts work on the operator as they do on anything else.
+    """
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
+        for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+            self.registry.register(collector)
+        Info(
+            "raidiam_operator_build",
+            "The running operator's version (and those of kopf and Python); always 1.",
+            registry=self.registry,
+        ).info(build_labels())
         client = ["namespace", "name"]
         self.token_expiration = Gauge(
             "raidiam_token_expiration_timestamp_seconds",

@@ -6,8 +6,13 @@ import re
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
+import httpx
 import pytest
+
+from raidiam_devenv.controlplane import ControlPlane
+from raidiam_devenv.operator_process import OperatorProcess
 
 from .conftest import World, wait_for
 
@@ -232,3 +237,32 @@ def test_every_metric_the_alerts_and_dashboard_use_is_served(world: World) -> No
         "RaidiamTokenRefreshFailing",
         "RaidiamCertificateExpiringSoon",
     }
+
+
+@pytest.mark.parametrize("verbose", [False, True], ids=["default-level", "verbose"])
+def test_health_probes_are_logged_only_with_verbose(
+    control_plane: ControlPlane, kube_namespace: str, tmp_path: Path, verbose: bool
+) -> None:
+    operator = OperatorProcess(
+        control_plane.kubeconfig,
+        tmp_path / "operator.log",
+        namespaces=[kube_namespace],
+        verbose=verbose,
+    ).start()
+    try:
+        url = f"http://127.0.0.1:{operator.liveness_port}/healthz"
+        for _ in range(3):  # as the startup, readiness and liveness probes would
+            assert httpx.get(url, timeout=5, trust_env=False).status_code == 200
+        metrics = operator.metrics()
+    finally:
+        operator.stop()
+
+    probe_lines = [line for line in operator.log_text().splitlines() if "GET /healthz" in line]
+    if verbose:
+        assert len(probe_lines) >= 3, "--verbose should keep aiohttp's access log"
+    else:
+        assert probe_lines == [], "every probe is logged at the default level"
+    # The same process serves the usual process and Python series, and its build.
+    assert "\nprocess_resident_memory_bytes " in metrics
+    assert "\npython_info{" in metrics
+    assert '\nraidiam_operator_build_info{kopf_version="' in metrics
