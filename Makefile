@@ -18,6 +18,7 @@ $(STAMP): pyproject.toml
 binaries: $(STAMP)
 	PYTHONPATH=devenv $(BIN)/python -m raidiam_devenv.binaries
 	PYTHONPATH=devenv $(BIN)/python -m raidiam_devenv.kubeconform
+	PYTHONPATH=devenv $(BIN)/python -m raidiam_devenv.promtool
 
 ## manifests: after changing crds/ or the chart: copy the CRD into the chart, regenerate deploy/ and docs/reference.md
 manifests: $(STAMP) binaries

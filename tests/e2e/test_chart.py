@@ -387,9 +387,16 @@ def test_service_monitor_scrapes_the_metrics_service() -> None:
     monitor = one(docs, "ServiceMonitor")
     assert monitor["metadata"]["labels"]["release"] == "prom"
     assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+    # The series' namespace label is the RaidiamClient's: Prometheus must not overwrite it.
+    assert monitor["spec"]["endpoints"][0]["honorLabels"] is True
     service_labels = one(docs, "Service")["metadata"]["labels"]
     selector = monitor["spec"]["selector"]["matchLabels"]
     assert selector.items() <= service_labels.items()
+
+
+def test_service_monitor_honor_labels_can_be_turned_off() -> None:
+    docs = objects(values={"serviceMonitor": {"enabled": True, "honorLabels": False}})
+    assert one(docs, "ServiceMonitor")["spec"]["endpoints"][0]["honorLabels"] is False
 
 
 def test_pod_settings_from_values_reach_the_pod() -> None:
@@ -637,3 +644,31 @@ def _assert_pod_admitted_as_restricted(
     )
     assert refused.returncode != 0
     assert "violates PodSecurity" in refused.stderr
+
+
+def test_the_kube_prometheus_stack_values_in_the_install_docs_work_as_written() -> None:
+    """docs/install.md's monitoring-values.yaml gives the objects kube-prometheus-stack selects:
+    the release label on the ServiceMonitor and the PrometheusRule, the sidecar's label on the
+    dashboard, and an absent-alert watching the job the ServiceMonitor creates."""
+    install = (REPO_ROOT / "docs" / "install.md").read_text()
+    block = re.search(r"```yaml\n# monitoring-values.yaml\n(.*?)```", install, re.DOTALL)
+    assert block, "docs/install.md lost its monitoring-values.yaml example"
+    docs = objects(values=yaml.safe_load(block[1]))
+
+    monitor = one(docs, "ServiceMonitor")
+    rule = one(docs, "PrometheusRule")
+    dashboard = next(
+        d for d in only(docs, "ConfigMap") if d["metadata"]["name"].endswith("dashboard")
+    )
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert monitor["spec"]["endpoints"][0]["honorLabels"] is True
+    # The Prometheus Operator names the job after the Service the ServiceMonitor selects.
+    service = one(docs, "Service")["metadata"]["name"]
+    assert service == "raidiam-token-operator-metrics"
+    absent = next(
+        r for r in rule["spec"]["groups"][0]["rules"] if r["alert"] == "RaidiamOperatorAbsent"
+    )
+    assert f'up{{job="{service}", namespace="raidiam-token-operator"}}' in absent["expr"]
+    assert f'up{{job="{service}",' in install, "docs/install.md names another job"
