@@ -7,7 +7,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit integration e2e binaries manifests bench clean
+# The one version of the package, the image and the chart (docs/releasing.md).
+VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"$$/\1/p' operator/raidiam_operator/__init__.py)
+
+.PHONY: demo test lint typecheck unit integration e2e binaries manifests bench clean chart lock sbom
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +28,21 @@ manifests: $(STAMP) binaries
 	cp crds/*.yaml charts/raidiam-token-operator/crds/
 	PYTHONPATH=devenv $(BIN)/python -m tests.e2e.chart_helpers
 	PYTHONPATH=devenv $(BIN)/python -m raidiam_devenv.crd_reference --write
+
+## chart: package the Helm chart as dist/raidiam-token-operator-$(VERSION).tgz
+chart: $(STAMP) binaries
+	PYTHONPATH=devenv $(BIN)/python -m tests.e2e.chart_helpers package dist
+
+## lock: after changing the dependencies in pyproject.toml, pin the image's packages with their hashes
+lock: $(STAMP)
+	env -u PIP_FIND_LINKS $(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
+		--no-emit-index-url --no-emit-find-links --output-file requirements/image.lock.txt pyproject.toml
+
+## sbom: a CycloneDX SBOM of the image's Python packages, from the lock
+sbom: $(STAMP)
+	mkdir -p dist
+	$(BIN)/cyclonedx-py requirements --pyproject pyproject.toml --output-reproducible \
+		--output-file dist/raidiam-token-operator-$(VERSION).cdx.json requirements/image.lock.txt
 
 ## demo: bring up a local control plane and test authorization server, run the operator on two RaidiamClients
 demo: $(STAMP) binaries

@@ -5,11 +5,13 @@
 
     PYTHONPATH=devenv .venv/bin/python -m tests.e2e.chart_helpers
 
-tests/e2e/test_chart.py fails when deploy/ differs from what this renders.
+tests/e2e/test_chart.py fails when deploy/ differs from what this renders. `make chart` packages
+the chart through `python -m tests.e2e.chart_helpers package dist`.
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Iterable, Mapping, Sequence
@@ -143,11 +145,36 @@ def write_deploy(directory: Path = DEPLOY_DIR) -> list[Path]:
     return written
 
 
-def main() -> int:
+def package(directory: Path, helm: Path | None = None) -> Path:
+    """`helm package` of the chart into `directory`: <chart>-<version>.tgz, what `make chart`
+    publishes (version and appVersion are the project's version; docs/releasing.md)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    result = subprocess.run(
+        [str(helm or helm_binary()), "package", str(CHART_DIR), "--destination", str(directory)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise AssertionError(f"helm package failed:\n{result.stderr}")
+    chart = yaml.safe_load((CHART_DIR / "Chart.yaml").read_text())
+    archive = directory / f"{chart['name']}-{chart['version']}.tgz"
+    assert archive.is_file(), result.stdout
+    return archive
+
+
+def main(argv: Sequence[str] = ()) -> int:
+    """No arguments: regenerate deploy/. `package DIR`: write the chart archive into DIR."""
+    if list(argv[:1]) == ["package"] and len(argv) == 2:
+        print(os.path.relpath(package(Path(argv[1]))))
+        return 0
+    if argv:
+        print("usage: python -m tests.e2e.chart_helpers [package DIR]", file=sys.stderr)
+        return 2
     for path in write_deploy():
         print(path.relative_to(REPO_ROOT))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

@@ -421,6 +421,25 @@ def test_bring_your_own_service_account_and_rbac_renders_neither() -> None:
     assert spec["serviceAccountName"] == "existing-operator"
 
 
+def test_make_chart_packages_an_archive_named_by_the_version(tmp_path: Path) -> None:
+    import tarfile
+
+    from raidiam_operator import __version__
+
+    from .chart_helpers import package
+
+    archive = package(tmp_path)
+
+    assert archive.name == f"raidiam-token-operator-{__version__}.tgz"
+    with tarfile.open(archive) as packed:
+        names = set(packed.getnames())
+        chart = yaml.safe_load(packed.extractfile("raidiam-token-operator/Chart.yaml").read())  # type: ignore[union-attr]
+    assert chart["version"] == chart["appVersion"] == __version__
+    assert "raidiam-token-operator/values.schema.json" in names
+    assert "raidiam-token-operator/templates/NOTES.txt" in names
+    assert not any("__pycache__" in name or name.endswith(".orig") for name in names)
+
+
 # --------------------------------------------------------------------------- #
 # deploy/ and the Dockerfile
 # --------------------------------------------------------------------------- #
