@@ -92,6 +92,19 @@ EVERYTHING_ON: dict[str, Any] = {
         "metricsFrom": [{"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}],
     },
     "podDisruptionBudget": {"minAvailable": "50%"},
+    "global": {"imageRegistry": "mirror.example", "storageClass": "fast"},
+    "revisionHistoryLimit": 5,
+    "logLevel": "debug",
+    "commonLabels": {"example.com/cost-centre": "payments"},
+    "extraVolumes": [{"name": "proxy-ca", "configMap": {"name": "proxy-ca"}}],
+    "extraVolumeMounts": [{"name": "proxy-ca", "mountPath": "/etc/proxy-ca", "readOnly": True}],
+    "topologySpreadConstraints": [
+        {
+            "maxSkew": 1,
+            "topologyKey": "topology.kubernetes.io/zone",
+            "whenUnsatisfiable": "ScheduleAnyway",
+        }
+    ],
 }
 BRING_YOUR_OWN: dict[str, Any] = {
     "serviceAccount": {"create": False, "name": "existing-operator"},
@@ -175,7 +188,11 @@ def test_install_docs_list_every_value() -> None:
     [
         ({"replica": 2}, "additional properties 'replica' not allowed"),
         ({"replicas": "two"}, "/replicas"),
-        ({"replicas": 0}, "/replicas"),
+        ({"replicas": -1}, "/replicas"),
+        ({"logLevel": "trace"}, "/logLevel"),
+        ({"revisionHistoryLimit": -1}, "/revisionHistoryLimit"),
+        ({"commonLabels": {"team": 7}}, "/commonLabels/team"),
+        ({"topologySpreadConstraints": [{"maxSkew": 1}]}, "/topologySpreadConstraints/0"),
         ({"watchNamespaces": "payments"}, "/watchNamespaces"),
         ({"watchNamespaces": ["Payments_Team"]}, "/watchNamespaces/0"),
         ({"image": {"tagg": "1.0"}}, "additional properties 'tagg' not allowed"),
@@ -440,6 +457,129 @@ def test_make_chart_packages_an_archive_named_by_the_version(tmp_path: Path) -> 
     assert not any("__pycache__" in name or name.endswith(".orig") for name in names)
 
 
+def test_the_chart_works_as_a_subchart_of_an_umbrella_chart(tmp_path: Path) -> None:
+    """An umbrella chart passes `global` to every subchart: the schema must allow it, and
+    global.imageRegistry points the image at the umbrella's mirror."""
+    umbrella = tmp_path / "platform"
+    (umbrella / "charts").mkdir(parents=True)
+    shutil.copytree(CHART_DIR, umbrella / "charts" / CHART_DIR.name)
+    (umbrella / "Chart.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v2",
+                "name": "platform",
+                "version": "1.0.0",
+                "dependencies": [{"name": CHART_DIR.name, "version": "*"}],
+            }
+        )
+    )
+    values = {
+        "global": {"imageRegistry": "mirror.example:5000", "anything": {"else": True}},
+        CHART_DIR.name: {"replicas": 2, "commonLabels": {"platform": "core"}},
+    }
+    (umbrella / "values.yaml").write_text(yaml.safe_dump(values))
+    result = subprocess.run(
+        [str(helm_binary()), "template", "platform", str(umbrella), "-n", "platform"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    docs = documents(result.stdout)
+    container = operator_container(docs)
+    assert container["image"] == "mirror.example:5000/raidiam-token-operator:0.1.0"
+    assert one(docs, "Deployment")["spec"]["replicas"] == 2
+    assert all(doc["metadata"]["labels"]["platform"] == "core" for doc in docs)
+    # The umbrella's own chart name is in the release name: objects are named after it.
+    assert one(docs, "Deployment")["metadata"]["name"] == "platform-raidiam-token-operator"
+
+
+def test_image_registry_prefixes_the_repository_and_wins_over_the_global_one() -> None:
+    image = {"registry": "registry.example.com/", "repository": "ops/raidiam-token-operator"}
+    container = operator_container(
+        objects(values={"image": image, "global": {"imageRegistry": "mirror.example"}})
+    )
+    assert container["image"] == "registry.example.com/ops/raidiam-token-operator:0.1.0"
+
+
+def test_common_labels_reach_every_object_and_the_pod_but_not_the_selector() -> None:
+    docs = objects(values=EVERYTHING_ON)
+    for doc in docs:
+        assert doc["metadata"]["labels"]["example.com/cost-centre"] == "payments", doc["kind"]
+    deployment = one(docs, "Deployment")
+    assert deployment["spec"]["template"]["metadata"]["labels"]["example.com/cost-centre"]
+    # A selector is immutable: a label added later must not change it.
+    assert "example.com/cost-centre" not in deployment["spec"]["selector"]["matchLabels"]
+
+
+def test_replicas_zero_stops_the_operator_for_maintenance() -> None:
+    result = render(values={"replicas": 0})
+    docs = documents(result.stdout)
+    deployment = one(docs, "Deployment")
+    assert deployment["spec"]["replicas"] == 0
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    assert not only(docs, "PodDisruptionBudget")
+    notes = subprocess.run(
+        [
+            str(helm_binary()),
+            "install",
+            "t",
+            str(CHART_DIR),
+            "--dry-run=client",
+            "--set",
+            "replicas=0",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "replicas is 0: the operator is stopped for maintenance" in notes
+
+
+def test_pod_disruption_budget_can_be_turned_off_with_several_replicas() -> None:
+    docs = objects(values={"replicas": 2, "podDisruptionBudget": {"enabled": False}})
+    assert not only(docs, "PodDisruptionBudget")
+    assert "--leader-election" in operator_container(docs)["args"]
+
+
+def test_revision_history_limit_log_level_and_extra_volumes_reach_the_deployment() -> None:
+    default = objects()
+    assert one(default, "Deployment")["spec"]["revisionHistoryLimit"] == 3
+    assert "--verbose" not in operator_container(default)["args"]
+
+    docs = objects(values=EVERYTHING_ON)
+    deployment = one(docs, "Deployment")
+    container = operator_container(docs)
+    assert deployment["spec"]["revisionHistoryLimit"] == 5
+    assert "--verbose" in container["args"]
+    assert container["volumeMounts"][1:] == EVERYTHING_ON["extraVolumeMounts"]
+    assert deployment["spec"]["template"]["spec"]["volumes"][1:] == EVERYTHING_ON["extraVolumes"]
+
+
+def test_topology_spread_constraints_select_this_releases_pods_unless_told_otherwise() -> None:
+    own_selector = {"matchLabels": {"team": "x"}}
+    constraints = [
+        {"maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "ScheduleAnyway"},
+        {
+            "maxSkew": 2,
+            "topologyKey": "host",
+            "whenUnsatisfiable": "DoNotSchedule",
+            "labelSelector": own_selector,
+        },
+    ]
+    docs = objects(values={"replicas": 3, "topologySpreadConstraints": constraints})
+    spread = one(docs, "Deployment")["spec"]["template"]["spec"]["topologySpreadConstraints"]
+    selector = one(docs, "Deployment")["spec"]["selector"]
+    assert spread == [{**constraints[0], "labelSelector": selector}, constraints[1]]
+
+
+def test_notes_show_helm_show_crds_for_upgrades_not_a_path_in_a_checkout() -> None:
+    notes = (CHART_DIR / "templates" / "NOTES.txt").read_text()
+    assert "helm show crds" in notes
+    assert "<chart>/crds/" not in notes
+    assert "kubectl apply --server-side --force-conflicts -f -" in notes
+
+
 # --------------------------------------------------------------------------- #
 # deploy/ and the Dockerfile
 # --------------------------------------------------------------------------- #
@@ -586,6 +726,15 @@ def test_helm_install_creates_every_object_and_uninstall_keeps_the_crds(
     control_plane.kubectl("get", "crd", "raidiamclients.raidiam.io")
 
     _assert_pod_admitted_as_restricted(control_plane, release_namespace, expected)
+
+    # The upgrade path in NOTES.txt: the chart's CRD, applied from `helm show crds`.
+    crds = control_plane.helm("show", "crds", str(CHART_DIR)).stdout
+    applied = control_plane.kubectl(
+        "apply", "--server-side", "--force-conflicts", "-f", "-", input=crds
+    )
+    assert (
+        "customresourcedefinition.apiextensions.k8s.io/raidiamclients.raidiam.io" in applied.stdout
+    )
 
     control_plane.helm("uninstall", release, "-n", release_namespace, "--wait")
     gone = control_plane.kubectl(
