@@ -8,7 +8,17 @@ from typing import Any
 
 from raidiam_operator.times import parse_rfc3339
 
-HEADERS = ("NAME", "READY", "REASON", "EXPIRES IN", "NEXT REFRESH", "CERTIFICATE EXPIRES IN")
+# READY and REASON: is there a valid token now. REFRESH: can the operator get the next one (the
+# Degraded condition's reason), so a client whose renewals fail does not hide behind a valid token.
+HEADERS = (
+    "NAME",
+    "READY",
+    "REASON",
+    "REFRESH",
+    "EXPIRES IN",
+    "NEXT REFRESH",
+    "CERTIFICATE EXPIRES IN",
+)
 
 
 def human(delta: timedelta) -> str:
@@ -33,6 +43,13 @@ def _until(value: object, now: datetime) -> str:
     return human(moment - now) if moment else "-"
 
 
+def _condition(status: Mapping[str, Any], kind: str) -> Mapping[str, Any]:
+    found: Mapping[str, Any] = next(
+        (c for c in status.get("conditions", []) if c.get("type") == kind), {}
+    )
+    return found
+
+
 def status_rows(
     clients: Sequence[Mapping[str, Any]], *, now: datetime, with_namespace: bool
 ) -> list[list[str]]:
@@ -41,13 +58,12 @@ def status_rows(
         clients, key=lambda c: (c["metadata"]["namespace"], c["metadata"]["name"])
     ):
         status = client.get("status") or {}
-        ready: Mapping[str, Any] = next(
-            (c for c in status.get("conditions", []) if c.get("type") == "Ready"), {}
-        )
+        ready = _condition(status, "Ready")
         row = [
             client["metadata"]["name"],
             ready.get("status", "Unknown"),
             ready.get("reason", "Pending"),
+            _condition(status, "Degraded").get("reason", "-"),
             _until(status.get("expiresAt"), now),
             _until(status.get("nextRefreshTime"), now),
             _until(status.get("certificateNotAfter"), now),

@@ -53,6 +53,7 @@ def test_status_shows_health_expiry_and_certificate_expiry(world: World) -> None
         "NAME",
         "READY",
         "REASON",
+        "REFRESH",
         "EXPIRES",
         "IN",
         "NEXT",
@@ -195,3 +196,61 @@ def test_check_reports_an_unreachable_issuer_with_exit_4(world: World, tmp_path:
         "FAIL  AuthorizationServerUnreachable: could not connect to https://127.0.0.1:1"
         in result.stdout
     )
+
+
+def _table(output: str, columns: list[str]) -> dict[str, dict[str, str]]:
+    """kubectl's table by the headers' positions (cells may be empty or hold spaces)."""
+    header, *rows = output.splitlines()
+    starts = [header.index(column) for column in columns]
+    assert starts == sorted(starts), header
+    ends = [*starts[1:], None]
+    parsed = [
+        {c: row[a:b].strip() for c, a, b in zip(columns, starts, ends, strict=True)} for row in rows
+    ]
+    return {row[columns[0]]: row for row in parsed}
+
+
+def test_kubectl_get_and_status_show_failing_renewals_beside_a_still_valid_token(
+    world: World,
+) -> None:
+    """Ready keeps its meaning (the Secret's token is valid for the current certificate) while
+    the Refresh column shows why the next token cannot be had, as ESO's STATUS column does."""
+    world.tls_client("flaky")
+    world.tls_client("steady")
+    world.wait_ready("flaky")
+    world.wait_ready("steady")
+    world.auth.delete_client(world.client("flaky")["spec"]["clientId"])
+    world.patch_client(
+        "flaky", {"metadata": {"annotations": {"raidiam.io/refresh-requested-at": "now"}}}
+    )
+    world.wait_reason("flaky", "invalid_client", kind="Degraded")
+    assert world.condition("flaky")["reason"] == "TokenValid"
+    default_columns = ["NAME", "READY", "REASON", "REFRESH", "EXPIRES", "NEXT REFRESH", "AGE"]
+
+    get = world.control_plane.kubectl("get", "raidiamclients", "-n", world.namespace)
+    table = _table(get.stdout, default_columns)
+    assert get.stdout.splitlines()[0].split() == [
+        "NAME", "READY", "REASON", "REFRESH", "EXPIRES", "NEXT", "REFRESH", "AGE"
+    ]  # fmt: skip
+    assert [table["flaky"][c] for c in ("READY", "REASON", "REFRESH")] == [
+        "True",
+        "TokenValid",
+        "invalid_client",
+    ]
+    assert [table["steady"][c] for c in ("READY", "REASON", "REFRESH")] == [
+        "True",
+        "TokenValid",
+        "AsExpected",
+    ]
+
+    wide = world.control_plane.kubectl("get", "raidiamclients", "-n", world.namespace, "-o", "wide")
+    columns = [*default_columns, "FAILURES", "CERTIFICATE EXPIRES", "MESSAGE"]
+    flaky = _table(wide.stdout, columns)["flaky"]
+    assert flaky["FAILURES"] == "1"
+    assert flaky["CERTIFICATE EXPIRES"] == world.client("flaky")["status"]["certificateNotAfter"]
+    assert "rejected the token request with invalid_client" in flaky["MESSAGE"]
+
+    status = _kubectl_raidiam(world, "status", "-n", world.namespace)
+    assert status.returncode == 0, status.stderr
+    row = _table(status.stdout, ["NAME", "READY", "REASON", "REFRESH", "EXPIRES IN"])["flaky"]
+    assert [row["READY"], row["REASON"], row["REFRESH"]] == ["True", "TokenValid", "invalid_client"]
