@@ -41,6 +41,13 @@ TARGET_LABELS = {
     "container": "operator",
 }
 EVALUATION_MINUTES = 40
+# The absent alert's labels: those of its `up` selector, whichever way it fires.
+OPERATOR_ABSENT = {
+    "alertname": "RaidiamOperatorAbsent",
+    "job": JOB,
+    "namespace": RELEASE_NAMESPACE,
+    "severity": "critical",
+}
 
 
 @pytest.fixture(scope="module")
@@ -228,16 +235,7 @@ def test_alerts_fire_for_the_clients_in_trouble_and_only_for_them(
                     {
                         "expr": 'ALERTS{alertname="RaidiamOperatorAbsent",alertstate="firing"}',
                         "eval_time": "6m",
-                        "exp_samples": _firing(
-                            [
-                                {
-                                    "alertname": "RaidiamOperatorAbsent",
-                                    "job": JOB,
-                                    "namespace": RELEASE_NAMESPACE,
-                                    "severity": "critical",
-                                }
-                            ]
-                        ),
+                        "exp_samples": _firing([OPERATOR_ABSENT]),
                     }
                 ],
             },
@@ -251,16 +249,7 @@ def test_alerts_fire_for_the_clients_in_trouble_and_only_for_them(
                     {
                         "expr": 'ALERTS{alertstate="firing"}',
                         "eval_time": "6m",
-                        "exp_samples": _firing(
-                            [
-                                {
-                                    "alertname": "RaidiamOperatorAbsent",
-                                    "job": JOB,
-                                    "namespace": RELEASE_NAMESPACE,
-                                    "severity": "critical",
-                                }
-                            ]
-                        ),
+                        "exp_samples": _firing([OPERATOR_ABSENT]),
                     }
                 ],
             },
