@@ -22,6 +22,7 @@ binaries: $(STAMP)
 	PYTHONPATH=devenv $(BIN)/python -m raidiam_devenv.binaries
 	PYTHONPATH=devenv $(BIN)/python -m raidiam_devenv.kubeconform
 	PYTHONPATH=devenv $(BIN)/python -m raidiam_devenv.promtool
+	PYTHONPATH=devenv $(BIN)/python -m raidiam_devenv.prometheus_operator
 
 ## manifests: after changing crds/ or the chart: copy the CRD into the chart, regenerate deploy/ and docs/reference.md
 manifests: $(STAMP) binaries

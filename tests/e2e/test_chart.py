@@ -840,3 +840,51 @@ def test_the_kube_prometheus_stack_values_in_the_install_docs_work_as_written() 
     )
     assert f'up{{job="{service}", namespace="raidiam-token-operator"}}' in absent["expr"]
     assert f'up{{job="{service}",' in install, "docs/install.md names another job"
+
+
+@pytest.mark.kube
+def test_the_monitoring_objects_are_valid_prometheus_operator_objects(
+    control_plane: ControlPlane, kube_namespace: str
+) -> None:
+    """The ServiceMonitor and PrometheusRule of docs/install.md's kube-prometheus-stack values,
+    created with a strict server-side dry run against the Prometheus Operator's own CRDs."""
+    from raidiam_devenv.prometheus_operator import ensure_prometheus_operator_crds
+
+    for crd in ensure_prometheus_operator_crds():
+        control_plane.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crd))
+    for plural in ("servicemonitors", "prometheusrules"):
+        control_plane.kubectl(
+            "wait", "--for=condition=Established", f"crd/{plural}.monitoring.coreos.com"
+        )
+    install = (REPO_ROOT / "docs" / "install.md").read_text()
+    block = re.search(r"```yaml\n# monitoring-values.yaml\n(.*?)```", install, re.DOTALL)
+    assert block
+    docs = objects(values=yaml.safe_load(block[1]), namespace=kube_namespace)
+    monitoring = [one(docs, "ServiceMonitor"), one(docs, "PrometheusRule")]
+
+    created = control_plane.kubectl(
+        "create",
+        "--dry-run=server",
+        "--validate=strict",
+        "-f",
+        "-",
+        "-o",
+        "name",
+        input=yaml.safe_dump_all(monitoring),
+        check=False,
+    )
+
+    assert created.returncode == 0, created.stderr
+    assert created.stdout.split() == [
+        "servicemonitor.monitoring.coreos.com/raidiam-token-operator",
+        "prometheusrule.monitoring.coreos.com/raidiam-token-operator",
+    ]
+    # The control: a misspelt field is refused, so the schema was applied.
+    monitor = dict(monitoring[0])
+    monitor["spec"] = {**monitor["spec"], "endpoints": [{"port": "metrics", "honourLabels": True}]}
+    refused = control_plane.kubectl(
+        "create", "--dry-run=server", "--validate=strict", "-f", "-",
+        input=yaml.safe_dump(monitor), check=False,
+    )  # fmt: skip
+    assert refused.returncode != 0
+    assert "honourLabels" in refused.stderr

@@ -1,0 +1,76 @@
+"""The Prometheus Operator's ServiceMonitor and PrometheusRule CRDs, for the chart's tests.
+
+The chart renders a ServiceMonitor and a PrometheusRule for kube-prometheus-stack. To check them
+against the real schemas, the tests install these CRDs on the local API server and create the
+objects with a strict server-side dry run. The CRDs come from the Prometheus Operator's own Go
+module (`example/prometheus-operator-crd/`), fetched from the Go module proxy with `go mod
+download` into a throwaway module cache; only the two files are kept, under
+``~/.cache/raidiam-token-operator/bin/prometheus-operator-crds-<version>/``. Run
+``python -m raidiam_devenv.prometheus_operator`` to fetch them and print their paths.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from raidiam_devenv.binaries import BuildError, _file_lock, cache_root
+from raidiam_devenv.kubeconform import _go
+
+VERSION = "v0.85.0"
+MODULE = "github.com/prometheus-operator/prometheus-operator"
+CRDS = ("monitoring.coreos.com_servicemonitors.yaml", "monitoring.coreos.com_prometheusrules.yaml")
+
+
+def ensure_prometheus_operator_crds() -> list[Path]:
+    """Paths of the cached ServiceMonitor and PrometheusRule CRDs, fetched on first use."""
+    directory = cache_root() / f"prometheus-operator-crds-{VERSION}"
+    paths = [directory / name for name in CRDS]
+    if all(path.is_file() for path in paths):
+        return paths
+    root = cache_root()
+    root.mkdir(parents=True, exist_ok=True)
+    with _file_lock(root / ".prometheus-operator.lock"):
+        if all(path.is_file() for path in paths):
+            return paths
+        staging = Path(tempfile.mkdtemp(prefix=f".prometheus-operator-crds-{VERSION}.", dir=root))
+        try:
+            staging.chmod(0o755)
+            module_cache = staging / "gomodcache"
+            result = subprocess.run(
+                [_go(), "mod", "download", "-json", f"{MODULE}@{VERSION}"],
+                env={**os.environ, "GOMODCACHE": str(module_cache), "GOFLAGS": "-modcacherw"},
+                cwd=staging,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if result.returncode != 0:
+                raise BuildError(
+                    f"go mod download {MODULE}@{VERSION} failed (exit {result.returncode}):\n"
+                    f"{result.stdout}\n{result.stderr}"
+                )
+            source = Path(json.loads(result.stdout)["Dir"]) / "example" / "prometheus-operator-crd"
+            for name in CRDS:
+                shutil.copyfile(source / name, staging / name)
+            shutil.rmtree(module_cache)
+            staging.rename(directory)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return paths
+
+
+def main() -> int:
+    for path in ensure_prometheus_operator_crds():
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
