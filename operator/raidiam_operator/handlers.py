@@ -14,13 +14,13 @@ from typing import Any
 
 import kopf
 
-from raidiam_operator.engine import EngineSettings, RefreshEngine
-from raidiam_operator.kube import KubernetesGateway
-from raidiam_operator.leader import LeaderElector, LeaseSettings
+from raidiam_operator.core.options import OperatorOptions
+from raidiam_operator.core.spec import GROUP, PLURAL, VERSION
+from raidiam_operator.kube.gateway import KubernetesGateway
+from raidiam_operator.kube.leader import LeaderElector, LeaseSettings
 from raidiam_operator.metrics import Metrics
-from raidiam_operator.oauth import TokenClient
-from raidiam_operator.options import OperatorOptions
-from raidiam_operator.spec import GROUP, PLURAL, VERSION
+from raidiam_operator.protocol.client import TokenClient
+from raidiam_operator.refresh.engine import EngineSettings, RefreshEngine
 
 logger = logging.getLogger(__name__)
 

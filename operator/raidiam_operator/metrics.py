@@ -25,7 +25,7 @@ from prometheus_client import (
 )
 
 from raidiam_operator import __version__
-from raidiam_operator.errors import (
+from raidiam_operator.core.errors import (
     AuthorizationServerRejection,
     RaidiamOperatorError,
     TransientError,

@@ -9,10 +9,10 @@ from datetime import UTC, datetime
 import pytest
 
 from raidiam_devenv.authserver import AuthServer
-from raidiam_operator.credentials import load_signing_key, load_transport_certificate
-from raidiam_operator.errors import RaidiamOperatorError
-from raidiam_operator.oauth import TokenClient
-from raidiam_operator.request import TokenRequest
+from raidiam_operator.core.errors import RaidiamOperatorError
+from raidiam_operator.protocol.client import TokenClient
+from raidiam_operator.protocol.credentials import load_signing_key, load_transport_certificate
+from raidiam_operator.protocol.request import TokenRequest
 
 from .conftest import Files
 

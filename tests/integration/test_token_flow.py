@@ -11,15 +11,16 @@ import pytest
 
 from raidiam_devenv.authserver import AuthServer
 from raidiam_devenv.pki import TestPKI
-from raidiam_operator.credentials import load_signing_key, load_transport_certificate
-from raidiam_operator.errors import (
+from raidiam_operator.core.errors import (
     AuthorizationServerRejection,
     ConfigurationError,
     ServerMetadataError,
     ServerUnavailable,
 )
-from raidiam_operator.oauth import TokenClient
-from raidiam_operator.request import AssertionAudience, TokenRequest
+from raidiam_operator.core.spec import AssertionAudience
+from raidiam_operator.protocol.client import TokenClient
+from raidiam_operator.protocol.credentials import load_signing_key, load_transport_certificate
+from raidiam_operator.protocol.request import TokenRequest
 
 from .conftest import Files
 

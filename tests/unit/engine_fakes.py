@@ -10,10 +10,10 @@ from typing import Any
 
 import httpx
 
-from raidiam_operator.engine import EngineSettings, RefreshEngine
-from raidiam_operator.kube import ConflictError
-from raidiam_operator.oauth import TokenClient
-from raidiam_operator.render import Owner
+from raidiam_operator.core.spec import Owner
+from raidiam_operator.kube.gateway import ConflictError
+from raidiam_operator.protocol.client import TokenClient
+from raidiam_operator.refresh.engine import EngineSettings, RefreshEngine
 
 NS = "payments"
 ISSUER = "https://auth.example"

@@ -6,9 +6,9 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 
 from raidiam_devenv.pki import TestPKI
-from raidiam_operator.assertion import CLIENT_ASSERTION_TYPE, client_assertion
-from raidiam_operator.credentials import load_signing_key, load_transport_certificate
-from raidiam_operator.request import TokenRequest, token_form
+from raidiam_operator.protocol.assertion import CLIENT_ASSERTION_TYPE, client_assertion
+from raidiam_operator.protocol.credentials import load_signing_key, load_transport_certificate
+from raidiam_operator.protocol.request import TokenRequest, token_form
 
 NOW = datetime(2026, 11, 27, 12, 0, 0, tzinfo=UTC)
 ISSUER = "https://auth.example"

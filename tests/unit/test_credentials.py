@@ -9,12 +9,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from raidiam_devenv.pki import TestPKI
-from raidiam_operator.credentials import (
+from raidiam_operator.core.errors import CredentialError
+from raidiam_operator.protocol.credentials import (
     certificate_thumbprint,
     load_signing_key,
     load_transport_certificate,
 )
-from raidiam_operator.errors import CredentialError
 
 
 def _now() -> datetime:

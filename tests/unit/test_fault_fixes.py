@@ -8,13 +8,13 @@ from typing import Any
 
 import pytest
 
-from raidiam_operator.errors import (
+from raidiam_operator.core.errors import (
     AuthorizationServerRejection,
     ConfigurationError,
     InvalidTokenResponse,
 )
-from raidiam_operator.spec import parse_spec
-from raidiam_operator.tokens import (
+from raidiam_operator.core.spec import parse_spec
+from raidiam_operator.protocol.tokens import (
     MAX_RETRY_AFTER,
     classify_error_response,
     parse_retry_after,

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from raidiam_operator.leader import lease_action
+from raidiam_operator.kube.leader import lease_action
 
 NOW = datetime(2026, 11, 27, 12, 0, 0, tzinfo=UTC)
 

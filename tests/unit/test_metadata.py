@@ -2,8 +2,12 @@ from __future__ import annotations
 
 import pytest
 
-from raidiam_operator.errors import ServerMetadataError
-from raidiam_operator.metadata import check_server_supports, parse_metadata, token_endpoint_for
+from raidiam_operator.core.errors import ServerMetadataError
+from raidiam_operator.protocol.metadata import (
+    check_server_supports,
+    parse_metadata,
+    token_endpoint_for,
+)
 
 ISSUER = "https://auth.example"
 DOCUMENT = {

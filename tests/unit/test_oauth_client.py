@@ -13,15 +13,15 @@ import jwt
 import pytest
 
 from raidiam_devenv.pki import TestPKI
-from raidiam_operator.credentials import load_signing_key, load_transport_certificate
-from raidiam_operator.errors import (
+from raidiam_operator.core.errors import (
     ConnectionFailure,
     InvalidTokenResponse,
     ServerMetadataError,
     ServerUnavailable,
 )
-from raidiam_operator.oauth import HttpSettings, TokenClient
-from raidiam_operator.request import TokenRequest
+from raidiam_operator.protocol.client import HttpSettings, TokenClient
+from raidiam_operator.protocol.credentials import load_signing_key, load_transport_certificate
+from raidiam_operator.protocol.request import TokenRequest
 
 ISSUER = "https://auth.example"
 DISCOVERY = {

@@ -2,17 +2,19 @@ from __future__ import annotations
 
 import base64
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from raidiam_operator.render import (
+from raidiam_operator.core.spec import TokenSecretTemplate
+from raidiam_operator.refresh.render import (
     Owner,
     Problem,
+    StatusView,
     TokenRecord,
     client_status,
     record_from_secret,
     secret_differs,
     token_secret,
 )
-from raidiam_operator.spec import TokenSecretTemplate
 
 NOW = datetime(2026, 11, 27, 12, 0, 0, tzinfo=UTC)
 OWNER = Owner(namespace="payments", name="directory", uid="uid-1")
@@ -64,7 +66,7 @@ def test_a_hand_edited_token_is_seen_as_drift() -> None:
 
 
 def _status(**overrides: object) -> dict[str, object]:
-    arguments: dict[str, object] = {
+    arguments: dict[str, Any] = {
         "record": RECORD,
         "inputs_fingerprint": "f1",
         "blocked": None,
@@ -78,7 +80,8 @@ def _status(**overrides: object) -> dict[str, object]:
         "now": NOW,
     }
     arguments.update(overrides)
-    return client_status(**arguments)  # type: ignore[arg-type]
+    now = arguments.pop("now")
+    return client_status(StatusView(**arguments), now=now).status
 
 
 def _condition(status: dict[str, object], kind: str) -> dict[str, str]:

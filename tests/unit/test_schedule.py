@@ -5,8 +5,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from raidiam_operator.schedule import renewal_time, retry_delay
-from raidiam_operator.spec import RefreshPolicy
+from raidiam_operator.core.spec import RefreshPolicy
+from raidiam_operator.refresh.renewal import renewal_time, retry_delay
 
 ISSUED = datetime(2026, 11, 27, 12, 0, 0, tzinfo=UTC)
 

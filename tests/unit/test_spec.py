@@ -4,8 +4,8 @@ from datetime import timedelta
 
 import pytest
 
-from raidiam_operator.errors import ConfigurationError
-from raidiam_operator.spec import parse_duration, parse_spec
+from raidiam_operator.core.errors import ConfigurationError
+from raidiam_operator.core.spec import parse_duration, parse_spec
 
 BASE = {
     "issuer": "https://auth.example",

@@ -6,12 +6,12 @@ from datetime import UTC, datetime, timedelta
 import jwt
 import pytest
 
-from raidiam_operator.errors import (
+from raidiam_operator.core.errors import (
     AuthorizationServerRejection,
     InvalidTokenResponse,
     ServerUnavailable,
 )
-from raidiam_operator.tokens import (
+from raidiam_operator.protocol.tokens import (
     MAX_RESPONSE_BYTES,
     classify_error_response,
     parse_retry_after,

@@ -21,9 +21,8 @@ import kubernetes
 from kubernetes.client.exceptions import ApiException
 from urllib3.util.retry import Retry
 
-from raidiam_operator.render import Owner
-from raidiam_operator.spec import GROUP, KIND, PLURAL, VERSION
-from raidiam_operator.times import Clock, rfc3339, utc_now
+from raidiam_operator.core.spec import GROUP, KIND, PLURAL, VERSION, Owner
+from raidiam_operator.core.times import Clock, rfc3339, utc_now
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from email.utils import parsedate_to_datetime
 
 import jwt
 
-from raidiam_operator.errors import (
+from raidiam_operator.core.errors import (
     AuthorizationServerRejection,
     InvalidTokenResponse,
     RaidiamOperatorError,

@@ -5,15 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Literal
 
-from raidiam_operator.assertion import CLIENT_ASSERTION_TYPE, client_assertion
-from raidiam_operator.credentials import SigningKey, TransportCertificate
-from raidiam_operator.errors import ConfigurationError
-from raidiam_operator.metadata import AUTH_METHODS, AuthMethod
-from raidiam_operator.tokens import DEFAULT_LIFETIME
-
-AssertionAudience = Literal["issuer", "tokenEndpoint"]
+from raidiam_operator.core.errors import ConfigurationError
+from raidiam_operator.core.spec import AUTH_METHODS, AssertionAudience, AuthMethod
+from raidiam_operator.protocol.assertion import CLIENT_ASSERTION_TYPE, client_assertion
+from raidiam_operator.protocol.credentials import SigningKey, TransportCertificate
+from raidiam_operator.protocol.tokens import DEFAULT_LIFETIME
 
 # Form fields we set ourselves; extra parameters may not override them.
 RESERVED_PARAMETERS = frozenset(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from datetime import datetime, timedelta
 
-from raidiam_operator.spec import DEFAULT_RENEW_BEFORE_PERCENTAGE, RefreshPolicy
+from raidiam_operator.core.spec import DEFAULT_RENEW_BEFORE_PERCENTAGE, RefreshPolicy
 
 JITTER_FRACTION = 0.05
 # Jitter never pushes a refresh closer to expiry than this, so a slow request still lands in time.

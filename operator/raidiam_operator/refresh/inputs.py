@@ -10,13 +10,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-
-from raidiam_operator.credentials import load_signing_key, load_transport_certificate
-from raidiam_operator.errors import ConfigurationError
-from raidiam_operator.request import TokenRequest
-from raidiam_operator.spec import ClientSpec
+from raidiam_operator.core.errors import ConfigurationError
+from raidiam_operator.core.spec import ClientSpec
+from raidiam_operator.protocol.credentials import (
+    certificate_expiry,
+    load_signing_key,
+    load_transport_certificate,
+)
+from raidiam_operator.protocol.request import TokenRequest
 
 JSON = Mapping[str, Any]
 
@@ -155,11 +156,7 @@ def build_inputs(
     if transport is not None:
         digest.update(transport.chain_pem())
     if signing_key is not None:
-        digest.update(
-            signing_key.private_key.public_key().public_bytes(
-                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-            )
-        )
+        digest.update(signing_key.public_key_der())
         digest.update(f"{signing_key.key_id}/{signing_key.algorithm}".encode())
     if ca_bundle is not None:
         digest.update(ca_bundle)
@@ -177,9 +174,10 @@ def _optional_certificate_expiry(secret: JSON | None) -> datetime | None:
     if not encoded:
         return None
     try:
-        return x509.load_pem_x509_certificate(base64.b64decode(encoded)).not_valid_after_utc
+        pem = base64.b64decode(encoded)
     except (ValueError, binascii.Error):
         return None
+    return certificate_expiry(pem)
 
 
 def expiring_certificates(

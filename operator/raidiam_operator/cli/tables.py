@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from raidiam_operator.times import parse_rfc3339
+from raidiam_operator.core.times import parse_rfc3339
 
 # READY and REASON: is there a valid token now. REFRESH: can the operator get the next one (the
 # Degraded condition's reason), so a client whose renewals fail does not hide behind a valid token.

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
-from raidiam_operator.errors import CredentialError
+from raidiam_operator.core.errors import CredentialError
 
 SigningAlgorithm = Literal["PS256", "ES256", "EdDSA", "RS256"]
 SIGNING_ALGORITHMS: tuple[str, ...] = get_args(SigningAlgorithm)
@@ -74,6 +74,12 @@ class SigningKey:
     key_id: str
     algorithm: SigningAlgorithm
 
+    def public_key_der(self) -> bytes:
+        """The public half (SubjectPublicKeyInfo, DER): safe to digest, never secret."""
+        return self.private_key.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+
 
 def load_certificate_chain(
     pem: bytes, *, what: str = "the certificate"
@@ -93,6 +99,14 @@ def load_certificate_chain(
     except ValueError:
         raise CredentialError(f"{what} holds no readable PEM certificate") from None
     return tuple(chain)
+
+
+def certificate_expiry(pem: bytes) -> datetime | None:
+    """When the first certificate in `pem` expires, or None if there is none to read."""
+    try:
+        return x509.load_pem_x509_certificate(pem).not_valid_after_utc
+    except ValueError:
+        return None
 
 
 def load_private_key(pem: bytes, *, what: str = "the private key") -> UsableKey:

@@ -14,15 +14,15 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from raidiam_operator.errors import ConfigurationError, RaidiamOperatorError, TransientError
-from raidiam_operator.inputs import build_inputs, expiring_certificates
-from raidiam_operator.oauth import TokenClient
-from raidiam_operator.spec import KIND, parse_spec
-from raidiam_operator.tables import human
-from raidiam_operator.times import rfc3339, utc_now
+from raidiam_operator.cli.tables import human
+from raidiam_operator.core.errors import ConfigurationError, RaidiamOperatorError, TransientError
+from raidiam_operator.core.spec import KIND, parse_spec
+from raidiam_operator.core.times import rfc3339, utc_now
+from raidiam_operator.protocol.client import TokenClient
+from raidiam_operator.refresh.inputs import build_inputs, expiring_certificates
 
 if TYPE_CHECKING:
-    from raidiam_operator.kube import KubernetesGateway
+    from raidiam_operator.kube.gateway import KubernetesGateway
 
 EXPIRY_WARNING = timedelta(days=14)
 

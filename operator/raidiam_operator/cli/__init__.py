@@ -13,24 +13,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from raidiam_operator import __version__
-from raidiam_operator.credentials import load_signing_key, load_transport_certificate
-from raidiam_operator.errors import (
+from raidiam_operator.core.errors import (
     AuthorizationServerRejection,
     ConfigurationError,
     RaidiamOperatorError,
     TransientError,
 )
-from raidiam_operator.metadata import AUTH_METHODS
-from raidiam_operator.oauth import TokenClient
-from raidiam_operator.options import OperatorOptions
-from raidiam_operator.render import REFRESH_REQUESTED_AT
-from raidiam_operator.request import TokenRequest
-from raidiam_operator.spec import parse_duration
-from raidiam_operator.times import rfc3339, utc_now
-from raidiam_operator.tokens import IssuedToken
+from raidiam_operator.core.options import OperatorOptions
+from raidiam_operator.core.spec import AUTH_METHODS, REFRESH_REQUESTED_AT, parse_duration
+from raidiam_operator.core.times import rfc3339, utc_now
+from raidiam_operator.protocol.client import TokenClient
+from raidiam_operator.protocol.credentials import load_signing_key, load_transport_certificate
+from raidiam_operator.protocol.request import TokenRequest
+from raidiam_operator.protocol.tokens import IssuedToken
 
 if TYPE_CHECKING:
-    from raidiam_operator.kube import KubernetesGateway
+    from raidiam_operator.kube.gateway import KubernetesGateway
 
 EXIT_OK = 0
 EXIT_CONFIGURATION = 2
@@ -115,14 +113,14 @@ def _namespace_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _gateway() -> KubernetesGateway:
-    from raidiam_operator.kube import KubernetesGateway
+    from raidiam_operator.kube.gateway import KubernetesGateway
 
     return KubernetesGateway.from_environment(threads=4)
 
 
 def _status_command(args: argparse.Namespace) -> int:
-    from raidiam_operator.kube import KubernetesGateway
-    from raidiam_operator.tables import HEADERS, format_table, status_rows
+    from raidiam_operator.cli.tables import HEADERS, format_table, status_rows
+    from raidiam_operator.kube.gateway import KubernetesGateway
 
     namespace = (
         None if args.all_namespaces else (args.namespace or KubernetesGateway.current_namespace())
@@ -150,7 +148,7 @@ def _status_command(args: argparse.Namespace) -> int:
 
 
 def _refresh_command(args: argparse.Namespace) -> int:
-    from raidiam_operator.kube import KubernetesGateway
+    from raidiam_operator.kube.gateway import KubernetesGateway
 
     if bool(args.names) == args.all:
         print(
@@ -197,7 +195,7 @@ def _refresh_command(args: argparse.Namespace) -> int:
 
 
 def _check_command(args: argparse.Namespace) -> int:
-    from raidiam_operator.checks import check_manifests
+    from raidiam_operator.cli.check import check_manifests
 
     try:
         manifest = args.filename.read_text()
@@ -302,7 +300,7 @@ def _run_command(args: argparse.Namespace) -> int:
         return _fail(EXIT_CONFIGURATION, error)
     leader_election = None
     if args.leader_election:
-        from raidiam_operator.kube import KubernetesGateway
+        from raidiam_operator.kube.gateway import KubernetesGateway
 
         namespace = (
             args.leader_election_namespace

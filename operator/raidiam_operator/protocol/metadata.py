@@ -4,12 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
 
-from raidiam_operator.errors import ServerMetadataError
-
-AuthMethod = Literal["tls_client_auth", "private_key_jwt"]
-AUTH_METHODS: tuple[AuthMethod, ...] = ("tls_client_auth", "private_key_jwt")
+from raidiam_operator.core.errors import ServerMetadataError
+from raidiam_operator.core.spec import AuthMethod
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,17 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from raidiam_operator.spec import GROUP, KIND, MANAGED_BY, VERSION, TokenSecretTemplate
-from raidiam_operator.times import parse_rfc3339, rfc3339
-from raidiam_operator.tokens import IssuedToken
+from raidiam_operator.core.spec import (
+    GROUP,
+    KIND,
+    MANAGED_BY,
+    REFRESH_REQUESTED_AT,
+    VERSION,
+    Owner,
+    TokenSecretTemplate,
+)
+from raidiam_operator.core.times import parse_rfc3339, rfc3339
+from raidiam_operator.protocol.tokens import IssuedToken
 
 ANNOTATION_PREFIX = "raidiam.io/"
 EXPIRES_AT = ANNOTATION_PREFIX + "expires-at"
@@ -22,18 +30,8 @@ ISSUED_AT = ANNOTATION_PREFIX + "issued-at"
 CERTIFICATE_THUMBPRINT = ANNOTATION_PREFIX + "certificate-thumbprint"
 INPUTS_FINGERPRINT = ANNOTATION_PREFIX + "inputs-fingerprint"
 TOKEN_ENDPOINT = ANNOTATION_PREFIX + "token-endpoint"
-REFRESH_REQUESTED_AT = ANNOTATION_PREFIX + "refresh-requested-at"
 CLIENT_LABEL = ANNOTATION_PREFIX + "client"
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
-
-
-@dataclass(frozen=True)
-class Owner:
-    """The RaidiamClient a token Secret belongs to."""
-
-    namespace: str
-    name: str
-    uid: str
 
 
 @dataclass(frozen=True)
@@ -223,29 +221,47 @@ class Problem:
     message: str
 
 
-def client_status(
-    *,
-    record: TokenRecord | None,
-    inputs_fingerprint: str | None,
-    blocked: Problem | None,
-    failure: Problem | None,
-    failed_attempts: int,
-    last_failure_time: datetime | None,
-    next_refresh: datetime | None,
-    suspended: bool,
-    generation: int,
-    previous_conditions: Sequence[Mapping[str, Any]],
-    now: datetime,
-    certificate_warning: Problem | None = None,
-    certificate_not_after: datetime | None = None,
-    last_certificate_warning: datetime | None = None,
-) -> dict[str, Any]:
-    """The whole status subresource. `blocked` is a problem only the user can fix (bad input,
-    a conflicting Secret); `failure` is the last failed token request."""
+@dataclass(frozen=True)
+class StatusView:
+    """Everything the status shows about one client, as of one attempt."""
+
+    record: TokenRecord | None
+    #: the inputs the token should match; None when they could not be read
+    inputs_fingerprint: str | None
+    #: a problem only the user can fix (bad input, a conflicting Secret)
+    blocked: Problem | None
+    #: the last failed token request
+    failure: Problem | None
+    failed_attempts: int
+    last_failure_time: datetime | None
+    next_refresh: datetime | None
+    suspended: bool
+    generation: int
+    previous_conditions: Sequence[Mapping[str, Any]]
+    certificate_warning: Problem | None = None
+    certificate_not_after: datetime | None = None
+    last_certificate_warning: datetime | None = None
+
+
+@dataclass(frozen=True)
+class RenderedStatus:
+    """The status subresource, and what metrics need from it as data."""
+
+    status: dict[str, Any]
+    ready: bool
+    #: the next refresh as the status shows it (whole seconds), or None
+    next_refresh: datetime | None
+
+
+def client_status(view: StatusView, *, now: datetime) -> RenderedStatus:
+    """The whole status subresource."""
+    record, blocked, failure, suspended = view.record, view.blocked, view.failure, view.suspended
     current = (
         record is not None
         and record.valid_at(now)
-        and (inputs_fingerprint is None or record.inputs_fingerprint == inputs_fingerprint)
+        and (
+            view.inputs_fingerprint is None or record.inputs_fingerprint == view.inputs_fingerprint
+        )
     )
     if blocked is not None:
         ready = Condition("Ready", False, blocked.reason, blocked.message)
@@ -281,30 +297,44 @@ def client_status(
     )
     expiring = (
         Condition(
-            "CertificateExpiringSoon", True, "CertificateExpiringSoon", certificate_warning.message
+            "CertificateExpiringSoon",
+            True,
+            "CertificateExpiringSoon",
+            view.certificate_warning.message,
         )
-        if certificate_warning
+        if view.certificate_warning
         else Condition(
             "CertificateExpiringSoon", False, "CertificatesValid", "no certificate expires soon"
         )
     )
-    return {
-        "observedGeneration": generation,
+    next_refresh = view.next_refresh if not suspended else None
+    status = {
+        "observedGeneration": view.generation,
         "conditions": conditions(
-            previous_conditions, [ready, degraded, expiring], generation=generation, now=now
+            view.previous_conditions,
+            [ready, degraded, expiring],
+            generation=view.generation,
+            now=now,
         ),
         "expiresAt": rfc3339(record.expires_at) if record else None,
         "lastRefreshTime": rfc3339(record.issued_at) if record else None,
-        "nextRefreshTime": rfc3339(next_refresh) if next_refresh and not suspended else None,
+        "nextRefreshTime": rfc3339(next_refresh) if next_refresh else None,
         "tokenEndpoint": record.token_endpoint if record else None,
         "certificateThumbprint": record.certificate_thumbprint if record else None,
-        "failedAttempts": failed_attempts,
-        "lastFailureTime": rfc3339(last_failure_time) if last_failure_time else None,
-        "certificateNotAfter": rfc3339(certificate_not_after) if certificate_not_after else None,
-        "lastCertificateWarningTime": (
-            rfc3339(last_certificate_warning) if last_certificate_warning else None
-        ),
+        "failedAttempts": view.failed_attempts,
+        "lastFailureTime": _moment(view.last_failure_time),
+        "certificateNotAfter": _moment(view.certificate_not_after),
+        "lastCertificateWarningTime": _moment(view.last_certificate_warning),
     }
+    return RenderedStatus(
+        status,
+        ready=ready.status,
+        next_refresh=next_refresh.replace(microsecond=0) if next_refresh else None,
+    )
+
+
+def _moment(moment: datetime | None) -> str | None:
+    return rfc3339(moment) if moment else None
 
 
 def status_differs(actual: Mapping[str, Any] | None, desired: Mapping[str, Any]) -> bool:

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 
 import jwt
 
-from raidiam_operator.credentials import SigningKey
+from raidiam_operator.protocol.credentials import SigningKey
 
 CLIENT_ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 ASSERTION_LIFETIME = timedelta(seconds=60)

@@ -13,11 +13,9 @@ import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, Literal
 
-from raidiam_operator.errors import ConfigurationError
-from raidiam_operator.metadata import AUTH_METHODS, AuthMethod
-from raidiam_operator.request import AssertionAudience
+from raidiam_operator.core.errors import ConfigurationError
 
 GROUP = "raidiam.io"
 VERSION = "v1alpha1"
@@ -26,8 +24,23 @@ KIND = "RaidiamClient"
 
 DEFAULT_RENEW_BEFORE_PERCENTAGE = 33
 MANAGED_BY = "raidiam-token-operator"
+#: set to a new value (any) to ask for a new token now; `kubectl raidiam refresh` does
+REFRESH_REQUESTED_AT = "raidiam.io/refresh-requested-at"
+
+AuthMethod = Literal["tls_client_auth", "private_key_jwt"]
+AUTH_METHODS: tuple[AuthMethod, ...] = ("tls_client_auth", "private_key_jwt")
+AssertionAudience = Literal["issuer", "tokenEndpoint"]
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(h|ms|m|s)")
+
+
+@dataclass(frozen=True)
+class Owner:
+    """A RaidiamClient, as the owner of what the operator writes for it."""
+
+    namespace: str
+    name: str
+    uid: str
 
 
 @dataclass(frozen=True)

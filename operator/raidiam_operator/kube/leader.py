@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol
 
-from raidiam_operator.kube import ConflictError
-from raidiam_operator.times import Clock, parse_rfc3339, utc_now
+from raidiam_operator.core.times import Clock, parse_rfc3339, utc_now
+from raidiam_operator.kube.gateway import ConflictError
 
 logger = logging.getLogger(__name__)
 

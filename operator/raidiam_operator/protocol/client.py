@@ -24,24 +24,24 @@ from datetime import timedelta
 
 import httpx
 
-from raidiam_operator.credentials import TransportCertificate
-from raidiam_operator.errors import (
+from raidiam_operator.core.errors import (
     AuthorizationServerRejection,
     ConfigurationError,
     ConnectionFailure,
     InvalidTokenResponse,
     ServerMetadataError,
 )
-from raidiam_operator.metadata import (
+from raidiam_operator.core.times import Clock, utc_now
+from raidiam_operator.protocol.credentials import TransportCertificate
+from raidiam_operator.protocol.metadata import (
     ServerMetadata,
     check_server_supports,
     discovery_url,
     parse_metadata,
     token_endpoint_for,
 )
-from raidiam_operator.request import TokenRequest, token_form
-from raidiam_operator.times import Clock, utc_now
-from raidiam_operator.tokens import (
+from raidiam_operator.protocol.request import TokenRequest, token_form
+from raidiam_operator.protocol.tokens import (
     MAX_RESPONSE_BYTES,
     IssuedToken,
     classify_error_response,

@@ -1,0 +1,213 @@
+"""The refresh engine: one for every RaidiamClient the operator watches.
+
+kopf tells the engine what exists (`observe`, `forget`) and what changed (`secret_changed`);
+the watch cache remembers it, the scheduler decides when each client's next attempt runs, and
+the reconciler runs one attempt at a time per client. This module only wires them together and
+keeps one client's failure from stopping the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from raidiam_operator.core.errors import RaidiamOperatorError
+from raidiam_operator.core.times import Clock, utc_now
+from raidiam_operator.kube.gateway import ConflictError, KubeGateway
+from raidiam_operator.metrics import Metrics
+from raidiam_operator.protocol.client import TokenClient
+from raidiam_operator.refresh.reconciler import Reconciler
+from raidiam_operator.refresh.scheduler import Scheduler
+from raidiam_operator.refresh.state import Key
+from raidiam_operator.refresh.watch import Change, WatchCache
+
+logger = logging.getLogger(__name__)
+
+# While the API server misbehaves, try again after this long.
+API_RETRY = timedelta(seconds=5)
+# A client planned this long ago and not started yet counts as overdue in the liveness probe.
+OVERDUE = timedelta(seconds=5)
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    #: token requests and reconciliations running at once, across all clients
+    concurrency: int = 64
+    #: a seed for the jitter; None for a random one
+    seed: int | None = None
+    #: warn (condition, Event, metric) when a certificate expires sooner than this
+    certificate_expiry_warning: timedelta = timedelta(days=14)
+
+
+class RefreshEngine:
+    def __init__(
+        self,
+        kube: KubeGateway,
+        tokens: TokenClient,
+        settings: EngineSettings | None = None,
+        *,
+        clock: Clock = utc_now,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.settings = settings or EngineSettings()
+        self._clock = clock
+        self._metrics = metrics or Metrics()
+        self._metrics.leader.set(1)
+        self._watch = WatchCache(kube, clock=clock)
+        self._scheduler = Scheduler(
+            self._attempt, clock=clock, concurrency=self.settings.concurrency
+        )
+        self._reconciler = Reconciler(
+            kube,
+            tokens,
+            self._watch,
+            self._scheduler,
+            self._metrics,
+            certificate_expiry_warning=self.settings.certificate_expiry_warning,
+            clock=clock,
+            rng=random.Random(self.settings.seed),  # noqa: S311 - jitter, not secrecy
+        )
+        # False on a standby replica: it keeps watching but sends and writes nothing.
+        self._active = True
+
+    # The scheduler's plan and the watch cache's indexes, as the unit tests read them.
+    @property
+    def _due(self) -> Mapping[Key, datetime]:
+        return self._scheduler.due
+
+    @property
+    def _by_token_secret(self) -> Mapping[Key, set[Key]]:
+        return self._watch.by_token_secret
+
+    @property
+    def _by_input_secret(self) -> Mapping[Key, set[Key]]:
+        return self._watch.by_input_secret
+
+    # -- what kopf tells us ----------------------------------------------------------------
+
+    def observe(self, body: Mapping[str, Any]) -> None:
+        """A RaidiamClient was listed, created or changed."""
+        state, change = self._watch.observe(body)
+        key = state.observed.key
+        if change is Change.NEW:
+            if self._active:
+                self._metrics.client_seen(*key)
+            self._scheduler.schedule(key, self._clock())
+        elif change is Change.CHANGED:
+            # The token Secret's name, labels or annotations may have changed with the spec.
+            state.token.secret_unverified = True
+            self._scheduler.schedule(key, self._clock())
+
+    def forget(self, namespace: str, name: str) -> None:
+        """A RaidiamClient was deleted; its Secret goes with it through the ownerReference."""
+        key = (namespace, name)
+        self._watch.forget(key)
+        self._scheduler.cancel(key)
+        self._metrics.forget(namespace, name)
+
+    def secret_changed(
+        self,
+        namespace: str,
+        name: str,
+        resource_version: str | None,
+        body: Mapping[str, Any] | None = None,
+    ) -> None:
+        """A Secret changed (`body` as it is now) or went away (None): an input to re-read, or a
+        token Secret to check."""
+        readers, owners = self._watch.secret_changed((namespace, name), body)
+        for key in readers:
+            self._scheduler.schedule(key, self._clock())
+        for owner_key in owners:
+            state = self._watch.clients.get(owner_key)
+            if state is None:
+                continue
+            token = state.token
+            if self._scheduler.is_running(owner_key) and resource_version is not None:
+                # Likely our own write, whose answer has not arrived yet: judge it afterwards.
+                token.secret_events_while_running.append(resource_version)
+                continue
+            if resource_version is None or resource_version != token.written_secret_version:
+                token.secret_unverified = True
+                self._scheduler.schedule(owner_key, self._clock())
+
+    def set_active(self, active: bool) -> None:
+        """Start or stop refreshing, as leadership comes and goes."""
+        if active and not self._active:
+            now = self._clock()
+            for key, state in self._watch.clients.items():
+                # Another replica refreshed meanwhile: forget what we knew and read the Secrets.
+                token = state.token
+                token.record, token.next_refresh, token.secret_unverified = None, None, True
+                self._scheduler.replan(key, now)
+                self._metrics.client_seen(*key)
+        self._metrics.leader.set(1 if active else 0)
+        if not active:
+            # A standby's figures would be stale: only the leader publishes per-client series.
+            for namespace, name in self._watch.clients:
+                self._metrics.forget(namespace, name)
+        self._active = active
+        self._scheduler.set_active(active)
+
+    def summary(self) -> dict[str, Any]:
+        """Counts for the liveness probe; no names, no secrets."""
+        clients = self._watch.clients
+        return {
+            "active": self._active,
+            "clients": len(clients),
+            "reconciling": self._scheduler.running,
+            "failing": sum(1 for s in clients.values() if s.backoff.failure is not None),
+            "overdue": self._scheduler.overdue(now=self._clock(), grace=OVERDUE),
+        }
+
+    # -- running ---------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Dispatch due reconciliations until cancelled."""
+        await self._scheduler.run()
+
+    async def reconcile(self, key: Key) -> None:
+        """One attempt for `key`, now."""
+        state = self._watch.clients.get(key)
+        if state is None or not self._active:
+            return
+        await self._reconciler.reconcile(state)
+
+    async def _attempt(self, key: Key) -> None:
+        try:
+            await self.reconcile(key)
+        except asyncio.CancelledError:
+            raise
+        except ConflictError:
+            self._scheduler.schedule(key, self._clock())
+        except Exception as error:  # the API server or a bug; never let one client stop the rest
+            logger.error(
+                "reconciling %s/%s failed: %s: %s; retrying in %ds",
+                key[0],
+                key[1],
+                type(error).__name__,
+                _safe(error),
+                API_RETRY.total_seconds(),
+            )
+            if key in self._watch.clients:
+                self._scheduler.schedule(key, self._clock() + API_RETRY)
+        finally:
+            state = self._watch.clients.get(key)
+            if state is not None and state.token.secret_events_while_running:
+                token = state.token
+                versions, token.secret_events_while_running = token.secret_events_while_running, []
+                if any(version != token.written_secret_version for version in versions):
+                    token.secret_unverified = True
+                    self._scheduler.run_again(key)
+
+
+def _safe(error: Exception) -> str:
+    """An exception summary for logs: our own messages are safe; others are cut to the status."""
+    if isinstance(error, RaidiamOperatorError):
+        return error.message
+    status = getattr(error, "status", None)
+    return f"HTTP {status}" if status else type(error).__name__

@@ -1,0 +1,266 @@
+"""The refresh policy: pure decisions over one frozen view of a client. No I/O, no clock reads.
+
+As in cert-manager's policy chain, each check returns a reason and a message, and the first one
+that applies names the decision:
+
+- `refresh_reason`: why a new token is needed now (`REFRESH_CHECKS`, in order), or None;
+- `held_back_until`: after a failure, when the next request may go out;
+- `after_failure` / `after_success` / `after_blocked`: what an outcome means for the backoff
+  and the conditions;
+- `certificate_warning`, `next_renewal`, `renewal_in_status`, `blocked_retry`: the rest of the
+  timing.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from raidiam_operator.core.errors import (
+    AuthorizationServerRejection,
+    ConfigurationError,
+    RaidiamOperatorError,
+    TransientError,
+)
+from raidiam_operator.core.spec import RefreshPolicy
+from raidiam_operator.core.times import parse_rfc3339, rfc3339
+from raidiam_operator.refresh.inputs import Inputs, expiring_certificates
+from raidiam_operator.refresh.render import Problem, TokenRecord
+from raidiam_operator.refresh.renewal import (
+    CONFIGURATION_RETRY,
+    REJECTION_RETRY,
+    renewal_time,
+    retry_delay,
+)
+from raidiam_operator.refresh.state import Backoff
+
+# A CertificateExpiringSoon Warning Event at most this often.
+CERTIFICATE_WARNING_REPEAT = timedelta(days=1)
+# A missing Secret wakes the client through the watch when it appears; this is a safety net.
+SECRET_NOT_FOUND_RETRY = timedelta(seconds=60)
+
+
+@dataclass(frozen=True)
+class ClientView:
+    """What the policy needs to know about one client, as of one attempt."""
+
+    record: TokenRecord | None
+    next_refresh: datetime | None
+    refresh_requested_at: str | None
+    backoff: Backoff
+
+
+@dataclass(frozen=True)
+class Reason:
+    """Why a new token is requested: a CamelCase reason, and words for the TokenIssued Event."""
+
+    reason: str
+    message: str
+
+
+# -- why a refresh is needed -----------------------------------------------------------------
+
+Check = Callable[[ClientView, Inputs, datetime], Reason | None]
+
+
+def _no_token(view: ClientView, inputs: Inputs, now: datetime) -> Reason | None:
+    return Reason("Issuing", "first token") if view.record is None else None
+
+
+def _certificate_changed(view: ClientView, inputs: Inputs, now: datetime) -> Reason | None:
+    record = view.record
+    if (
+        record is not None
+        and record.inputs_fingerprint != inputs.fingerprint
+        and record.certificate_thumbprint != inputs.request.certificate_thumbprint
+    ):
+        return Reason("CertificateChanged", "the transport certificate changed")
+    return None
+
+
+def _spec_changed(view: ClientView, inputs: Inputs, now: datetime) -> Reason | None:
+    if view.record is not None and view.record.inputs_fingerprint != inputs.fingerprint:
+        return Reason("SpecChanged", "the spec or signing key changed")
+    return None
+
+
+def _refresh_requested(view: ClientView, inputs: Inputs, now: datetime) -> Reason | None:
+    requested = view.refresh_requested_at
+    if view.record is not None and requested and requested != view.record.refresh_requested_at:
+        return Reason("RefreshRequested", "refresh requested through the annotation")
+    return None
+
+
+def _token_expired(view: ClientView, inputs: Inputs, now: datetime) -> Reason | None:
+    if view.record is not None and not view.record.valid_at(now):
+        return Reason("TokenExpired", "the previous token had expired")
+    return None
+
+
+def _renewal_due(view: ClientView, inputs: Inputs, now: datetime) -> Reason | None:
+    if view.next_refresh is not None and now >= view.next_refresh:
+        return Reason("RenewalDue", "renewal after a failure")
+    return None
+
+
+#: asked in this order; the first answer is the reason (docs/concepts.md lists them)
+REFRESH_CHECKS: tuple[Check, ...] = (
+    _no_token,
+    _certificate_changed,
+    _spec_changed,
+    _refresh_requested,
+    _token_expired,
+    _renewal_due,
+)
+
+
+def refresh_reason(view: ClientView, inputs: Inputs, *, now: datetime) -> Reason | None:
+    """Why a new token is needed now, or None."""
+    for check in REFRESH_CHECKS:
+        reason = check(view, inputs, now)
+        if reason is not None:
+            return reason
+    return None
+
+
+# -- when a client is held back --------------------------------------------------------------
+
+
+def held_back_until(view: ClientView, inputs: Inputs, *, now: datetime) -> datetime | None:
+    """After a failure, when the next request may go out. The server's Retry-After always
+    holds; our own backoff gives way when the user changed something since the failure."""
+    backoff = view.backoff
+    if backoff.not_before is not None and now < backoff.not_before:
+        return backoff.not_before
+    unchanged = backoff.failed_inputs == (inputs.fingerprint, view.refresh_requested_at)
+    if backoff.retry_at is not None and now < backoff.retry_at and unchanged:
+        return backoff.retry_at
+    return None
+
+
+# -- what an outcome means -------------------------------------------------------------------
+
+
+def after_failure(
+    backoff: Backoff,
+    error: RaidiamOperatorError,
+    *,
+    inputs: Inputs,
+    refresh_requested_at: str | None,
+    now: datetime,
+    rng: random.Random,
+) -> Backoff:
+    """A failed token request: the condition it shows, and when to try again.
+
+    A rejection (invalid_client, ...) is usually fixed in the directory's console: 5 minutes.
+    A transient failure backs off exponentially, never sooner than the server's Retry-After.
+    Anything else (the server's metadata or TLS does not fit) waits 5 minutes.
+    """
+    attempts = backoff.failed_attempts + 1
+    not_before = None
+    if isinstance(error, AuthorizationServerRejection):
+        problem = Problem(error.error, error.message)
+        retry_at = now + REJECTION_RETRY
+    elif isinstance(error, TransientError):
+        problem = Problem(error.reason, error.message)
+        retry_at = now + retry_delay(attempts, retry_after=error.retry_after, rng=rng)
+        if error.retry_after:
+            not_before = now + timedelta(seconds=error.retry_after)
+    else:
+        problem = Problem(error.reason, error.message)
+        retry_at = now + CONFIGURATION_RETRY
+    return Backoff(
+        failure=problem,
+        failed_attempts=attempts,
+        last_failure_time=now,
+        retry_at=retry_at,
+        not_before=not_before,
+        failed_inputs=(inputs.fingerprint, refresh_requested_at),
+    )
+
+
+def after_success(backoff: Backoff) -> Backoff:
+    """A token was issued: no failure, no wait. The last failure's time stays in the status."""
+    return Backoff(last_failure_time=backoff.last_failure_time)
+
+
+def after_blocked(backoff: Backoff) -> Backoff:
+    """Input only the user can fix: that is the condition now, not the last request's failure."""
+    return replace(backoff, failure=None)
+
+
+def blocked_retry(error: ConfigurationError) -> timedelta:
+    """Secret events wake a blocked client when its input appears; the timer is a safety net."""
+    return SECRET_NOT_FOUND_RETRY if error.reason == "SecretNotFound" else CONFIGURATION_RETRY
+
+
+def conflict(namespace: str, name: str) -> ConfigurationError:
+    return ConfigurationError(
+        f"Secret {namespace}/{name} already exists and is not owned by this RaidiamClient; it is "
+        "left untouched. Delete it, or set spec.tokenSecret.name to another name",
+        reason="SecretConflict",
+    )
+
+
+# -- certificates ----------------------------------------------------------------------------
+
+
+def certificate_warning(inputs: Inputs, *, now: datetime, period: timedelta) -> Problem | None:
+    """A warning when a certificate the client uses expires within `period`: the token flow
+    dies with it."""
+    expiring = expiring_certificates(inputs, now=now, warning=period)
+    if not expiring:
+        return None
+    first = expiring[0]
+    return Problem(
+        "CertificateExpiringSoon",
+        f"the {first.role} in Secret {first.secret_name} expires at {rfc3339(first.not_after)} "
+        f"(in {_days(first.not_after - now)}); renew it before then",
+    )
+
+
+def certificate_event_due(last: datetime | None, *, now: datetime) -> bool:
+    return last is None or now - last >= CERTIFICATE_WARNING_REPEAT
+
+
+def _days(remaining: timedelta) -> str:
+    if remaining < timedelta(days=2):
+        return f"{max(0, int(remaining.total_seconds() // 3600))} hours"
+    return f"{remaining.days} days"
+
+
+# -- timing ----------------------------------------------------------------------------------
+
+
+def next_renewal(record: TokenRecord, policy: RefreshPolicy, *, rng: random.Random) -> datetime:
+    # Whole seconds, rounded down, like every time the status shows: the nextRefreshTime a
+    # user (or a restarted operator) reads is exactly the moment the engine plans.
+    return renewal_time(
+        issued_at=record.issued_at, expires_at=record.expires_at, policy=policy, rng=rng
+    ).replace(microsecond=0)
+
+
+def renewal_in_status(status: Mapping[str, Any] | None, record: TokenRecord) -> datetime | None:
+    """The renewal the status shows for this very token, if it shows one (after a restart).
+
+    Keeping it instead of drawing new jitter keeps the schedule steady across restarts and
+    spares a status write per client.
+    """
+    status = status or {}
+    if status.get("failedAttempts") or status.get("expiresAt") != rfc3339(record.expires_at):
+        return None
+    planned = parse_rfc3339(status.get("nextRefreshTime") or "")
+    if planned is None or not record.issued_at < planned <= record.expires_at:
+        return None
+    return planned
+
+
+def expiry_if_valid(record: TokenRecord | None, now: datetime) -> datetime | None:
+    return record.expires_at if record is not None and record.valid_at(now) else None
+
+
+def earliest(*moments: datetime | None) -> datetime:
+    return min(m for m in moments if m is not None)

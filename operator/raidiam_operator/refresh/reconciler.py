@@ -1,0 +1,317 @@
+"""One attempt for one client: read what it needs, ask the policy, act, and say what happened.
+
+Every attempt ends in exactly one of these outcomes, each a method below:
+
+- `_blocked`: input only the user can fix (a bad spec, a missing Secret, a foreign token
+  Secret): Ready False, a Warning Event, no request, the token Secret left as it is;
+- `_suspended`: `spec.suspend`: the status says so, nothing is requested;
+- `_kept`: the token we hold is current: its Secret is restored if someone touched it;
+- `_held_back`: a new token is needed, but a backoff or the server's Retry-After holds;
+- `_succeeded`: a new token: the Secret, the status, an Event unless it was a routine renewal;
+- `_failed`: the token request failed: the status, a Warning Event, the next attempt per the
+  policy. A failed refresh never touches a token Secret that still holds a valid token.
+
+Each also plans the client's next attempt with the scheduler.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+from raidiam_operator.core.errors import (
+    AuthorizationServerRejection,
+    ConfigurationError,
+    RaidiamOperatorError,
+    TransientError,
+)
+from raidiam_operator.core.spec import ClientSpec
+from raidiam_operator.core.times import Clock, rfc3339
+from raidiam_operator.kube.gateway import KubeGateway
+from raidiam_operator.metrics import Metrics
+from raidiam_operator.protocol.client import TokenClient
+from raidiam_operator.protocol.tokens import IssuedToken
+from raidiam_operator.refresh import policy
+from raidiam_operator.refresh.inputs import Inputs, build_inputs
+from raidiam_operator.refresh.policy import ClientView, Reason
+from raidiam_operator.refresh.render import (
+    Problem,
+    TokenRecord,
+    is_owned_by,
+    record_from_secret,
+)
+from raidiam_operator.refresh.scheduler import Scheduler
+from raidiam_operator.refresh.state import ClientState
+from raidiam_operator.refresh.watch import WatchCache
+from raidiam_operator.refresh.writes import Writes
+
+logger = logging.getLogger(__name__)
+
+
+class Reconciler:
+    def __init__(
+        self,
+        kube: KubeGateway,
+        tokens: TokenClient,
+        watch: WatchCache,
+        scheduler: Scheduler,
+        metrics: Metrics,
+        *,
+        certificate_expiry_warning: timedelta,
+        clock: Clock,
+        rng: random.Random,
+    ) -> None:
+        self._kube = kube
+        self._tokens = tokens
+        self._watch = watch
+        self._scheduler = scheduler
+        self._metrics = metrics
+        self._writes = Writes(kube, metrics)
+        self._certificate_expiry_warning = certificate_expiry_warning
+        self._clock = clock
+        self._rng = rng
+
+    async def reconcile(self, state: ClientState) -> None:
+        now = self._clock()
+        observed, token = state.observed, state.token
+        namespace = observed.owner.namespace
+        spec = observed.spec
+        if isinstance(spec, ConfigurationError):
+            await self._blocked(state, spec, now=now)
+            return
+
+        existing = None
+        if token.secret_unverified:
+            existing = await self._kube.read_secret(namespace, spec.token_secret.name)
+            if existing is not None and not is_owned_by(existing, observed.owner):
+                await self._blocked(
+                    state, policy.conflict(namespace, spec.token_secret.name), now=now
+                )
+                return
+            if token.record is None and existing is not None:
+                token.record = record_from_secret(existing)
+                if token.record is not None and token.next_refresh is None:
+                    token.next_refresh = policy.renewal_in_status(
+                        observed.status, token.record
+                    ) or policy.next_renewal(token.record, spec.refresh, rng=self._rng)
+
+        try:
+            inputs = await self._load_inputs(spec, namespace, now=now)
+        except ConfigurationError as error:
+            await self._blocked(state, error, now=now)
+            return
+
+        await self._check_certificates(state, inputs, now=now)
+        if spec.suspend:
+            await self._suspended(state, inputs, now=now)
+            return
+        view = ClientView(
+            record=token.record,
+            next_refresh=token.next_refresh,
+            refresh_requested_at=observed.refresh_requested_at,
+            backoff=state.backoff,
+        )
+        reason = policy.refresh_reason(view, inputs, now=now)
+        if reason is None:
+            await self._kept(state, spec, inputs, existing, now=now)
+            return
+        wait_until = policy.held_back_until(view, inputs, now=now)
+        if wait_until is not None:
+            await self._held_back(state, inputs, wait_until, now=now)
+            return
+
+        started = self._clock()
+        try:
+            issued = await self._tokens.fetch_token(inputs.request)
+        except (TransientError, AuthorizationServerRejection, ConfigurationError) as error:
+            await self._failed(state, inputs, error, reason=reason, started=started)
+            return
+        await self._succeeded(state, spec, inputs, issued, existing, reason=reason, started=started)
+
+    async def _load_inputs(self, spec: ClientSpec, namespace: str, *, now: datetime) -> Inputs:
+        secrets = {
+            name: await self._watch.input_secret(namespace, name)
+            for name in spec.referenced_secrets()
+        }
+        ca = (
+            await self._watch.config_map(namespace, spec.ca_bundle.config_map_name)
+            if spec.ca_bundle
+            else None
+        )
+        return build_inputs(spec, namespace=namespace, secrets=secrets, ca_config_map=ca, now=now)
+
+    async def _check_certificates(
+        self, state: ClientState, inputs: Inputs, *, now: datetime
+    ) -> None:
+        """Warn before a certificate expires: the token flow dies with it."""
+        notices, owner = state.notices, state.observed.owner
+        notices.certificate_not_after = min(
+            (c.not_after for c in inputs.certificates), default=None
+        )
+        for certificate in inputs.certificates:
+            self._metrics.certificate_expiration(
+                owner.namespace, owner.name, certificate.secret_name, certificate.not_after
+            )
+        notices.certificate_warning = policy.certificate_warning(
+            inputs, now=now, period=self._certificate_expiry_warning
+        )
+        if notices.certificate_warning is None:
+            return
+        if policy.certificate_event_due(notices.last_certificate_warning, now=now):
+            notices.last_certificate_warning = now
+            await self._kube.post_event(
+                owner,
+                warning=True,
+                reason="CertificateExpiringSoon",
+                message=notices.certificate_warning.message,
+            )
+
+    # -- the outcomes ----------------------------------------------------------------------
+
+    async def _blocked(
+        self, state: ClientState, error: ConfigurationError, *, now: datetime
+    ) -> None:
+        observed, notices = state.observed, state.notices
+        key = observed.key
+        problem = Problem(error.reason, error.message)
+        state.backoff = policy.after_blocked(state.backoff)
+        not_after = getattr(error, "not_after", None)
+        if not_after is not None:
+            notices.certificate_warning = problem
+            notices.certificate_not_after = not_after
+            if error.reason == "CertificateExpired" and isinstance(observed.spec, ClientSpec):
+                ref = observed.spec.transport_certificate
+                if ref is not None:
+                    self._metrics.certificate_expiration(key[0], key[1], ref.secret_name, not_after)
+        await self._writes.status(state, None, blocked=problem, now=now)
+        retry = policy.blocked_retry(error)
+        self._scheduler.replan(
+            key, policy.earliest(now + retry, policy.expiry_if_valid(state.token.record, now))
+        )
+        if notices.last_warning is None or notices.last_warning[0] != problem.reason:
+            logger.warning("%s/%s: %s: %s", key[0], key[1], problem.reason, problem.message)
+        await self._writes.warn(state, problem, now=now)
+
+    async def _suspended(self, state: ClientState, inputs: Inputs, *, now: datetime) -> None:
+        key, record = state.observed.key, state.token.record
+        await self._writes.status(state, inputs, blocked=None, suspended=True, now=now)
+        self._scheduler.cancel(key)
+        if record is not None and record.valid_at(now):
+            self._scheduler.replan(key, record.expires_at)  # to report TokenExpired on time
+
+    async def _kept(
+        self,
+        state: ClientState,
+        spec: ClientSpec,
+        inputs: Inputs,
+        existing: Mapping[str, Any] | None,
+        *,
+        now: datetime,
+    ) -> None:
+        await self._writes.secret(state, spec, existing, renewed=False)
+        await self._writes.status(state, inputs, blocked=None, now=now)
+        assert state.token.next_refresh is not None
+        self._scheduler.replan(state.observed.key, state.token.next_refresh)
+
+    async def _held_back(
+        self, state: ClientState, inputs: Inputs, wait_until: datetime, *, now: datetime
+    ) -> None:
+        await self._writes.status(state, inputs, blocked=None, now=now)
+        self._scheduler.replan(
+            state.observed.key,
+            policy.earliest(wait_until, policy.expiry_if_valid(state.token.record, now)),
+        )
+
+    async def _succeeded(
+        self,
+        state: ClientState,
+        spec: ClientSpec,
+        inputs: Inputs,
+        issued: IssuedToken,
+        existing: Mapping[str, Any] | None,
+        *,
+        reason: Reason,
+        started: datetime,
+    ) -> None:
+        observed, token = state.observed, state.token
+        owner = observed.owner
+        duration = (self._clock() - started).total_seconds()
+        token.record = TokenRecord.issued(
+            issued,
+            inputs_fingerprint=inputs.fingerprint,
+            refresh_requested_at=observed.refresh_requested_at,
+        )
+        expires_at = token.record.expires_at
+        recovered = state.backoff.failure is not None
+        self._metrics.request_succeeded(
+            owner.namespace, owner.name, auth_method=spec.auth_method, duration=duration
+        )
+        token.next_refresh = policy.next_renewal(token.record, spec.refresh, rng=self._rng)
+        state.backoff = policy.after_success(state.backoff)
+        await self._writes.secret(state, spec, existing, renewed=True)
+        now = self._clock()
+        await self._writes.status(state, inputs, blocked=None, now=now)
+        self._scheduler.replan(observed.key, token.next_refresh)
+        logger.info(
+            "%s/%s: issued token (%s), expires %s, next refresh %s, took %.0f ms",
+            owner.namespace,
+            owner.name,
+            reason.reason,
+            rfc3339(expires_at),
+            rfc3339(token.next_refresh),
+            duration * 1000,
+        )
+        # Routine renewals stay quiet: an Event per refresh would double the API writes.
+        if reason.reason != "RenewalDue" or recovered:
+            await self._kube.post_event(
+                owner,
+                warning=False,
+                reason="TokenIssued",
+                message=f"Issued a token for client {spec.client_id} ({reason.message}); "
+                f"it expires at {rfc3339(expires_at)}",
+            )
+
+    async def _failed(
+        self,
+        state: ClientState,
+        inputs: Inputs,
+        error: RaidiamOperatorError,
+        *,
+        reason: Reason,
+        started: datetime,
+    ) -> None:
+        now = self._clock()
+        duration = (now - started).total_seconds()
+        key = state.observed.key
+        backoff = state.backoff = policy.after_failure(
+            state.backoff,
+            error,
+            inputs=inputs,
+            refresh_requested_at=state.observed.refresh_requested_at,
+            now=now,
+            rng=self._rng,
+        )
+        assert backoff.failure is not None
+        assert backoff.retry_at is not None
+        self._metrics.request_failed(
+            key[0], key[1], error, auth_method=inputs.request.auth_method, duration=duration
+        )
+        await self._writes.status(state, inputs, blocked=None, now=now)
+        self._scheduler.replan(
+            key, policy.earliest(backoff.retry_at, policy.expiry_if_valid(state.token.record, now))
+        )
+        logger.warning(
+            "%s/%s: token request failed (%s): %s: %s; attempt %d, retrying at %s, took %.0f ms",
+            key[0],
+            key[1],
+            reason.reason,
+            backoff.failure.reason,
+            backoff.failure.message,
+            backoff.failed_attempts,
+            rfc3339(backoff.retry_at),
+            duration * 1000,
+        )
+        await self._writes.warn(state, backoff.failure, now=now)

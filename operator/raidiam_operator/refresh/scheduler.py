@@ -1,0 +1,119 @@
+"""The timer heap and the concurrency limit: when each client's next attempt runs.
+
+One heap for every client instead of a task or timer per object keeps thousands of clients
+cheap, and one semaphore throttles a burst. At most one attempt per client runs at a time: a
+client planned again while its attempt runs goes again right after it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+
+from raidiam_operator.core.times import Clock
+from raidiam_operator.refresh.state import Key
+
+
+class Scheduler:
+    def __init__(
+        self, attempt: Callable[[Key], Awaitable[None]], *, clock: Clock, concurrency: int
+    ) -> None:
+        self._attempt = attempt
+        self._clock = clock
+        #: the planned moment of every client that has one
+        self.due: dict[Key, datetime] = {}
+        self._heap: list[tuple[datetime, int, Key]] = []
+        self._sequence = 0
+        self._running: set[Key] = set()
+        self._again: set[Key] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._wakeup = asyncio.Event()
+        self._slots = asyncio.Semaphore(concurrency)
+        # False on a standby replica: plans are kept, nothing is started.
+        self._active = True
+
+    def schedule(self, key: Key, when: datetime) -> None:
+        """Run `key` at `when`; an earlier time already planned wins over a later one."""
+        planned = self.due.get(key)
+        if planned is not None and planned <= when:
+            return
+        self.due[key] = when
+        self._sequence += 1
+        heapq.heappush(self._heap, (when, self._sequence, key))
+        self._wakeup.set()
+
+    def replan(self, key: Key, when: datetime) -> None:
+        """Replace whatever was planned for `key` by `when` (after an attempt)."""
+        self.due.pop(key, None)
+        self.schedule(key, when)
+
+    def cancel(self, key: Key) -> None:
+        """Plan nothing for `key` (its heap entry is skipped when it comes up)."""
+        self.due.pop(key, None)
+
+    def is_running(self, key: Key) -> bool:
+        return key in self._running
+
+    def run_again(self, key: Key) -> None:
+        """Once the running attempt of `key` ends, start another one."""
+        self._again.add(key)
+
+    @property
+    def running(self) -> int:
+        return len(self._running)
+
+    def overdue(self, *, now: datetime, grace: timedelta) -> int:
+        return sum(1 for when in self.due.values() if when < now - grace)
+
+    def set_active(self, active: bool) -> None:
+        self._active = active
+        self._wakeup.set()
+
+    async def run(self) -> None:
+        """Start due attempts until cancelled."""
+        try:
+            while True:
+                self._wakeup.clear()
+                now = self._clock()
+                while self._active and self._heap and self._heap[0][0] <= now:
+                    when, _, key = heapq.heappop(self._heap)
+                    if self.due.get(key) != when:
+                        continue  # superseded by a newer plan
+                    del self.due[key]
+                    self._start(key)
+                timeout = (
+                    (self._heap[0][0] - now).total_seconds()
+                    if self._heap and self._active
+                    else None
+                )
+                # Not asyncio.wait_for: on 3.11 it can swallow a cancellation that arrives while
+                # the event is being set, and the operator then never stops.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(timeout):
+                        await self._wakeup.wait()
+        finally:
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _start(self, key: Key) -> None:
+        if key in self._running:
+            self._again.add(key)  # changed while running: go again right after
+            return
+        self._running.add(key)
+        task = asyncio.create_task(self._throttled(key), name=f"reconcile {key[0]}/{key[1]}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _throttled(self, key: Key) -> None:
+        try:
+            async with self._slots:
+                await self._attempt(key)
+        finally:
+            self._running.discard(key)
+            if key in self._again:
+                self._again.discard(key)
+                self.schedule(key, self._clock())

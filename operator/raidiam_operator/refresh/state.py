@@ -1,0 +1,84 @@
+"""What the engine knows about one RaidiamClient between attempts, in parts by who changes them.
+
+- `Observed`: what the watch delivered (the watch cache keeps it, parsing the spec once per
+  generation);
+- `TokenState`: the token we hold and what we know of its Secret (the reconciler);
+- `Backoff`: the last failure and when the next request may go out (the policy; frozen, each
+  decision returns a new one);
+- `Notices`: certificate warnings and the last Warning Event, so they are not repeated too often.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from raidiam_operator.core.errors import ConfigurationError
+from raidiam_operator.core.spec import ClientSpec, Owner
+from raidiam_operator.refresh.render import Problem, TokenRecord
+
+#: (namespace, name) of a RaidiamClient or a Secret
+Key = tuple[str, str]
+
+
+@dataclass
+class Observed:
+    owner: Owner
+    generation: int
+    spec_body: Mapping[str, Any]
+    #: the spec parsed, or why it cannot be: parsed when the spec changes, not per attempt
+    spec: ClientSpec | ConfigurationError
+    refresh_requested_at: str | None
+    #: the status as last seen or written; a status that would not change is not patched
+    status: Mapping[str, Any] | None
+    previous_conditions: list[dict[str, Any]] = field(default_factory=list)
+    #: the Secrets the spec reads, and the token Secret it names: the watch cache's index keys
+    referenced_secrets: frozenset[str] = frozenset()
+    token_secret_name: str | None = None
+
+    @property
+    def key(self) -> Key:
+        return (self.owner.namespace, self.owner.name)
+
+
+@dataclass
+class TokenState:
+    record: TokenRecord | None = None
+    next_refresh: datetime | None = None
+    #: the token Secret must be read again: first sight, or someone touched it
+    secret_unverified: bool = True
+    written_secret_version: str | None = None
+    #: resourceVersions of token Secret events that arrived while an attempt ran
+    secret_events_while_running: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Backoff:
+    #: the last failed token request, while it is the latest outcome
+    failure: Problem | None = None
+    failed_attempts: int = 0
+    last_failure_time: datetime | None = None
+    #: when our own backoff (or the 5-minute wait after a rejection) allows the next attempt
+    retry_at: datetime | None = None
+    #: the server's Retry-After, as a moment; no request goes out before it
+    not_before: datetime | None = None
+    #: the inputs and refresh request that failed; a change lifts our own backoff
+    failed_inputs: tuple[str, str | None] | None = None
+
+
+@dataclass
+class Notices:
+    last_warning: tuple[str, datetime] | None = None
+    certificate_warning: Problem | None = None
+    certificate_not_after: datetime | None = None
+    last_certificate_warning: datetime | None = None
+
+
+@dataclass
+class ClientState:
+    observed: Observed
+    token: TokenState = field(default_factory=TokenState)
+    backoff: Backoff = field(default_factory=Backoff)
+    notices: Notices = field(default_factory=Notices)

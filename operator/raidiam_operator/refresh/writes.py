@@ -1,0 +1,146 @@
+"""What an attempt writes to Kubernetes: the token Secret, the status, Warning Events. Each only
+when it would change something: a steady client costs no API writes, a renewal two.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+from raidiam_operator.core.spec import ClientSpec
+from raidiam_operator.kube.gateway import KubeGateway
+from raidiam_operator.metrics import Metrics
+from raidiam_operator.refresh import policy
+from raidiam_operator.refresh.inputs import Inputs
+from raidiam_operator.refresh.render import (
+    Problem,
+    StatusView,
+    client_status,
+    secret_differs,
+    status_differs,
+    token_secret,
+)
+from raidiam_operator.refresh.state import ClientState
+
+logger = logging.getLogger(__name__)
+
+# Repeat an unchanged Warning Event at most this often, so a long outage doesn't flood Events.
+WARNING_REPEAT = timedelta(minutes=5)
+
+
+class Writes:
+    def __init__(self, kube: KubeGateway, metrics: Metrics) -> None:
+        self._kube = kube
+        self._metrics = metrics
+
+    async def warn(self, state: ClientState, problem: Problem, *, now: datetime) -> None:
+        notices = state.notices
+        last = notices.last_warning
+        if last is not None and last[0] == problem.reason and now - last[1] < WARNING_REPEAT:
+            return
+        notices.last_warning = (problem.reason, now)
+        await self._kube.post_event(
+            state.observed.owner, warning=True, reason=problem.reason, message=problem.message
+        )
+
+    async def secret(
+        self,
+        state: ClientState,
+        spec: ClientSpec,
+        existing: Mapping[str, Any] | None,
+        *,
+        renewed: bool,
+    ) -> None:
+        """Make the token Secret hold the token we hold, writing only when needed.
+
+        `existing` is the Secret as read at the start of this attempt, when it had to be read
+        (first sight, or someone touched it); otherwise our own last write is the truth and a
+        renewal replaces it without reading it first.
+        """
+        token, owner = state.token, state.observed.owner
+        assert token.record is not None
+        if not renewed and not token.secret_unverified:
+            return
+        namespace, name = owner.namespace, spec.token_secret.name
+        desired = token_secret(owner, spec.token_secret, token.record)
+        try:
+            if not token.secret_unverified and token.written_secret_version:
+                desired["metadata"]["resourceVersion"] = token.written_secret_version
+                written: Mapping[str, Any] = await self._kube.replace_secret(
+                    namespace, name, desired
+                )
+            elif existing is None:
+                written = await self._kube.create_secret(namespace, desired)
+            elif secret_differs(existing, desired):
+                desired["metadata"]["resourceVersion"] = existing["metadata"]["resourceVersion"]
+                written = await self._kube.replace_secret(namespace, name, desired)
+                if not renewed:
+                    logger.info(
+                        "%s/%s: restored the token Secret %s from the current token",
+                        namespace,
+                        owner.name,
+                        name,
+                    )
+            else:
+                written = existing
+        except Exception:
+            # A conflict, or an API server that went away mid-write: read the Secret afresh next
+            # time and restore it, or the new token would live only in memory.
+            token.secret_unverified = True
+            raise
+        token.secret_unverified = False
+        token.written_secret_version = written["metadata"].get("resourceVersion")
+
+    async def status(
+        self,
+        state: ClientState,
+        inputs: Inputs | None,
+        *,
+        blocked: Problem | None,
+        now: datetime,
+        suspended: bool = False,
+    ) -> None:
+        observed, token, backoff, notices = (
+            state.observed,
+            state.token,
+            state.backoff,
+            state.notices,
+        )
+        if blocked is not None or inputs is None:
+            next_refresh = None  # nothing is planned until the user fixes the input
+        elif backoff.failure is not None:
+            next_refresh = policy.earliest(backoff.retry_at, token.next_refresh)
+        else:
+            next_refresh = token.next_refresh
+        rendered = client_status(
+            StatusView(
+                record=token.record,
+                inputs_fingerprint=inputs.fingerprint if inputs else None,
+                blocked=blocked,
+                failure=backoff.failure,
+                failed_attempts=backoff.failed_attempts,
+                last_failure_time=backoff.last_failure_time,
+                next_refresh=next_refresh,
+                suspended=suspended,
+                generation=observed.generation,
+                previous_conditions=observed.previous_conditions,
+                certificate_warning=notices.certificate_warning,
+                certificate_not_after=notices.certificate_not_after,
+                last_certificate_warning=notices.last_certificate_warning,
+            ),
+            now=now,
+        )
+        self._metrics.token_state(
+            observed.owner.namespace,
+            observed.owner.name,
+            ready=rendered.ready,
+            expires_at=token.record.expires_at if token.record else None,
+            next_refresh=rendered.next_refresh,
+        )
+        if not status_differs(observed.status, rendered.status):
+            return
+        await self._kube.patch_status(observed.owner, rendered.status)
+        observed.status = rendered.status
+        observed.previous_conditions = rendered.status["conditions"]
