@@ -17,7 +17,7 @@ from raidiam_operator.core.errors import (
     ServerMetadataError,
     ServerUnavailable,
 )
-from raidiam_operator.core.spec import AssertionAudience
+from raidiam_operator.core.rules import AssertionAudience
 from raidiam_operator.protocol.client import TokenClient
 from raidiam_operator.protocol.credentials import load_signing_key, load_transport_certificate
 from raidiam_operator.protocol.request import TokenRequest

@@ -10,8 +10,8 @@ from typing import Any
 
 import httpx
 
+from raidiam_operator.core.errors import Conflict
 from raidiam_operator.core.spec import Owner
-from raidiam_operator.kube.gateway import ConflictError
 from raidiam_operator.protocol.client import TokenClient
 from raidiam_operator.refresh.engine import EngineSettings, RefreshEngine
 
@@ -56,7 +56,7 @@ class FakeKube:
 
     async def create_secret(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
         if body["metadata"]["name"] in self.secrets:
-            raise ConflictError("exists")
+            raise Conflict("exists", status_code=409)
         self.writes += 1
         return self._stored(body)
 
@@ -67,7 +67,7 @@ class FakeKube:
         if current is None or current["metadata"]["resourceVersion"] != body["metadata"].get(
             "resourceVersion"
         ):
-            raise ConflictError("changed")
+            raise Conflict("changed", status_code=409)
         self.writes += 1
         return self._stored(body)
 

@@ -14,12 +14,8 @@ from raidiam_operator.core.errors import (
     InvalidTokenResponse,
 )
 from raidiam_operator.core.spec import parse_spec
-from raidiam_operator.protocol.tokens import (
-    MAX_RETRY_AFTER,
-    classify_error_response,
-    parse_retry_after,
-    parse_token_response,
-)
+from raidiam_operator.core.times import MAX_RETRY_AFTER, parse_retry_after
+from raidiam_operator.protocol.tokens import classify_error_response, parse_token_response
 
 from .engine_fakes import BODY, KEY, NS, Clock, FakeKube, Server, _engine
 

@@ -6,6 +6,8 @@ nothing and requests no token.
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import sys
 from collections.abc import Callable
 from datetime import timedelta
@@ -14,17 +16,68 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from raidiam_operator.cli.shared import (
+    EXIT_CONFIGURATION,
+    Commands,
+    add_expiry_warning_flag,
+    error,
+    expiry_warning,
+    fail,
+    gateway,
+)
 from raidiam_operator.cli.tables import human
 from raidiam_operator.core.errors import ConfigurationError, RaidiamOperatorError, TransientError
+from raidiam_operator.core.options import CERTIFICATE_EXPIRY_WARNING
 from raidiam_operator.core.spec import KIND, parse_spec
 from raidiam_operator.core.times import rfc3339, utc_now
 from raidiam_operator.protocol.client import TokenClient
-from raidiam_operator.refresh.inputs import build_inputs, expiring_certificates
+from raidiam_operator.refresh.inputs import expiring_certificates, read_inputs
 
 if TYPE_CHECKING:
     from raidiam_operator.kube.gateway import KubernetesGateway
 
-EXPIRY_WARNING = timedelta(days=14)
+
+def add_parser(commands: Commands[argparse.ArgumentParser]) -> None:
+    check = commands.add_parser(
+        "check",
+        help="validate RaidiamClient manifests against the live authorization server",
+        description="Checks a RaidiamClient manifest without writing anything and without requesting "
+        "a token: the spec, the referenced Secrets and certificates (read from the cluster), the "
+        "discovery document, the auth method and algorithm, and that the token endpoint answers. "
+        "Exit codes: 0 all good, 2 something to fix, 4 the server could not be reached.",
+    )
+    check.add_argument(
+        "-f",
+        "--filename",
+        required=True,
+        type=Path,
+        help="manifest file (YAML, one or more documents)",
+    )
+    check.add_argument("-n", "--namespace", help="namespace for manifests that name none")
+    # The operator's flag, so `check` warns about exactly what the operator will warn about.
+    add_expiry_warning_flag(check)
+    check.set_defaults(handler=check_command)
+
+
+def check_command(args: argparse.Namespace) -> int:
+    try:
+        warning = expiry_warning(args)
+    except ConfigurationError as problem:
+        return fail(EXIT_CONFIGURATION, problem)
+    try:
+        manifest = args.filename.read_text()
+    except OSError as problem:
+        error(f"cannot read {args.filename}: {problem.strerror}")
+        return EXIT_CONFIGURATION
+    return asyncio.run(
+        check_manifests(
+            manifest,
+            source=args.filename,
+            namespace=args.namespace,
+            gateway_factory=gateway,
+            expiry_warning=warning,
+        )
+    )
 
 
 class _Report:
@@ -53,6 +106,7 @@ async def check_manifests(
     source: Path,
     namespace: str | None,
     gateway_factory: Callable[[], KubernetesGateway],
+    expiry_warning: timedelta = CERTIFICATE_EXPIRY_WARNING,
 ) -> int:
     path = source
     try:
@@ -69,7 +123,7 @@ async def check_manifests(
     try:
         async with TokenClient() as tokens:
             for client in clients:
-                await _check_one(client, namespace, gateway, tokens, report)
+                await _check_one(client, namespace, gateway, tokens, report, expiry_warning)
     finally:
         gateway.close()
     if report.configuration_problems or report.unreachable:
@@ -88,6 +142,7 @@ async def _check_one(
     gateway: KubernetesGateway,
     tokens: TokenClient,
     report: _Report,
+    expiry_warning: timedelta,
 ) -> None:
     metadata = client.get("metadata") or {}
     name = metadata.get("name", "<unnamed>")
@@ -101,34 +156,22 @@ async def _check_one(
         return
     report.ok(f"spec: {spec.auth_method} for client {spec.client_id} at {spec.issuer}")
     try:
-        secrets = {
-            secret: await gateway.read_secret(ns, secret) for secret in spec.referenced_secrets()
-        }
-        config_map = (
-            await gateway.read_config_map(ns, spec.ca_bundle.config_map_name)
-            if spec.ca_bundle
-            else None
-        )
-    except Exception as error:
-        report.fail(
-            f"cannot read the referenced Secrets in namespace {ns}: {type(error).__name__} {getattr(error, 'status', '')}"
-        )
+        inputs = await read_inputs(spec, namespace=ns, reader=gateway, now=now)
+    except ConfigurationError as problem:
+        report.fail(problem)
         return
-    try:
-        inputs = build_inputs(
-            spec, namespace=ns, secrets=secrets, ca_config_map=config_map, now=now
-        )
-    except ConfigurationError as error:
-        report.fail(error)
+    except RaidiamOperatorError as problem:  # the API server refused or could not be reached
+        report.fail(f"cannot read the referenced Secrets in namespace {ns}: {problem.message}")
         return
     for certificate in inputs.certificates:
         report.ok(
             f"{certificate.role} in Secret {certificate.secret_name} valid until "
             f"{rfc3339(certificate.not_after)} (in {human(certificate.not_after - now)})"
         )
-    for certificate in expiring_certificates(inputs, now=now, warning=EXPIRY_WARNING):
+    for certificate in expiring_certificates(inputs, now=now, warning=expiry_warning):
         report.warn(
-            f"the {certificate.role} in Secret {certificate.secret_name} expires within 14 days; renew it"
+            f"the {certificate.role} in Secret {certificate.secret_name} expires within "
+            f"{_period(expiry_warning)}; renew it"
         )
     if inputs.request.signing_key is not None:
         report.ok(
@@ -154,3 +197,8 @@ async def _check_one(
             )
         )
     report.ok(f"token endpoint {endpoint} answers (HTTP {status} to a GET)")
+
+
+def _period(period: timedelta) -> str:
+    """14 days, or 36h: the --certificate-expiry-warning as a person reads it."""
+    return f"{period.days} days" if period == timedelta(days=period.days) else human(period)

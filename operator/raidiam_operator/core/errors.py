@@ -1,19 +1,29 @@
-"""Every failure the token flow can report, as one small tree.
+"""Every failure the operator can report, from either outside system, as one small tree.
 
     RaidiamOperatorError
      ├── ConfigurationError ............ the user must change the spec, a Secret or the directory
-     │    ├── CredentialError .......... bad PEM, key/certificate mismatch, expired certificate, weak key
+     │    ├── CredentialError .......... bad PEM, key/certificate mismatch, expired certificate
+     │    │                              (with its `not_after`), weak key
      │    └── ServerMetadataError ...... issuer mismatch, auth method or alg not supported
      ├── AuthorizationServerRejection .. 400/401 with an OAuth `error` code (invalid_client, ...)
-     └── TransientError ................ worth retrying with backoff; may carry Retry-After
-          ├── ServerUnavailable ........ 5xx, 429
-          ├── ConnectionFailure ........ timeouts, refused connections, TLS handshake failures
-          └── InvalidTokenResponse ..... a response we cannot use: not JSON, no token, too large
+     ├── KubernetesError ............... the API server refused a call, and says why
+     │    ├── ObjectNotFound ........... 404: the object is not there
+     │    ├── Conflict ................. 409 (or 404 on a replace): it changed since it was read
+     │    └── Forbidden ................ 403: the operator's RBAC does not allow the call
+     └── TransientError ................ worth retrying with backoff; may carry `retry_after`
+          ├── ServerUnavailable ........ the authorization server: 5xx, 429
+          ├── ConnectionFailure ........ the authorization server: timeouts, refused connections,
+          │                              TLS handshake failures
+          ├── InvalidTokenResponse ..... a response we cannot use: not JSON, no token, too large
+          └── KubernetesUnavailable .... the API server: 5xx, 429, timeouts, refused connections
+
+`protocol.client` raises the OAuth side, `kube.gateway` the Kubernetes side: each translates its
+library's exceptions once, so nothing above them catches httpx or kubernetes exceptions.
 
 Each error has a `reason`, a CamelCase word used as the status condition reason, and a message
 that says what to fix. Messages never include token, assertion or key material: they are built
-only from metadata (URLs, client ids, codes, key sizes), never from request or response bodies
-beyond the OAuth `error` and `error_description` fields.
+only from metadata (URLs, client ids, codes, key sizes, object names, HTTP statuses), never from
+request or response bodies beyond the OAuth `error` and `error_description` fields.
 """
 
 from __future__ import annotations
@@ -46,8 +56,13 @@ class CredentialError(ConfigurationError):
     """The transport certificate or the signing key cannot be used."""
 
     reason = "InvalidCredentials"
-    #: for an expired certificate, when it expired: still worth a metric and the status
-    not_after: datetime | None = None
+
+    def __init__(
+        self, message: str, *, reason: str | None = None, not_after: datetime | None = None
+    ) -> None:
+        super().__init__(message, reason=reason)
+        #: for an expired certificate, when it expired: still worth a metric and the status
+        self.not_after = not_after
 
 
 class ServerMetadataError(ConfigurationError):
@@ -109,6 +124,37 @@ class ConnectionFailure(TransientError):
 class InvalidTokenResponse(TransientError):
     reason = "InvalidTokenResponse"
     kind = "invalid_response"
+
+
+class KubernetesError(RaidiamOperatorError):
+    """The API server answered a call with a refusal that retrying at once will not change."""
+
+    reason = "KubernetesError"
+
+    def __init__(self, message: str, *, status_code: int) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+class ObjectNotFound(KubernetesError):
+    reason = "NotFound"
+
+
+class Conflict(KubernetesError):
+    """The object changed (or went away) since we read it: read it again and retry."""
+
+    reason = "Conflict"
+
+
+class Forbidden(KubernetesError):
+    reason = "Forbidden"
+
+
+class KubernetesUnavailable(TransientError):
+    """The API server is down, overloaded (5xx, 429) or unreachable."""
+
+    reason = "KubernetesUnavailable"
+    kind = "kubernetes_unavailable"
 
 
 _HINTS = {

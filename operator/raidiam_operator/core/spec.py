@@ -13,9 +13,11 @@ import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
-from typing import Any, Literal
+from typing import Any
 
+from raidiam_operator.core import rules
 from raidiam_operator.core.errors import ConfigurationError
+from raidiam_operator.core.rules import SPEC_FIELDS, AssertionAudience, AuthMethod
 
 GROUP = "raidiam.io"
 VERSION = "v1alpha1"
@@ -26,10 +28,6 @@ DEFAULT_RENEW_BEFORE_PERCENTAGE = 33
 MANAGED_BY = "raidiam-token-operator"
 #: set to a new value (any) to ask for a new token now; `kubectl raidiam refresh` does
 REFRESH_REQUESTED_AT = "raidiam.io/refresh-requested-at"
-
-AuthMethod = Literal["tls_client_auth", "private_key_jwt"]
-AUTH_METHODS: tuple[AuthMethod, ...] = ("tls_client_auth", "private_key_jwt")
-AssertionAudience = Literal["issuer", "tokenEndpoint"]
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(h|ms|m|s)")
 
@@ -128,24 +126,22 @@ def parse_duration(text: str, *, field: str = "refresh.renewBefore") -> timedelt
 
 def parse_spec(spec: Mapping[str, Any], *, name: str) -> ClientSpec:
     """Read a RaidiamClient's spec; raise `ConfigurationError` naming the field to fix."""
-    auth_method = spec.get("authMethod", "tls_client_auth")
-    if auth_method not in AUTH_METHODS:
-        raise ConfigurationError(
-            f"spec.authMethod {auth_method!r} is not supported; use one of {', '.join(AUTH_METHODS)}"
-        )
-    issuer = _required_str(spec, "issuer")
-    if not issuer.startswith("https://"):
-        raise ConfigurationError(f"spec.issuer {issuer!r} must be an https URL")
+    auth_method = rules.check_auth_method(spec.get("authMethod", "tls_client_auth"), SPEC_FIELDS)
+    issuer = rules.check_https(_required_str(spec, "issuer"), field=SPEC_FIELDS.issuer)
     transport = _transport_ref(spec.get("transportCertificate"))
     signing = _signing_ref(spec.get("signingKey"))
-    if auth_method == "tls_client_auth" and transport is None:
-        raise ConfigurationError("spec.transportCertificate is required for tls_client_auth")
-    if auth_method == "private_key_jwt" and signing is None:
-        raise ConfigurationError("spec.signingKey is required for private_key_jwt")
+    rules.check_credentials(
+        auth_method,
+        transport=transport is not None,
+        signing_key=signing is not None,
+        names=SPEC_FIELDS,
+    )
     audience = spec.get("assertionAudience", "issuer")
     if audience not in ("issuer", "tokenEndpoint"):
         raise ConfigurationError("spec.assertionAudience must be issuer or tokenEndpoint")
     token_endpoint = spec.get("tokenEndpoint") or None
+    if token_endpoint:
+        rules.check_https(token_endpoint, field=SPEC_FIELDS.token_endpoint)
     if (
         auth_method == "private_key_jwt"
         and token_endpoint
@@ -158,6 +154,8 @@ def parse_spec(spec: Mapping[str, Any], *, name: str) -> ClientSpec:
             "with private_key_jwt and a tokenEndpoint outside the issuer URL, set "
             "spec.assertionAudience to tokenEndpoint, so a signed assertion is only usable where it is sent"
         )
+    parameters = {str(k): str(v) for k, v in (spec.get("parameters") or {}).items()}
+    rules.check_parameters(parameters, SPEC_FIELDS)
     ca = spec.get("caBundle")
     template = spec.get("tokenSecret") or {}
     return ClientSpec(
@@ -170,7 +168,7 @@ def parse_spec(spec: Mapping[str, Any], *, name: str) -> ClientSpec:
         assertion_audience=audience,
         token_endpoint=token_endpoint,
         ca_bundle=CABundleRef(ca["configMapName"], ca.get("key", "ca.crt")) if ca else None,
-        parameters={str(k): str(v) for k, v in (spec.get("parameters") or {}).items()},
+        parameters=parameters,
         refresh=_refresh(spec.get("refresh") or {}),
         token_secret=_token_secret(template, name=name),
         suspend=bool(spec.get("suspend", False)),

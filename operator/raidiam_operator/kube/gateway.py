@@ -6,6 +6,9 @@ method that takes a namespace from anywhere else than the object being reconcile
 
 The official client is synchronous; calls run in a small thread pool so they never block the
 event loop. Responses are read as raw JSON (no model objects): cheaper, and what we need.
+Its exceptions are translated here, once, into the error tree of `core.errors`: a refusal is a
+`KubernetesError` (`ObjectNotFound`, `Conflict`, `Forbidden`), an API server that is down,
+overloaded or unreachable a `KubernetesUnavailable`, which is transient.
 """
 
 from __future__ import annotations
@@ -18,11 +21,20 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol, TypeVar
 
 import kubernetes
+import urllib3
 from kubernetes.client.exceptions import ApiException
 from urllib3.util.retry import Retry
 
+from raidiam_operator.core.errors import (
+    Conflict,
+    Forbidden,
+    KubernetesError,
+    KubernetesUnavailable,
+    ObjectNotFound,
+    RaidiamOperatorError,
+)
 from raidiam_operator.core.spec import GROUP, KIND, PLURAL, VERSION, Owner
-from raidiam_operator.core.times import Clock, rfc3339, utc_now
+from raidiam_operator.core.times import Clock, parse_retry_after, rfc3339, utc_now
 
 logger = logging.getLogger(__name__)
 
@@ -30,10 +42,6 @@ JSON = dict[str, Any]
 T = TypeVar("T")
 #: (connect, read) seconds for every API call
 REQUEST_TIMEOUT = (5.0, 15.0)
-
-
-class ConflictError(Exception):
-    """The object changed since we read it (HTTP 409); read again and retry."""
 
 
 class KubeGateway(Protocol):
@@ -101,16 +109,26 @@ class KubernetesGateway:
         """RaidiamClients in one namespace, or in all of them."""
         if namespace is None:
             listing = await self._json(
-                self._custom.list_cluster_custom_object, GROUP, VERSION, PLURAL
+                "listing RaidiamClients in all namespaces",
+                self._custom.list_cluster_custom_object,
+                GROUP,
+                VERSION,
+                PLURAL,
             )
         else:
             listing = await self._json(
-                self._custom.list_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL
+                f"listing RaidiamClients in namespace {namespace}",
+                self._custom.list_namespaced_custom_object,
+                GROUP,
+                VERSION,
+                namespace,
+                PLURAL,
             )
         return list(listing.get("items", []))
 
     async def annotate_client(self, namespace: str, name: str, annotations: dict[str, str]) -> None:
         await self._call(
+            f"annotating RaidiamClient {namespace}/{name}",
             self._custom.patch_namespaced_custom_object,
             GROUP,
             VERSION,
@@ -123,36 +141,39 @@ class KubernetesGateway:
 
     async def read_lease(self, namespace: str, name: str) -> JSON | None:
         try:
-            return await self._json(self._coordination.read_namespaced_lease, name, namespace)
-        except ApiException as error:
-            if error.status == 404:
-                return None
-            raise
+            return await self._json(
+                f"reading Lease {namespace}/{name}",
+                self._coordination.read_namespaced_lease,
+                name,
+                namespace,
+            )
+        except ObjectNotFound:
+            return None
 
     async def create_lease(self, namespace: str, body: JSON) -> JSON:
-        try:
-            return await self._json(self._coordination.create_namespaced_lease, namespace, body)
-        except ApiException as error:
-            if error.status == 409:
-                raise ConflictError(
-                    f"Lease {namespace}/{body['metadata']['name']} exists"
-                ) from None
-            raise
+        return await self._json(
+            f"creating Lease {namespace}/{body['metadata']['name']}",
+            self._coordination.create_namespaced_lease,
+            namespace,
+            body,
+        )
 
     async def replace_lease(self, namespace: str, name: str, body: JSON) -> JSON:
+        what = f"replacing Lease {namespace}/{name}"
         try:
             return await self._json(
-                self._coordination.replace_namespaced_lease, name, namespace, body
+                what, self._coordination.replace_namespaced_lease, name, namespace, body
             )
-        except ApiException as error:
-            if error.status in (404, 409):
-                raise ConflictError(f"Lease {namespace}/{name} changed") from None
-            raise
+        except ObjectNotFound as error:
+            raise Conflict(f"{what} failed: it is gone", status_code=error.status_code) from None
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
-    async def _call(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    async def _call(
+        self, what: str, function: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> Any:
+        """Call the official client in the thread pool; `what` names the call in errors."""
         # Without a timeout, a call to an API server whose etcd is down blocks a worker thread for
         # a minute; bounded calls fail fast and the engine retries.
         kwargs.setdefault("_request_timeout", REQUEST_TIMEOUT)
@@ -167,51 +188,60 @@ class KubernetesGateway:
             return response
 
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, call)
+        try:
+            return await loop.run_in_executor(self._executor, call)
+        except (ApiException, urllib3.exceptions.HTTPError, OSError) as error:
+            raise translated(error, what=what, now=self._clock) from None
 
-    async def _json(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> JSON:
-        response = await self._call(function, *args, _preload_content=False, **kwargs)
+    async def _json(
+        self, what: str, function: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> JSON:
+        response = await self._call(what, function, *args, _preload_content=False, **kwargs)
         return json.loads(response.data)  # type: ignore[no-any-return]
 
     async def read_secret(self, namespace: str, name: str) -> JSON | None:
         try:
-            return await self._json(self._core.read_namespaced_secret, name, namespace)
-        except ApiException as error:
-            if error.status == 404:
-                return None
-            raise
+            return await self._json(
+                f"reading Secret {namespace}/{name}",
+                self._core.read_namespaced_secret,
+                name,
+                namespace,
+            )
+        except ObjectNotFound:
+            return None
 
     async def read_config_map(self, namespace: str, name: str) -> JSON | None:
         try:
-            return await self._json(self._core.read_namespaced_config_map, name, namespace)
-        except ApiException as error:
-            if error.status == 404:
-                return None
-            raise
+            return await self._json(
+                f"reading ConfigMap {namespace}/{name}",
+                self._core.read_namespaced_config_map,
+                name,
+                namespace,
+            )
+        except ObjectNotFound:
+            return None
 
     async def create_secret(self, namespace: str, body: JSON) -> JSON:
-        try:
-            return await self._json(self._core.create_namespaced_secret, namespace, body)
-        except ApiException as error:
-            if error.status == 409:
-                raise ConflictError(
-                    f"Secret {namespace}/{body['metadata']['name']} already exists"
-                ) from None
-            raise
+        return await self._json(
+            f"creating Secret {namespace}/{body['metadata']['name']}",
+            self._core.create_namespaced_secret,
+            namespace,
+            body,
+        )
 
     async def replace_secret(self, namespace: str, name: str, body: JSON) -> JSON:
+        what = f"replacing Secret {namespace}/{name}"
         try:
-            return await self._json(self._core.replace_namespaced_secret, name, namespace, body)
-        except ApiException as error:
-            if error.status in (404, 409):
-                raise ConflictError(
-                    f"Secret {namespace}/{name} changed while we wrote it"
-                ) from None
-            raise
+            return await self._json(
+                what, self._core.replace_namespaced_secret, name, namespace, body
+            )
+        except ObjectNotFound as error:
+            raise Conflict(f"{what} failed: it is gone", status_code=error.status_code) from None
 
     async def patch_status(self, owner: Owner, status: JSON) -> None:
         try:
             await self._call(
+                f"patching the status of RaidiamClient {owner.namespace}/{owner.name}",
                 self._custom.patch_namespaced_custom_object_status,
                 GROUP,
                 VERSION,
@@ -221,10 +251,8 @@ class KubernetesGateway:
                 {"status": status},
                 _preload_content=False,
             )
-        except ApiException as error:
-            if error.status == 404:  # deleted meanwhile; nothing to report on
-                return
-            raise
+        except ObjectNotFound:  # deleted meanwhile; nothing to report on
+            return
 
     async def post_event(self, owner: Owner, *, warning: bool, reason: str, message: str) -> None:
         now = rfc3339(self._clock())
@@ -251,14 +279,38 @@ class KubernetesGateway:
         }
         try:
             await self._call(
-                self._core.create_namespaced_event, owner.namespace, body, _preload_content=False
-            )
-        except ApiException as error:
-            # Events are best effort: a failure to report must never fail the refresh itself.
-            logger.warning(
-                "could not post event %s for %s/%s: HTTP %s",
-                reason,
+                f"posting Event {reason} for {owner.namespace}/{owner.name}",
+                self._core.create_namespaced_event,
                 owner.namespace,
-                owner.name,
-                error.status,
+                body,
+                _preload_content=False,
             )
+        except (KubernetesError, KubernetesUnavailable) as error:
+            # Events are best effort: a failure to report must never fail the refresh itself.
+            logger.warning("could not post an Event: %s", error.message)
+
+
+def translated(error: Exception, *, what: str, now: Clock) -> RaidiamOperatorError:
+    """The official client's exception as an error of our tree. The message names the call and
+    the HTTP status, never the body: it may quote the object, and a token Secret is one."""
+    if not isinstance(error, ApiException) or not error.status:
+        return KubernetesUnavailable(
+            f"{what} failed: the API server could not be reached ({type(error).__name__})"
+        )
+    status = int(error.status)
+    answered = f"{what} failed: HTTP {status} {error.reason or ''}".rstrip()
+    if status == 404:
+        return ObjectNotFound(answered, status_code=status)
+    if status == 409:
+        return Conflict(f"{answered}: it changed since it was read", status_code=status)
+    if status == 403:
+        return Forbidden(
+            f"{answered}: the credentials in use may not do this; check their RBAC",
+            status_code=status,
+        )
+    if status == 429 or status >= 500:
+        headers = error.headers or {}
+        return KubernetesUnavailable(
+            answered, retry_after=parse_retry_after(headers.get("Retry-After"), now=now())
+        )
+    return KubernetesError(answered, status_code=status)

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol
 
+from raidiam_operator.core.errors import Conflict
 from raidiam_operator.core.times import Clock, parse_rfc3339, utc_now
-from raidiam_operator.kube.gateway import ConflictError
 
 logger = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ class LeaderElector:
                 await self._kube.replace_lease(settings.namespace, settings.name, body)
             self._last_renewal = now
             return True
-        except ConflictError:
+        except Conflict:
             return False  # someone else wrote it first; look again next round
         except Exception as error:
             logger.warning(

@@ -20,7 +20,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import httpx
 
@@ -75,7 +75,7 @@ class _Pooled:
 @dataclass(frozen=True)
 class _CachedMetadata:
     metadata: ServerMetadata
-    fetched_at: float
+    fetched_at: datetime
 
 
 class TokenClient:
@@ -114,23 +114,16 @@ class TokenClient:
         """The issuer's metadata, from cache while fresh. Failures are not cached."""
         key = (issuer, _digest(ca_bundle))
         cached = self._metadata.get(key)
-        if (
-            cached
-            and time.monotonic() - cached.fetched_at < self.settings.discovery_ttl.total_seconds()
-        ):
+        if cached and self._clock() - cached.fetched_at < self.settings.discovery_ttl:
             return cached.metadata
         # One discovery per issuer at a time: a burst of new clients shares one fetch.
         lock = self._discovery_locks.setdefault(key, asyncio.Lock())
         async with lock:
             cached = self._metadata.get(key)
-            if (
-                cached
-                and time.monotonic() - cached.fetched_at
-                < self.settings.discovery_ttl.total_seconds()
-            ):
+            if cached and self._clock() - cached.fetched_at < self.settings.discovery_ttl:
                 return cached.metadata
             metadata = await self._fetch_metadata(issuer, ca_bundle)
-            self._metadata[key] = _CachedMetadata(metadata, time.monotonic())
+            self._metadata[key] = _CachedMetadata(metadata, self._clock())
             return metadata
 
     def forget_metadata(self, issuer: str) -> None:

@@ -193,13 +193,12 @@ def check_validity(certificate: x509.Certificate, *, now: datetime, what: str) -
             reason="CertificateNotYetValid",
         )
     if now > certificate.not_valid_after_utc:
-        expired = CredentialError(
+        raise CredentialError(
             f"{what} ({subject}) expired at {certificate.not_valid_after_utc.isoformat()}; "
             "renew it and update the Secret",
             reason="CertificateExpired",
+            not_after=certificate.not_valid_after_utc,
         )
-        expired.not_after = certificate.not_valid_after_utc
-        raise expired
 
 
 def default_algorithm(key: UsableKey) -> SigningAlgorithm:

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from raidiam_operator.core.errors import ServerMetadataError
-from raidiam_operator.core.spec import AuthMethod
+from raidiam_operator.core.rules import AuthMethod
 
 
 @dataclass(frozen=True)

@@ -6,16 +6,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from raidiam_operator.core.errors import ConfigurationError
-from raidiam_operator.core.spec import AUTH_METHODS, AssertionAudience, AuthMethod
+from raidiam_operator.core import rules
+from raidiam_operator.core.rules import REQUEST_FIELDS, AssertionAudience, AuthMethod
 from raidiam_operator.protocol.assertion import CLIENT_ASSERTION_TYPE, client_assertion
 from raidiam_operator.protocol.credentials import SigningKey, TransportCertificate
 from raidiam_operator.protocol.tokens import DEFAULT_LIFETIME
-
-# Form fields we set ourselves; extra parameters may not override them.
-RESERVED_PARAMETERS = frozenset(
-    {"grant_type", "client_id", "scope", "client_assertion", "client_assertion_type"}
-)
 
 
 @dataclass(frozen=True)
@@ -35,27 +30,19 @@ class TokenRequest:
     default_lifetime: timedelta = DEFAULT_LIFETIME
 
     def __post_init__(self) -> None:
-        if self.auth_method not in AUTH_METHODS:
-            raise ConfigurationError(
-                f"auth method {self.auth_method!r} is not supported; use one of {', '.join(AUTH_METHODS)}"
-            )
-        if not self.issuer.startswith("https://"):
-            raise ConfigurationError(f"the issuer {self.issuer!r} must be an https URL")
-        if self.token_endpoint is not None and not self.token_endpoint.startswith("https://"):
-            raise ConfigurationError(
-                f"the token endpoint {self.token_endpoint!r} must be an https URL"
-            )
-        if not self.client_id:
-            raise ConfigurationError("the client id is empty")
-        if self.auth_method == "tls_client_auth" and self.transport is None:
-            raise ConfigurationError("tls_client_auth needs a transport certificate and its key")
-        if self.auth_method == "private_key_jwt" and self.signing_key is None:
-            raise ConfigurationError("private_key_jwt needs a signing key and its key id")
-        clashing = sorted(RESERVED_PARAMETERS & set(self.parameters))
-        if clashing:
-            raise ConfigurationError(
-                f"extra parameters may not set {', '.join(clashing)}; use the dedicated fields"
-            )
+        # The same rules as the spec's, for requests built elsewhere (the `token` command).
+        rules.check_auth_method(self.auth_method, REQUEST_FIELDS)
+        rules.check_https(self.issuer, field=REQUEST_FIELDS.issuer)
+        if self.token_endpoint is not None:
+            rules.check_https(self.token_endpoint, field=REQUEST_FIELDS.token_endpoint)
+        rules.check_client_id(self.client_id, REQUEST_FIELDS)
+        rules.check_credentials(
+            self.auth_method,
+            transport=self.transport is not None,
+            signing_key=self.signing_key is not None,
+            names=REQUEST_FIELDS,
+        )
+        rules.check_parameters(self.parameters, REQUEST_FIELDS)
 
     @property
     def signing_algorithm(self) -> str | None:

@@ -7,8 +7,7 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from email.utils import parsedate_to_datetime
+from datetime import datetime, timedelta
 
 import jwt
 
@@ -18,6 +17,7 @@ from raidiam_operator.core.errors import (
     RaidiamOperatorError,
     ServerUnavailable,
 )
+from raidiam_operator.core.times import parse_retry_after
 
 MAX_RESPONSE_BYTES = 1024 * 1024
 DEFAULT_LIFETIME = timedelta(seconds=300)
@@ -25,9 +25,6 @@ DEFAULT_LIFETIME = timedelta(seconds=300)
 MAX_LIFETIME = timedelta(days=366)
 # Rejections that say "you, the client, must change something". Other 4xx are odd but retryable.
 REJECTION_STATUSES = frozenset({400, 401, 403})
-# A longer Retry-After is a broken or hostile server: it would stop refreshing for good, and
-# past year 9999 it overflows datetime arithmetic. No real rate limit window is this long.
-MAX_RETRY_AFTER = timedelta(hours=1)
 _ERROR_CODE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
 
 
@@ -44,23 +41,6 @@ class IssuedToken:
     @property
     def expires_in(self) -> int:
         return int(self.lifetime.total_seconds())
-
-
-def parse_retry_after(value: str | None, *, now: datetime) -> float | None:
-    """`Retry-After` as seconds from `now`: either delta-seconds or an HTTP-date (RFC 9110),
-    at most `MAX_RETRY_AFTER`."""
-    if value is None:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return min(float(value), MAX_RETRY_AFTER.total_seconds())
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return min(max(0.0, (when - now).total_seconds()), MAX_RETRY_AFTER.total_seconds())
 
 
 def unverified_claims(access_token: str) -> dict[str, object] | None:

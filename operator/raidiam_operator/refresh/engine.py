@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from raidiam_operator.core.errors import RaidiamOperatorError
+from raidiam_operator.core.errors import Conflict, RaidiamOperatorError
+from raidiam_operator.core.options import CERTIFICATE_EXPIRY_WARNING
 from raidiam_operator.core.times import Clock, utc_now
-from raidiam_operator.kube.gateway import ConflictError, KubeGateway
+from raidiam_operator.kube.gateway import KubeGateway
 from raidiam_operator.metrics import Metrics
 from raidiam_operator.protocol.client import TokenClient
 from raidiam_operator.refresh.reconciler import Reconciler
@@ -41,7 +42,7 @@ class EngineSettings:
     #: a seed for the jitter; None for a random one
     seed: int | None = None
     #: warn (condition, Event, metric) when a certificate expires sooner than this
-    certificate_expiry_warning: timedelta = timedelta(days=14)
+    certificate_expiry_warning: timedelta = CERTIFICATE_EXPIRY_WARNING
 
 
 class RefreshEngine:
@@ -182,7 +183,7 @@ class RefreshEngine:
             await self.reconcile(key)
         except asyncio.CancelledError:
             raise
-        except ConflictError:
+        except Conflict:
             self._scheduler.schedule(key, self._clock())
         except Exception as error:  # the API server or a bug; never let one client stop the rest
             logger.error(
@@ -206,8 +207,5 @@ class RefreshEngine:
 
 
 def _safe(error: Exception) -> str:
-    """An exception summary for logs: our own messages are safe; others are cut to the status."""
-    if isinstance(error, RaidiamOperatorError):
-        return error.message
-    status = getattr(error, "status", None)
-    return f"HTTP {status}" if status else type(error).__name__
+    """An exception summary for logs: our own messages are safe; others (bugs) only by name."""
+    return error.message if isinstance(error, RaidiamOperatorError) else type(error).__name__

@@ -1,4 +1,9 @@
-"""From a RaidiamClient spec and the Secrets it names to a ready `TokenRequest`. Pure."""
+"""From a RaidiamClient spec and the Secrets it names to a ready `TokenRequest`.
+
+`build_inputs` is pure. `read_inputs` reads what the spec names through a reader it is given,
+the watch cache in the operator, the API server in `raidiam-operator check`: one path from spec
+to request for both.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from raidiam_operator.core.errors import ConfigurationError
 from raidiam_operator.core.spec import ClientSpec
@@ -20,6 +25,11 @@ from raidiam_operator.protocol.credentials import (
 from raidiam_operator.protocol.request import TokenRequest
 
 JSON = Mapping[str, Any]
+
+
+class InputReader(Protocol):
+    async def read_secret(self, namespace: str, name: str) -> JSON | None: ...
+    async def read_config_map(self, namespace: str, name: str) -> JSON | None: ...
 
 
 @dataclass(frozen=True)
@@ -79,6 +89,21 @@ def config_map_value(config_map: JSON | None, *, namespace: str, name: str, key:
             reason="ConfigMapNotFound",
         )
     return str(value).encode()
+
+
+async def read_inputs(
+    spec: ClientSpec, *, namespace: str, reader: InputReader, now: datetime
+) -> Inputs:
+    """Read the Secrets and the CA bundle ConfigMap the spec names, and build the inputs."""
+    secrets = {
+        name: await reader.read_secret(namespace, name) for name in spec.referenced_secrets()
+    }
+    ca = (
+        await reader.read_config_map(namespace, spec.ca_bundle.config_map_name)
+        if spec.ca_bundle
+        else None
+    )
+    return build_inputs(spec, namespace=namespace, secrets=secrets, ca_config_map=ca, now=now)
 
 
 def build_inputs(

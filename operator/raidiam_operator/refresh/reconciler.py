@@ -25,6 +25,7 @@ from typing import Any
 from raidiam_operator.core.errors import (
     AuthorizationServerRejection,
     ConfigurationError,
+    CredentialError,
     RaidiamOperatorError,
     TransientError,
 )
@@ -35,7 +36,7 @@ from raidiam_operator.metrics import Metrics
 from raidiam_operator.protocol.client import TokenClient
 from raidiam_operator.protocol.tokens import IssuedToken
 from raidiam_operator.refresh import policy
-from raidiam_operator.refresh.inputs import Inputs, build_inputs
+from raidiam_operator.refresh.inputs import Inputs, read_inputs
 from raidiam_operator.refresh.policy import ClientView, Reason
 from raidiam_operator.refresh.render import (
     Problem,
@@ -99,7 +100,7 @@ class Reconciler:
                     ) or policy.next_renewal(token.record, spec.refresh, rng=self._rng)
 
         try:
-            inputs = await self._load_inputs(spec, namespace, now=now)
+            inputs = await read_inputs(spec, namespace=namespace, reader=self._watch, now=now)
         except ConfigurationError as error:
             await self._blocked(state, error, now=now)
             return
@@ -130,18 +131,6 @@ class Reconciler:
             await self._failed(state, inputs, error, reason=reason, started=started)
             return
         await self._succeeded(state, spec, inputs, issued, existing, reason=reason, started=started)
-
-    async def _load_inputs(self, spec: ClientSpec, namespace: str, *, now: datetime) -> Inputs:
-        secrets = {
-            name: await self._watch.input_secret(namespace, name)
-            for name in spec.referenced_secrets()
-        }
-        ca = (
-            await self._watch.config_map(namespace, spec.ca_bundle.config_map_name)
-            if spec.ca_bundle
-            else None
-        )
-        return build_inputs(spec, namespace=namespace, secrets=secrets, ca_config_map=ca, now=now)
 
     async def _check_certificates(
         self, state: ClientState, inputs: Inputs, *, now: datetime
@@ -178,7 +167,7 @@ class Reconciler:
         key = observed.key
         problem = Problem(error.reason, error.message)
         state.backoff = policy.after_blocked(state.backoff)
-        not_after = getattr(error, "not_after", None)
+        not_after = error.not_after if isinstance(error, CredentialError) else None
         if not_after is not None:
             notices.certificate_warning = problem
             notices.certificate_not_after = not_after

@@ -137,7 +137,7 @@ class WatchCache:
                 self._input_secrets[secret_key] = copy.deepcopy(dict(body))
         return readers, self.by_token_secret.get(secret_key, set())
 
-    async def input_secret(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+    async def read_secret(self, namespace: str, name: str) -> Mapping[str, Any] | None:
         """A Secret some client reads: as the watch delivered it, else from the API server."""
         secret_key = (namespace, name)
         cached = self._input_secrets.get(secret_key)
@@ -149,7 +149,7 @@ class WatchCache:
             self._input_secrets.setdefault(secret_key, secret)
         return secret
 
-    async def config_map(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+    async def read_config_map(self, namespace: str, name: str) -> Mapping[str, Any] | None:
         cached = self._config_maps.get((namespace, name))
         if cached is not None and self._clock() - cached[0] < CONFIG_MAP_REUSE:
             return cached[1]

@@ -1,0 +1,119 @@
+"""`raidiam-operator run`: the operator itself, as a Deployment starts it."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+
+from raidiam_operator.cli.shared import (
+    EXIT_CONFIGURATION,
+    EXIT_OK,
+    Commands,
+    add_expiry_warning_flag,
+    current_namespace,
+    expiry_warning,
+    fail,
+)
+from raidiam_operator.core.errors import ConfigurationError
+from raidiam_operator.core.options import OperatorOptions
+
+
+def add_parser(commands: Commands[argparse.ArgumentParser]) -> None:
+    run = commands.add_parser(
+        "run",
+        help="run the operator",
+        description="Run the operator against the cluster in KUBECONFIG or the pod's service account.",
+    )
+    scope = run.add_mutually_exclusive_group()
+    scope.add_argument(
+        "-n",
+        "--namespace",
+        action="append",
+        default=[],
+        dest="namespaces",
+        help="watch only this namespace (repeatable)",
+    )
+    scope.add_argument(
+        "-A", "--all-namespaces", action="store_true", help="watch every namespace (default)"
+    )
+    run.add_argument(
+        "--liveness",
+        default="http://0.0.0.0:8081/healthz",
+        metavar="URL",
+        help="liveness endpoint to serve (default %(default)s); 'off' to disable",
+    )
+    run.add_argument("--log-format", choices=("plain", "json"), default="plain")
+    run.add_argument(
+        "--metrics-port",
+        type=int,
+        default=8080,
+        metavar="PORT",
+        help="serve Prometheus metrics on this port at /metrics (default %(default)s; 0 disables)",
+    )
+    run.add_argument(
+        "--metrics-address",
+        default="0.0.0.0",  # noqa: S104 - Prometheus scrapes the pod IP
+        metavar="ADDRESS",
+        help="address for the metrics endpoint",
+    )
+    add_expiry_warning_flag(run)
+    run.add_argument(
+        "--leader-election",
+        action="store_true",
+        help="with several replicas: refresh only while holding a coordination.k8s.io Lease",
+    )
+    run.add_argument(
+        "--leader-election-namespace",
+        metavar="NS",
+        help="namespace of the Lease (default: $POD_NAMESPACE, else the current context's)",
+    )
+    run.add_argument(
+        "--leader-election-name",
+        default="raidiam-token-operator",
+        metavar="NAME",
+        help="name of the Lease",
+    )
+    run.add_argument("--verbose", action="store_true", help="log at INFO with details")
+    run.add_argument(
+        "--debug", action="store_true", help="log at DEBUG (never logs secret material)"
+    )
+    run.set_defaults(handler=run_command)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    import kopf
+
+    import raidiam_operator.handlers  # noqa: F401 - registers the handlers with kopf
+
+    try:
+        warning = expiry_warning(args)
+    except ConfigurationError as error:
+        return fail(EXIT_CONFIGURATION, error)
+    leader_election = None
+    if args.leader_election:
+        namespace = (
+            args.leader_election_namespace or os.environ.get("POD_NAMESPACE") or current_namespace()
+        )
+        leader_election = (namespace, args.leader_election_name)
+    options = OperatorOptions(
+        metrics_port=args.metrics_port,
+        metrics_address=args.metrics_address,
+        certificate_expiry_warning=warning,
+        leader_election=leader_election,
+        identity=os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}",
+    )
+    kopf.configure(
+        verbose=args.verbose,
+        debug=args.debug,
+        log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.FULL,
+    )
+    kopf.run(
+        # One refreshing replica is ensured by our Lease (see leader.py), not by kopf's peering.
+        standalone=True,
+        clusterwide=not args.namespaces,
+        namespaces=args.namespaces,
+        liveness_endpoint=None if args.liveness == "off" else args.liveness,
+        memo=kopf.Memo(options=options),
+    )
+    return EXIT_OK

@@ -1,0 +1,111 @@
+"""The rules a client's settings follow, each written once.
+
+The RaidiamClient spec, `TokenRequest` and the `token` command's flags all check through here.
+Each passes the names its user knows the fields by, so a message points where to fix it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal, TypeGuard
+
+from raidiam_operator.core.errors import ConfigurationError
+
+AuthMethod = Literal["tls_client_auth", "private_key_jwt"]
+AUTH_METHODS: tuple[AuthMethod, ...] = ("tls_client_auth", "private_key_jwt")
+AssertionAudience = Literal["issuer", "tokenEndpoint"]
+
+# Form fields we set ourselves; extra parameters may not override them.
+RESERVED_PARAMETERS = frozenset(
+    {"grant_type", "client_id", "scope", "client_assertion", "client_assertion_type"}
+)
+
+
+@dataclass(frozen=True)
+class FieldNames:
+    """How one source of settings names them."""
+
+    auth_method: str
+    issuer: str
+    client_id: str
+    token_endpoint: str
+    transport: str
+    signing_key: str
+    parameters: str
+    #: how a missing credential is worded; {field} and {method} are filled in
+    missing: str = "{method} needs {field}"
+
+
+SPEC_FIELDS = FieldNames(
+    auth_method="spec.authMethod",
+    issuer="spec.issuer",
+    client_id="spec.clientId",
+    token_endpoint="spec.tokenEndpoint",
+    transport="spec.transportCertificate",
+    signing_key="spec.signingKey",
+    parameters="spec.parameters",
+    missing="{field} is required for {method}",
+)
+REQUEST_FIELDS = FieldNames(
+    auth_method="auth method",
+    issuer="the issuer",
+    client_id="the client id",
+    token_endpoint="the token endpoint",
+    transport="a transport certificate and its key",
+    signing_key="a signing key and its key id",
+    parameters="extra parameters",
+)
+FLAG_FIELDS = FieldNames(
+    auth_method="--auth-method",
+    issuer="--issuer",
+    client_id="--client-id",
+    token_endpoint="--token-endpoint",
+    transport="--cert and --key",
+    signing_key="--signing-key and --kid",
+    parameters="--param",
+)
+
+
+def is_auth_method(value: object) -> TypeGuard[AuthMethod]:
+    return value in AUTH_METHODS
+
+
+def check_auth_method(value: object, names: FieldNames) -> AuthMethod:
+    if not is_auth_method(value):
+        raise ConfigurationError(
+            f"{names.auth_method} {value!r} is not supported; use one of {', '.join(AUTH_METHODS)}"
+        )
+    return value
+
+
+def check_https(url: str, *, field: str) -> str:
+    """Issuers and token endpoints: a token or an assertion never travels in the clear."""
+    if not url.startswith("https://"):
+        raise ConfigurationError(f"{field} {url!r} must be an https URL")
+    return url
+
+
+def check_client_id(client_id: str, names: FieldNames) -> str:
+    if not client_id:
+        raise ConfigurationError(f"{names.client_id} is required")
+    return client_id
+
+
+def check_credentials(
+    method: AuthMethod, *, transport: bool, signing_key: bool, names: FieldNames
+) -> None:
+    """tls_client_auth authenticates with the transport certificate, private_key_jwt with an
+    assertion signed by the signing key: each needs its own."""
+    if method == "tls_client_auth" and not transport:
+        raise ConfigurationError(names.missing.format(field=names.transport, method=method))
+    if method == "private_key_jwt" and not signing_key:
+        raise ConfigurationError(names.missing.format(field=names.signing_key, method=method))
+
+
+def check_parameters(parameters: Mapping[str, str], names: FieldNames) -> None:
+    clashing = sorted(RESERVED_PARAMETERS & set(parameters))
+    if clashing:
+        raise ConfigurationError(
+            f"{names.parameters} may not set {', '.join(clashing)}; use the dedicated fields"
+        )
