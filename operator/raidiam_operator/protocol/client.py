@@ -185,7 +185,6 @@ class TokenClient:
             now=sent_at,
             token_endpoint=endpoint,
             certificate_thumbprint=request.certificate_thumbprint,
-            default_lifetime=request.default_lifetime,
         )
 
     async def _without_mtls_alias(self, request: TokenRequest) -> bool:
@@ -361,8 +360,8 @@ def _connect_failure(url: str, what: str, error: httpx.ConnectError) -> Exceptio
 def _identity(transport: TransportCertificate | None) -> str:
     if transport is None:
         return ""
-    # Thumbprint plus key: a re-keyed certificate with the same thumbprint is impossible, but a
-    # rotated Secret can carry a new chain behind the same leaf.
+    # The whole chain, not just the leaf's thumbprint: a rotated Secret can carry a new chain
+    # behind the same leaf. The key needs no part in it: it must match the leaf (checked on load).
     return hashlib.sha256(transport.chain_pem()).hexdigest()
 
 

@@ -1,6 +1,9 @@
 """Transport certificates and signing keys, loaded from PEM and checked before any request.
 
-Pure: no I/O. The caller passes `now` so validity checks are testable.
+No I/O; the caller passes `now` so validity checks are testable. Not stateless: parsed private
+keys are remembered process-wide, by digest of their PEM (`load_private_key`), because loading
+an RSA key costs tens of milliseconds and every refresh reads the same Secret. That changes how
+long a load takes, never what it returns.
 """
 
 from __future__ import annotations

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from raidiam_operator.core import rules
 from raidiam_operator.core.rules import REQUEST_FIELDS, AssertionAudience, AuthMethod
 from raidiam_operator.protocol.assertion import CLIENT_ASSERTION_TYPE, client_assertion
 from raidiam_operator.protocol.credentials import SigningKey, TransportCertificate
-from raidiam_operator.protocol.tokens import DEFAULT_LIFETIME
 
 
 @dataclass(frozen=True)
@@ -27,7 +26,6 @@ class TokenRequest:
     token_endpoint: str | None = None
     ca_bundle: bytes | None = field(default=None, repr=False)
     parameters: Mapping[str, str] = field(default_factory=dict)
-    default_lifetime: timedelta = DEFAULT_LIFETIME
 
     def __post_init__(self) -> None:
         # The same rules as the spec's, for requests built elsewhere (the `token` command).

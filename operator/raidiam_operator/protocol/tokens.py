@@ -86,7 +86,6 @@ def parse_token_response(
     now: datetime,
     token_endpoint: str,
     certificate_thumbprint: str | None,
-    default_lifetime: timedelta = DEFAULT_LIFETIME,
 ) -> IssuedToken:
     """Validate a 200 response. Raises rather than return a token we should not hand out."""
     if len(body) > MAX_RESPONSE_BYTES:
@@ -112,7 +111,7 @@ def parse_token_response(
             f"the token response has token_type {_printable(token_type)}; only Bearer is supported"
         )
     claims = unverified_claims(access_token)
-    lifetime = _lifetime(document.get("expires_in"), claims, now=now, default=default_lifetime)
+    lifetime = _lifetime(document.get("expires_in"), claims, now=now)
     _check_binding(claims, certificate_thumbprint)
     scope = document.get("scope")
     return IssuedToken(
@@ -127,8 +126,9 @@ def parse_token_response(
 
 
 def _lifetime(
-    expires_in: object, claims: Mapping[str, object] | None, *, now: datetime, default: timedelta
+    expires_in: object, claims: Mapping[str, object] | None, *, now: datetime
 ) -> timedelta:
+    """expires_in, else the JWT's exp, else `DEFAULT_LIFETIME` (RFC 6749 leaves it optional)."""
     if expires_in is None:
         exp = claims.get("exp") if claims else None
         if isinstance(exp, int | float) and not isinstance(exp, bool) and math.isfinite(exp):
@@ -136,7 +136,7 @@ def _lifetime(
             if seconds <= 0:
                 raise InvalidTokenResponse("the access token's exp claim is already in the past")
             return _bounded(seconds)
-        return default
+        return DEFAULT_LIFETIME
     if isinstance(expires_in, bool):
         seconds = math.nan
     elif isinstance(expires_in, int | float):
