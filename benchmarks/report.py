@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from benchmarks.__main__ import summarise
+from benchmarks.summary import summarise
 
 
 def _fmt(value: Any, digits: int = 2) -> str:

@@ -22,8 +22,6 @@ import atexit
 import base64
 import contextlib
 import ctypes
-import datetime
-import ipaddress
 import json
 import os
 import shutil
@@ -43,12 +41,9 @@ from types import TracebackType
 from typing import Any
 
 import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from raidiam_devenv.binaries import Binaries, ensure_binaries
+from raidiam_devenv.pki import TestPKI
 
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"
@@ -192,124 +187,29 @@ class _Pki:
     sa_pub: Path
 
 
-def _pem_key(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    path.write_bytes(data)
-    path.chmod(0o600)
-
-
 def _generate_pki(directory: Path) -> _Pki:
-    directory.mkdir(parents=True, exist_ok=True)
-    now = datetime.datetime.now(datetime.UTC)
-    # Back-date a little so a clock skew between processes never makes a
-    # freshly minted certificate "not yet valid".
-    not_before = now - datetime.timedelta(hours=1)
-    not_after = now + datetime.timedelta(days=30)
-
-    # ECDSA P-256 throughout: supported by Go's TLS and by the apiserver for
-    # client certs, and key generation is instant (RSA takes noticeable time).
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "raidiam-devenv-ca")])
-    ca_cert = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before)
-        .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
+    """The control plane's CA, serving and admin certificates and service-account key, from the
+    same `TestPKI` the tests use (ECDSA P-256: supported by Go's TLS, and instant to generate)."""
+    pki = TestPKI(directory, common_name="raidiam-devenv-ca", key_type="ec")
+    serving = pki.server_certificate(
+        (
+            "localhost",
+            "kubernetes",
+            "kubernetes.default",
+            "kubernetes.default.svc",
+            "kubernetes.default.svc.cluster.local",
+            "127.0.0.1",
+            KUBERNETES_SERVICE_IP,
         )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False)
-        .sign(ca_key, hashes.SHA256())
-    )
-
-    def leaf(
-        subject: x509.Name,
-        usage: x509.ObjectIdentifier,
-        sans: list[x509.GeneralName] | None = None,
-    ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-        key = ec.generate_private_key(ec.SECP256R1())
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(subject)
-            .issuer_name(ca_name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(not_before)
-            .not_valid_after(not_after)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=False,
-                    crl_sign=False,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
-            )
-        )
-        if sans:
-            builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        return builder.sign(ca_key, hashes.SHA256()), key
-
-    serving_cert, serving_key = leaf(
-        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")]),
-        ExtendedKeyUsageOID.SERVER_AUTH,
-        [
-            x509.DNSName("localhost"),
-            x509.DNSName("kubernetes"),
-            x509.DNSName("kubernetes.default"),
-            x509.DNSName("kubernetes.default.svc"),
-            x509.DNSName("kubernetes.default.svc.cluster.local"),
-            x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-            x509.IPAddress(ipaddress.ip_address(KUBERNETES_SERVICE_IP)),
-        ],
     )
     # O=system:masters is bound to cluster-admin by the bootstrap RBAC
     # policy, and the apiserver never lets RBAC restrict it.
-    admin_cert, admin_key = leaf(
-        x509.Name(
-            [
-                x509.NameAttribute(NameOID.ORGANIZATION_NAME, "system:masters"),
-                x509.NameAttribute(NameOID.COMMON_NAME, "raidiam-devenv-admin"),
-            ]
-        ),
-        ExtendedKeyUsageOID.CLIENT_AUTH,
+    admin = pki.client_certificate(
+        "raidiam-devenv-admin", key_type="ec", organization="system:masters"
     )
-    sa_key = ec.generate_private_key(ec.SECP256R1())
-
-    pki = _Pki(
-        ca_cert=directory / "ca.crt",
+    service_accounts = pki.signing_key("ec")
+    paths = _Pki(
+        ca_cert=pki.ca_path,
         ca_key=directory / "ca.key",
         serving_cert=directory / "apiserver.crt",
         serving_key=directory / "apiserver.key",
@@ -318,19 +218,12 @@ def _generate_pki(directory: Path) -> _Pki:
         sa_key=directory / "sa.key",
         sa_pub=directory / "sa.pub",
     )
-    pki.ca_cert.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-    _write_private(pki.ca_key, _pem_key(ca_key))
-    pki.serving_cert.write_bytes(serving_cert.public_bytes(serialization.Encoding.PEM))
-    _write_private(pki.serving_key, _pem_key(serving_key))
-    pki.admin_cert.write_bytes(admin_cert.public_bytes(serialization.Encoding.PEM))
-    _write_private(pki.admin_key, _pem_key(admin_key))
-    _write_private(pki.sa_key, _pem_key(sa_key))
-    pki.sa_pub.write_bytes(
-        sa_key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-    )
-    return pki
+    serving.write(directory, "apiserver")
+    admin.write(directory, "admin")
+    paths.sa_key.touch(mode=0o600)
+    paths.sa_key.write_bytes(service_accounts.private_pem)
+    paths.sa_pub.write_bytes(service_accounts.public_pem)
+    return paths
 
 
 # --------------------------------------------------------------------------- #

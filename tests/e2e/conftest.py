@@ -8,6 +8,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -221,6 +222,42 @@ def kube_api(control_plane: ControlPlane) -> Any:
     return kubernetes.config.new_client_from_config(config_file=str(control_plane.kubeconfig))
 
 
+@contextmanager
+def started_world(
+    control_plane: ControlPlane,
+    auth: AuthServer,
+    pki: TestPKI,
+    kube_api: Any,
+    namespace: str,
+    log_path: Path,
+    *,
+    kubeconfig: Path | None = None,
+    all_namespaces: bool = False,
+) -> Iterator[World]:
+    """A `World` with its own operator, stopped on the way out: the `world` fixture's, and the
+    wider ones of `fault_helpers.running_world`."""
+    operator = OperatorProcess(
+        kubeconfig or control_plane.kubeconfig,
+        log_path,
+        namespaces=[] if all_namespaces else [namespace],
+    )
+    auth.clear_faults()
+    world = World(
+        control_plane=control_plane,
+        auth=auth,
+        pki=pki,
+        namespace=namespace,
+        core=kubernetes.client.CoreV1Api(kube_api),
+        custom=kubernetes.client.CustomObjectsApi(kube_api),
+        operator=operator.start(),
+    )
+    try:
+        yield world
+    finally:
+        operator.stop()
+        auth.clear_faults()
+
+
 @pytest.fixture
 def world(
     control_plane: ControlPlane,
@@ -230,26 +267,12 @@ def world(
     kube_api: Any,
     tmp_path: Path,
 ) -> Iterator[World]:
-    operator = OperatorProcess(
-        control_plane.kubeconfig, tmp_path / "operator.log", namespaces=[kube_namespace]
-    )
-    auth_server.clear_faults()
-    world = World(
-        control_plane=control_plane,
-        auth=auth_server,
-        pki=test_pki,
-        namespace=kube_namespace,
-        core=kubernetes.client.CoreV1Api(kube_api),
-        custom=kubernetes.client.CustomObjectsApi(kube_api),
-        operator=operator.start(),
-    )
-    try:
+    with started_world(
+        control_plane, auth_server, test_pki, kube_api, kube_namespace, tmp_path / "operator.log"
+    ) as world:
         yield world
-    finally:
-        operator.stop()
-        auth_server.clear_faults()
     # Every test doubles as a leak canary for what the operator logged.
-    log = operator.log_text()
+    log = world.operator.log_text()
     assert not JWT.search(log), "a JWT (token or assertion) appeared in the operator's log"
     for pem in world.secrets_seen:
         for line in pem.decode().splitlines():

@@ -19,15 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import kubernetes
 from kubernetes.client.exceptions import ApiException
 
 from raidiam_devenv.authserver import AuthServer
 from raidiam_devenv.controlplane import ControlPlane
-from raidiam_devenv.operator_process import OperatorProcess
 from raidiam_devenv.pki import IssuedCertificate, TestPKI
 
-from .conftest import GROUP, JWT, PLURAL, VERSION, World
+from .conftest import GROUP, JWT, PLURAL, VERSION, World, started_world
 
 REFRESH_REQUESTED_AT = "raidiam.io/refresh-requested-at"
 #: figures the suites measure, written to build/fault-figures.json for docs/reliability.md
@@ -63,27 +61,18 @@ def running_world(
 ) -> Iterator[World]:
     """A `World` with its own operator, for fixtures wider than one test (the `world` fixture is
     per test). The same leak canary runs on the way out."""
-    operator = OperatorProcess(
-        kubeconfig or control_plane.kubeconfig,
+    with started_world(
+        control_plane,
+        auth,
+        pki,
+        kube_api,
+        namespace,
         log_path,
-        namespaces=[] if all_namespaces else [namespace],
-    )
-    auth.clear_faults()
-    world = World(
-        control_plane=control_plane,
-        auth=auth,
-        pki=pki,
-        namespace=namespace,
-        core=kubernetes.client.CoreV1Api(kube_api),
-        custom=kubernetes.client.CustomObjectsApi(kube_api),
-        operator=operator.start(),
-    )
-    try:
+        kubeconfig=kubeconfig,
+        all_namespaces=all_namespaces,
+    ) as world:
         yield world
         assert_nothing_leaked(world)  # while the operator still serves its metrics
-    finally:
-        operator.stop()
-        auth.clear_faults()
 
 
 def client_id_of(world: World, name: str) -> str:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import base64
+import copy
+from typing import Any
 
 import httpx
+import pytest
 
 from tests.unit.engine_fakes import BODY, KEY, NS, Clock, FakeKube, Server, _engine
 
@@ -189,3 +192,63 @@ async def test_a_standby_neither_requests_nor_writes_and_rereads_on_takeover(
     await standby.reconcile(KEY)
 
     assert server.token_requests == 1, "the token in the Secret is still good"
+
+
+# -- the engine: failed writes and shared token Secrets ------------------------------------------
+
+
+class FlakyKube(FakeKube):
+    """The API server goes away for exactly one Secret write."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fail_next_write = False
+
+    async def replace_secret(self, namespace: str, name: str, body: dict[str, Any]) -> Any:
+        if self.fail_next_write:
+            self.fail_next_write = False
+            raise ConnectionError("the API server went away")
+        return await super().replace_secret(namespace, name, body)
+
+
+async def test_a_token_whose_secret_write_failed_reaches_the_secret_on_the_next_reconcile(
+    kube: FakeKube, server: Server, clock: Clock
+) -> None:
+    flaky = FlakyKube()
+    flaky.secrets = kube.secrets
+    engine = _engine(flaky, server, clock)
+    engine.observe(BODY)
+    await engine.reconcile(KEY)
+    clock.advance(250)  # past the renewal time
+    flaky.fail_next_write = True
+
+    with pytest.raises(ConnectionError):
+        await engine.reconcile(KEY)
+    await engine.reconcile(KEY)
+
+    assert server.token_requests == 2, "no third request: the token in memory is used"
+    stored = flaky.secrets["directory-token"]["data"]["access_token"]
+    assert stored == "dG9rZW4tMg=="  # base64 of token-2
+
+
+async def test_every_client_naming_a_token_secret_hears_when_it_changes(
+    kube: FakeKube, server: Server, clock: Clock
+) -> None:
+    engine = _engine(kube, server, clock)
+    engine.observe(BODY)
+    await engine.reconcile(KEY)
+    second = copy.deepcopy(BODY)
+    second["metadata"].update(name="second", uid="uid-2")
+    second["spec"]["tokenSecret"] = {"name": "directory-token"}
+    engine.observe(second)
+    await engine.reconcile((NS, "second"))
+    assert kube.degraded()["reason"] == "SecretConflict"
+    kube.secrets["directory-token"]["data"]["access_token"] = "dGFtcGVyZWQ="
+    kube.secrets["directory-token"]["metadata"]["resourceVersion"] = "tampered"
+
+    engine.secret_changed(NS, "directory-token", "tampered")
+    engine.forget(NS, "second")
+    await engine.reconcile(KEY)
+
+    assert kube.secrets["directory-token"]["data"]["access_token"] == "dG9rZW4tMQ=="
+    assert server.token_requests == 1

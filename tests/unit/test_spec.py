@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
@@ -74,3 +75,47 @@ def test_an_assertion_for_the_issuer_is_never_sent_to_a_foreign_token_endpoint()
         parse_spec(spec, name="x")
     assert parse_spec({**spec, "assertionAudience": "tokenEndpoint"}, name="x").token_endpoint
     assert parse_spec({**spec, "tokenEndpoint": "https://auth.example/token"}, name="x")
+
+
+# -- a token Secret the API server would refuse ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("token_secret", "name", "fragment"),
+    [
+        ({"labels": {"team": "payments and cards"}}, "c", "the value 'payments and cards'"),
+        ({"labels": {"team": "x" * 64}}, "c", "is not a valid label value"),
+        (
+            {"labels": {"bad key": "v"}},
+            "c",
+            "spec.tokenSecret.labels: 'bad key' is not a valid key",
+        ),
+        ({"labels": {"Example.com/team": "v"}}, "c", "'Example.com/team' is not a valid key"),
+        ({"annotations": {"owned by": "v"}}, "c", "spec.tokenSecret.annotations: 'owned by'"),
+        ({"annotations": {"big": "x" * 300_000}}, "c", "larger than 256 KiB"),
+        ({}, "n" * 250, "is longer than 253 characters; set spec.tokenSecret.name"),
+    ],
+)
+def test_a_token_secret_the_api_server_would_refuse_is_a_configuration_error(
+    token_secret: dict[str, Any], name: str, fragment: str
+) -> None:
+    with pytest.raises(ConfigurationError) as raised:
+        parse_spec({**BASE, "tokenSecret": token_secret}, name=name)
+
+    assert raised.value.reason == "InvalidTokenSecret"
+    assert fragment in raised.value.message
+
+
+def test_valid_labels_and_annotations_pass() -> None:
+    spec = parse_spec(
+        {
+            **BASE,
+            "tokenSecret": {
+                "labels": {"app.kubernetes.io/part-of": "payments", "tier": "", "a_b": "x.y-z"},
+                "annotations": {"example.com/owner": "team payments, room 4"},
+            },
+        },
+        name="c",
+    )
+
+    assert spec.token_secret.labels["app.kubernetes.io/part-of"] == "payments"

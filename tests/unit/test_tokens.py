@@ -11,10 +11,10 @@ from raidiam_operator.core.errors import (
     InvalidTokenResponse,
     ServerUnavailable,
 )
+from raidiam_operator.core.times import MAX_RETRY_AFTER, parse_retry_after
 from raidiam_operator.protocol.tokens import (
     MAX_RESPONSE_BYTES,
     classify_error_response,
-    parse_retry_after,
     parse_token_response,
 )
 
@@ -153,3 +153,33 @@ def test_a_4xx_without_an_oauth_error_points_at_the_endpoint() -> None:
 
     assert isinstance(error, InvalidTokenResponse)
     assert "check the token endpoint URL" in error.message
+
+
+# -- Retry-After and error codes from a hostile server -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value", ["999999999999", "99999999999999999999", "Fri, 31 Dec 9999 23:59:59 GMT"]
+)
+def test_an_absurd_retry_after_is_capped_at_an_hour(value: str) -> None:
+    assert parse_retry_after(value, now=NOW) == MAX_RETRY_AFTER.total_seconds()
+
+
+def test_an_error_code_that_is_not_a_word_is_garbage_not_a_rejection() -> None:
+    body = b'{"error": "invalid_client\\u001b[31m\\nFAKE", "error_description": "x"}'
+
+    error = classify_error_response(400, {}, body, now=NOW)
+
+    assert isinstance(error, InvalidTokenResponse)
+    assert "without an OAuth error code" in error.message
+    with pytest.raises(InvalidTokenResponse, match="has no access_token"):
+        parse_token_response(
+            body, now=NOW, token_endpoint="https://auth.example/token", certificate_thumbprint=None
+        )
+
+
+def test_a_plain_error_code_is_still_a_rejection() -> None:
+    error = classify_error_response(400, {}, b'{"error": "invalid_scope"}', now=NOW)
+
+    assert isinstance(error, AuthorizationServerRejection)
+    assert error.error == "invalid_scope"
