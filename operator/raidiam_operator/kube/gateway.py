@@ -140,15 +140,12 @@ class KubernetesGateway:
         )
 
     async def read_lease(self, namespace: str, name: str) -> JSON | None:
-        try:
-            return await self._json(
-                f"reading Lease {namespace}/{name}",
-                self._coordination.read_namespaced_lease,
-                name,
-                namespace,
-            )
-        except ObjectNotFound:
-            return None
+        return await self._read(
+            f"reading Lease {namespace}/{name}",
+            self._coordination.read_namespaced_lease,
+            name,
+            namespace,
+        )
 
     async def create_lease(self, namespace: str, body: JSON) -> JSON:
         return await self._json(
@@ -159,13 +156,13 @@ class KubernetesGateway:
         )
 
     async def replace_lease(self, namespace: str, name: str, body: JSON) -> JSON:
-        what = f"replacing Lease {namespace}/{name}"
-        try:
-            return await self._json(
-                what, self._coordination.replace_namespaced_lease, name, namespace, body
-            )
-        except ObjectNotFound as error:
-            raise Conflict(f"{what} failed: it is gone", status_code=error.status_code) from None
+        return await self._replace(
+            f"replacing Lease {namespace}/{name}",
+            self._coordination.replace_namespaced_lease,
+            name,
+            namespace,
+            body,
+        )
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -199,27 +196,32 @@ class KubernetesGateway:
         response = await self._call(what, function, *args, _preload_content=False, **kwargs)
         return json.loads(response.data)  # type: ignore[no-any-return]
 
-    async def read_secret(self, namespace: str, name: str) -> JSON | None:
+    async def _read(self, what: str, function: Callable[..., Any], *args: Any) -> JSON | None:
+        """A read, where 404 means the object is not there."""
         try:
-            return await self._json(
-                f"reading Secret {namespace}/{name}",
-                self._core.read_namespaced_secret,
-                name,
-                namespace,
-            )
+            return await self._json(what, function, *args)
         except ObjectNotFound:
             return None
 
-    async def read_config_map(self, namespace: str, name: str) -> JSON | None:
+    async def _replace(self, what: str, function: Callable[..., Any], *args: Any) -> JSON:
+        """A replace, where 404 means the object changed under us, like 409: read it again."""
         try:
-            return await self._json(
-                f"reading ConfigMap {namespace}/{name}",
-                self._core.read_namespaced_config_map,
-                name,
-                namespace,
-            )
-        except ObjectNotFound:
-            return None
+            return await self._json(what, function, *args)
+        except ObjectNotFound as error:
+            raise Conflict(f"{what} failed: it is gone", status_code=error.status_code) from None
+
+    async def read_secret(self, namespace: str, name: str) -> JSON | None:
+        return await self._read(
+            f"reading Secret {namespace}/{name}", self._core.read_namespaced_secret, name, namespace
+        )
+
+    async def read_config_map(self, namespace: str, name: str) -> JSON | None:
+        return await self._read(
+            f"reading ConfigMap {namespace}/{name}",
+            self._core.read_namespaced_config_map,
+            name,
+            namespace,
+        )
 
     async def create_secret(self, namespace: str, body: JSON) -> JSON:
         return await self._json(
@@ -230,13 +232,13 @@ class KubernetesGateway:
         )
 
     async def replace_secret(self, namespace: str, name: str, body: JSON) -> JSON:
-        what = f"replacing Secret {namespace}/{name}"
-        try:
-            return await self._json(
-                what, self._core.replace_namespaced_secret, name, namespace, body
-            )
-        except ObjectNotFound as error:
-            raise Conflict(f"{what} failed: it is gone", status_code=error.status_code) from None
+        return await self._replace(
+            f"replacing Secret {namespace}/{name}",
+            self._core.replace_namespaced_secret,
+            name,
+            namespace,
+            body,
+        )
 
     async def patch_status(self, owner: Owner, status: JSON) -> None:
         try:
