@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from raidiam_operator.tables import HEADERS, status_rows
+from raidiam_operator.cli.tables import HEADERS, status_rows
 
 NOW = datetime(2026, 1, 10, 12, 0, tzinfo=UTC)
 
