@@ -1,4 +1,5 @@
-"""docs/reference.md, generated from the RaidiamClient CRD's OpenAPI schema.
+"""docs/reference.md and docs/clusterraidiamissuer-reference.md, generated from the CRDs'
+OpenAPI schemas.
 
     PYTHONPATH=devenv .venv/bin/python -m raidiam_devenv.crd_reference > docs/reference.md
     PYTHONPATH=devenv .venv/bin/python -m raidiam_devenv.crd_reference --write
@@ -26,6 +27,12 @@ import yaml
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CRD_FILE = REPO_ROOT / "crds" / "raidiam.io_raidiamclients.yaml"
 REFERENCE_FILE = REPO_ROOT / "docs" / "reference.md"
+ISSUER_CRD_FILE = REPO_ROOT / "crds" / "raidiam.io_clusterraidiamissuers.yaml"
+#: each CRD and the page generated from it
+REFERENCES = {
+    CRD_FILE: REFERENCE_FILE,
+    ISSUER_CRD_FILE: REPO_ROOT / "docs" / "clusterraidiamissuer-reference.md",
+}
 REGENERATE = "PYTHONPATH=devenv .venv/bin/python -m raidiam_devenv.crd_reference --write"
 
 Schema = Mapping[str, Any]
@@ -288,22 +295,28 @@ def render_reference(crd: Schema, *, source: str = "crds/raidiam.io_raidiamclien
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m raidiam_devenv.crd_reference",
-        description="Render the RaidiamClient reference (Markdown) from the CRD schema.",
+        description="Render the RaidiamClient and ClusterRaidiamIssuer references (Markdown) "
+        "from the CRD schemas.",
     )
     parser.add_argument(
         "--write",
         action="store_true",
-        help=f"write {REFERENCE_FILE.relative_to(REPO_ROOT)} instead of printing to stdout",
+        help="write the docs/ pages instead of printing the RaidiamClient one to stdout",
     )
     args = parser.parse_args(argv)
-    text = render_reference(load_crd())
-    if args.write:
-        REFERENCE_FILE.parent.mkdir(parents=True, exist_ok=True)
-        REFERENCE_FILE.write_text(text)
-        print(f"wrote {REFERENCE_FILE.relative_to(REPO_ROOT)}", file=sys.stderr)
-    else:
-        sys.stdout.write(text)
+    if not args.write:
+        sys.stdout.write(render_reference(load_crd()))
+        return 0
+    for crd_file, reference_file in REFERENCES.items():
+        text = render_reference(load_crd(crd_file), source=source_of(crd_file))
+        reference_file.parent.mkdir(parents=True, exist_ok=True)
+        reference_file.write_text(text)
+        print(f"wrote {reference_file.relative_to(REPO_ROOT)}", file=sys.stderr)
     return 0
+
+
+def source_of(crd_file: Path) -> str:
+    return str(crd_file.relative_to(REPO_ROOT))
 
 
 if __name__ == "__main__":

@@ -108,7 +108,6 @@ ADMISSION: dict[str, Rejected] = {
         "Too long: may not be more than 2048 bytes",
     ),
     "no spec": Rejected(None, "FieldValueRequired", "spec", "Required value"),
-    "no issuer": Rejected(_with(issuer=None), "FieldValueRequired", "spec.issuer", "Required"),
     "no clientId": Rejected(
         _with(clientId=None), "FieldValueRequired", "spec.clientId", "Required value"
     ),
@@ -321,7 +320,179 @@ ADMISSION: dict[str, Rejected] = {
         "spec.tokenSecret.labels.team",
         "must be of type string",
     ),
+    # -- issuerRef
+    "both issuer and issuerRef": Rejected(
+        _with(issuerRef={"name": "sandbox"}),
+        "FieldValueRequired",
+        "spec",
+        "set exactly one of spec.issuer (an issuer URL) and spec.issuerRef (a ClusterRaidiamIssuer)",
+    ),
+    "neither issuer nor issuerRef": Rejected(
+        _with(issuer=None),
+        "FieldValueRequired",
+        "spec",
+        "set exactly one of spec.issuer (an issuer URL) and spec.issuerRef",
+    ),
+    "an issuerRef with its own tokenEndpoint": Rejected(
+        _with(
+            issuer=None,
+            issuerRef={"name": "sandbox"},
+            tokenEndpoint="https://10.0.0.1/token",
+        ),
+        "FieldValueInvalid",
+        "spec.issuerRef",
+        "with spec.issuerRef the token endpoint and CA bundle come from the ClusterRaidiamIssuer; "
+        "remove spec.tokenEndpoint and spec.caBundle",
+    ),
+    "an issuerRef with its own caBundle": Rejected(
+        _with(issuer=None, issuerRef={"name": "sandbox"}, caBundle={"configMapName": "ca"}),
+        "FieldValueInvalid",
+        "spec.issuerRef",
+        "remove spec.tokenEndpoint and spec.caBundle",
+    ),
+    "an issuerRef without a name": Rejected(
+        _with(issuer=None, issuerRef={}),
+        "FieldValueRequired",
+        "spec.issuerRef.name",
+        "Required value",
+    ),
+    "an issuerRef named ../x": Rejected(
+        _with(issuer=None, issuerRef={"name": "../x"}),
+        "FieldValueInvalid",
+        "spec.issuerRef.name",
+        'Invalid value: "../x"',
+    ),
 }
+
+
+ISSUER_VALID: dict[str, Any] = {"issuer": "https://auth.example"}
+
+
+def _issuer(**changes: Any) -> dict[str, Any]:
+    spec = copy.deepcopy(ISSUER_VALID)
+    for key, value in changes.items():
+        if value is None:
+            spec.pop(key, None)
+        else:
+            spec[key] = value
+    return spec
+
+
+ISSUER_ADMISSION: dict[str, Rejected] = {
+    "no spec": Rejected(None, "FieldValueRequired", "spec", "Required value"),
+    "no issuer": Rejected(_issuer(issuer=None), "FieldValueRequired", "spec.issuer", "Required"),
+    "an http issuer": Rejected(
+        _issuer(issuer="http://10.0.0.1"),
+        "FieldValueInvalid",
+        "spec.issuer",
+        "issuer must be an https URL",
+    ),
+    "an issuer with a query": Rejected(
+        _issuer(issuer="https://auth.example/?x=/token"),
+        "FieldValueInvalid",
+        "spec.issuer",
+        "issuer may not contain a query (?) or a fragment (#)",
+    ),
+    "an issuer longer than 2048": Rejected(
+        _issuer(issuer="https://" + "a" * 2050),
+        "FieldValueTooLong",
+        "spec.issuer",
+        "may not be more than 2048 bytes",
+    ),
+    "an http token endpoint": Rejected(
+        _issuer(tokenEndpoint="http://auth.example/token"),
+        "FieldValueInvalid",
+        "spec.tokenEndpoint",
+        "tokenEndpoint must be an https URL",
+    ),
+    "a token endpoint elsewhere with the issuer as audience": Rejected(
+        _issuer(tokenEndpoint="https://elsewhere.example/token"),
+        "FieldValueInvalid",
+        "spec.assertionAudience",
+        "with a tokenEndpoint outside the issuer URL, set assertionAudience: tokenEndpoint",
+    ),
+    "an unknown auth method": Rejected(
+        _issuer(allowedAuthMethods=["client_secret_basic"]),
+        "FieldValueNotSupported",
+        "spec.allowedAuthMethods[0]",
+        'supported values: "tls_client_auth", "private_key_jwt"',
+    ),
+    "an auth method twice": Rejected(
+        _issuer(allowedAuthMethods=["tls_client_auth", "tls_client_auth"]),
+        "FieldValueDuplicate",
+        "spec.allowedAuthMethods[1]",
+        'Duplicate value: "tls_client_auth"',
+    ),
+    "a CA ConfigMap named ../ca": Rejected(
+        _issuer(caBundle={"configMapName": "../ca"}),
+        "FieldValueInvalid",
+        "spec.caBundle.configMapName",
+        'Invalid value: "../ca"',
+    ),
+    "a namespace name with a slash": Rejected(
+        _issuer(namespaces=["payments/x"]),
+        "FieldValueInvalid",
+        "spec.namespaces[0]",
+        'Invalid value: "payments/x"',
+    ),
+    "a selector operator that does not exist": Rejected(
+        _issuer(namespaceSelector={"matchExpressions": [{"key": "tier", "operator": "Like"}]}),
+        "FieldValueNotSupported",
+        "spec.namespaceSelector.matchExpressions[0].operator",
+        'supported values: "In", "NotIn", "Exists", "DoesNotExist"',
+    ),
+    "In without values": Rejected(
+        _issuer(namespaceSelector={"matchExpressions": [{"key": "tier", "operator": "In"}]}),
+        "FieldValueInvalid",
+        "spec.namespaceSelector.matchExpressions[0].values",
+        "In and NotIn need values; Exists and DoesNotExist take none",
+    ),
+    "Exists with values": Rejected(
+        _issuer(
+            namespaceSelector={
+                "matchExpressions": [{"key": "tier", "operator": "Exists", "values": ["a"]}]
+            }
+        ),
+        "FieldValueInvalid",
+        "spec.namespaceSelector.matchExpressions[0].values",
+        "In and NotIn need values; Exists and DoesNotExist take none",
+    ),
+    "a selector label value that is not a string": Rejected(
+        _issuer(namespaceSelector={"matchLabels": {"tier": 1}}),
+        "FieldValueTypeInvalid",
+        "spec.namespaceSelector.matchLabels.tier",
+        "must be of type string",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(ISSUER_ADMISSION))
+def test_the_api_server_rejects_a_bad_cluster_issuer_naming_the_field_and_the_fix(
+    kube_api: Any, case: str
+) -> None:
+    import kubernetes
+
+    expected = ISSUER_ADMISSION[case]
+    body: dict[str, Any] = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "ClusterRaidiamIssuer",
+        "metadata": {"name": "bad"},
+    }
+    if expected.spec is not None:
+        body["spec"] = expected.spec
+    custom = kubernetes.client.CustomObjectsApi(kube_api)
+
+    with pytest.raises(ApiException) as raised:
+        custom.create_cluster_custom_object(
+            GROUP, VERSION, "clusterraidiamissuers", body, dry_run="All"
+        )
+
+    status = json.loads(raised.value.body)
+    assert (raised.value.status, status["reason"]) == (422, "Invalid")
+    causes = [(c["reason"], c["field"], c["message"]) for c in status["details"]["causes"]]
+    matching = [c for c in causes if c[0] == expected.reason and c[1] == expected.field]
+    assert matching, f"expected {expected.reason} on {expected.field}, got {causes}"
+    assert expected.message in matching[0][2]
 
 
 @pytest.fixture(scope="module")

@@ -60,6 +60,9 @@ class SigningKeyRef:
 class CABundleRef:
     config_map_name: str
     key: str = "ca.crt"
+    #: where the ConfigMap lives: None for the client's own namespace; a ClusterRaidiamIssuer's
+    #: is in the operator's namespace
+    namespace: str | None = None
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,7 @@ class TokenSecretTemplate:
 
 @dataclass(frozen=True)
 class ClientSpec:
+    #: the issuer URL; empty while `issuer_ref` is not resolved yet (see issuers.resolve_spec)
     issuer: str
     client_id: str
     auth_method: AuthMethod
@@ -90,6 +94,10 @@ class ClientSpec:
     parameters: Mapping[str, str] = field(default_factory=dict)
     refresh: RefreshPolicy = field(default_factory=RefreshPolicy)
     suspend: bool = False
+    #: the ClusterRaidiamIssuer named in spec.issuerRef, if any
+    issuer_ref: str | None = None
+    #: whether spec.assertionAudience was set; if not, a ClusterRaidiamIssuer's default applies
+    assertion_audience_explicit: bool = False
 
     def referenced_secrets(self) -> frozenset[str]:
         names = set()
@@ -100,10 +108,19 @@ class ClientSpec:
         return frozenset(names)
 
     def token_fingerprint(self) -> str:
-        """A digest of what the token depends on in the spec; refresh policy and suspend excluded."""
+        """A digest of what the token depends on in the spec: what the request sends and where.
+
+        The refresh policy, suspend and the token Secret are left out, and so is how the settings
+        were reached (an issuerRef's name, whether the audience was a default): a client that
+        would send the same request keeps its token. Fields added later are left out while unset,
+        so that an upgrade does not make every token look stale.
+        """
         relevant: dict[str, Any] = asdict(self)
-        for name in ("refresh", "suspend", "token_secret"):
+        for name in ("refresh", "suspend", "token_secret", "issuer_ref"):
             relevant.pop(name)
+        relevant.pop("assertion_audience_explicit")
+        if relevant["ca_bundle"] is not None and relevant["ca_bundle"]["namespace"] is None:
+            relevant["ca_bundle"].pop("namespace")
         encoded = json.dumps(relevant, sort_keys=True, default=str).encode()
         return hashlib.sha256(encoded).hexdigest()[:32]
 
@@ -127,7 +144,12 @@ def parse_duration(text: str, *, field: str = "refresh.renewBefore") -> timedelt
 def parse_spec(spec: Mapping[str, Any], *, name: str) -> ClientSpec:
     """Read a RaidiamClient's spec; raise `ConfigurationError` naming the field to fix."""
     auth_method = rules.check_auth_method(spec.get("authMethod", "tls_client_auth"), SPEC_FIELDS)
-    issuer = rules.check_https(_required_str(spec, "issuer"), field=SPEC_FIELDS.issuer)
+    issuer_ref = _issuer_ref(spec)
+    issuer = (
+        ""
+        if issuer_ref is not None
+        else rules.check_https(_required_str(spec, "issuer"), field=SPEC_FIELDS.issuer)
+    )
     transport = _transport_ref(spec.get("transportCertificate"))
     signing = _signing_ref(spec.get("signingKey"))
     rules.check_credentials(
@@ -142,23 +164,16 @@ def parse_spec(spec: Mapping[str, Any], *, name: str) -> ClientSpec:
     token_endpoint = spec.get("tokenEndpoint") or None
     if token_endpoint:
         rules.check_https(token_endpoint, field=SPEC_FIELDS.token_endpoint)
-    if (
-        auth_method == "private_key_jwt"
-        and token_endpoint
-        and audience == "issuer"
-        and not token_endpoint.startswith(issuer.rstrip("/") + "/")
-    ):
-        # An assertion whose aud is the issuer, sent to another host, could be replayed at the
-        # real server by whoever runs that host.
-        raise ConfigurationError(
-            "with private_key_jwt and a tokenEndpoint outside the issuer URL, set "
-            "spec.assertionAudience to tokenEndpoint, so a signed assertion is only usable where it is sent"
-        )
     parameters = {str(k): str(v) for k, v in (spec.get("parameters") or {}).items()}
     rules.check_parameters(parameters, SPEC_FIELDS)
     ca = spec.get("caBundle")
+    if issuer_ref is not None and (token_endpoint or ca):
+        raise ConfigurationError(
+            "with spec.issuerRef the token endpoint and CA bundle come from the "
+            "ClusterRaidiamIssuer; remove spec.tokenEndpoint and spec.caBundle"
+        )
     template = spec.get("tokenSecret") or {}
-    return ClientSpec(
+    parsed = ClientSpec(
         issuer=issuer,
         client_id=_required_str(spec, "clientId"),
         auth_method=auth_method,
@@ -172,7 +187,40 @@ def parse_spec(spec: Mapping[str, Any], *, name: str) -> ClientSpec:
         refresh=_refresh(spec.get("refresh") or {}),
         token_secret=_token_secret(template, name=name),
         suspend=bool(spec.get("suspend", False)),
+        issuer_ref=issuer_ref,
+        assertion_audience_explicit="assertionAudience" in spec,
     )
+    check_assertion_audience(parsed)
+    return parsed
+
+
+def check_assertion_audience(spec: ClientSpec) -> None:
+    """An assertion whose aud is the issuer, sent to another host, could be replayed at the real
+    server by whoever runs that host: refuse to send it outside the issuer URL."""
+    if (
+        spec.auth_method == "private_key_jwt"
+        and spec.issuer
+        and spec.token_endpoint
+        and spec.assertion_audience == "issuer"
+        and not spec.token_endpoint.startswith(spec.issuer.rstrip("/") + "/")
+    ):
+        raise ConfigurationError(
+            "with private_key_jwt and a tokenEndpoint outside the issuer URL, set "
+            "spec.assertionAudience to tokenEndpoint, so a signed assertion is only usable where it is sent"
+        )
+
+
+def _issuer_ref(spec: Mapping[str, Any]) -> str | None:
+    reference = spec.get("issuerRef")
+    if reference is None:
+        return None
+    if spec.get("issuer"):
+        raise ConfigurationError(
+            "set exactly one of spec.issuer (an issuer URL) and spec.issuerRef (a ClusterRaidiamIssuer)"
+        )
+    if not isinstance(reference, Mapping):
+        raise ConfigurationError("spec.issuerRef.name is required")
+    return _required_str(reference, "name", "spec.issuerRef.")
 
 
 def _refresh(refresh: Mapping[str, Any]) -> RefreshPolicy:
