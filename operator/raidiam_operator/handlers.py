@@ -14,6 +14,7 @@ from typing import Any
 
 import kopf
 
+from raidiam_operator.core.issuers import ISSUER_PLURAL
 from raidiam_operator.core.options import OperatorOptions
 from raidiam_operator.core.spec import GROUP, PLURAL, VERSION
 from raidiam_operator.kube.gateway import KubernetesGateway
@@ -21,6 +22,7 @@ from raidiam_operator.kube.leader import LeaderElector, LeaseSettings
 from raidiam_operator.metrics import Metrics
 from raidiam_operator.protocol.client import TokenClient
 from raidiam_operator.refresh.engine import EngineSettings, RefreshEngine
+from raidiam_operator.refresh.issuer_status import IssuerStatusReconciler
 
 logger = logging.getLogger(__name__)
 
@@ -61,18 +63,29 @@ async def start_engine(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: An
         EngineSettings(certificate_expiry_warning=options.certificate_expiry_warning),
         metrics=metrics,
     )
-    memo.kube, memo.tokens, memo.engine = kube, tokens, engine
+    issuers = IssuerStatusReconciler(
+        kube,
+        tokens,
+        cluster_resource_namespace=options.cluster_resource_namespace,
+        interval=options.issuer_check_interval,
+    )
+    memo.kube, memo.tokens, memo.engine, memo.issuers = kube, tokens, engine, issuers
     memo.engine_task = asyncio.create_task(engine.run(), name="refresh engine")
+    memo.issuers_task = asyncio.create_task(issuers.run(), name="issuer status")
     if options.leader_election is not None:
         namespace, name = options.leader_election
         elector = LeaderElector(
             kube, LeaseSettings(namespace=namespace, name=name, identity=options.identity)
         )
         engine.set_active(False)
+        issuers.set_active(False)
+
+        def lead(active: bool) -> None:
+            engine.set_active(active)
+            issuers.set_active(active)
+
         memo.elector = elector
-        memo.elector_task = asyncio.create_task(
-            elector.run(engine.set_active), name="leader election"
-        )
+        memo.elector_task = asyncio.create_task(elector.run(lead), name="leader election")
 
 
 @kopf.on.cleanup(id="stop-refresh-engine")
@@ -80,9 +93,10 @@ async def stop_engine(memo: kopf.Memo, **_: Any) -> None:
     # Stop refreshing, then hand the Lease over at once (not after it runs out), then stop.
     if memo.get("engine") is not None:
         memo.engine.set_active(False)
+        memo.issuers.set_active(False)
     if memo.get("elector") is not None:
         await memo.elector.release()
-    for name in ("elector_task", "engine_task"):
+    for name in ("elector_task", "engine_task", "issuers_task"):
         task: asyncio.Task[None] | None = memo.get(name)
         if task is not None:
             task.cancel()
@@ -103,6 +117,18 @@ async def raidiam_client_event(
         memo.engine.forget(body.metadata.namespace, body.metadata.name)
     else:
         memo.engine.observe(copy.deepcopy(dict(body)))
+
+
+# Cluster-scoped: kopf watches them cluster-wide even when it serves a list of namespaces, which
+# is why the chart grants list/watch on them in a ClusterRole in every mode.
+@kopf.on.event(GROUP, VERSION, ISSUER_PLURAL, id="clusterraidiamissuer-events")
+async def cluster_issuer_event(
+    type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any
+) -> None:
+    if type == "DELETED":
+        memo.issuers.forget(body.metadata.name)
+    else:
+        memo.issuers.observe(copy.deepcopy(dict(body)))
 
 
 @kopf.on.event("", "v1", "secrets", id="secret-events")

@@ -14,7 +14,13 @@ from raidiam_operator.cli.shared import (
     error,
     gateway,
 )
-from raidiam_operator.cli.tables import HEADERS, format_table, status_rows
+from raidiam_operator.cli.tables import (
+    HEADERS,
+    ISSUER_HEADERS,
+    format_table,
+    issuer_rows,
+    status_rows,
+)
 from raidiam_operator.core.errors import RaidiamOperatorError
 from raidiam_operator.core.spec import REFRESH_REQUESTED_AT
 from raidiam_operator.core.times import utc_now
@@ -23,9 +29,10 @@ from raidiam_operator.core.times import utc_now
 def add_parsers(commands: Commands[argparse.ArgumentParser]) -> None:
     status = commands.add_parser(
         "status",
-        help="show every RaidiamClient's token health",
+        help="show every RaidiamClient's token health, and the ClusterRaidiamIssuers",
         description="A table of RaidiamClients: ready, reason, when the token expires, the next "
-        "refresh, and when the certificate expires.",
+        "refresh, and when the certificate expires; then a table of the ClusterRaidiamIssuers: "
+        "issuer URL, ready, reason and how long ago the operator last checked it.",
     )
     _namespace_flags(status)
     status.set_defaults(handler=status_command)
@@ -56,21 +63,32 @@ def _namespace(args: argparse.Namespace) -> str | None:
 def status_command(args: argparse.Namespace) -> int:
     namespace = _namespace(args)
     api = gateway()
+    issuers: list[dict[str, object]] = []
     try:
         clients = asyncio.run(api.list_clients(namespace))
+        try:
+            issuers = asyncio.run(api.list_issuers())
+        except RaidiamOperatorError as problem:
+            # A user may read clients in a namespace without reading cluster-scoped objects.
+            print(f"raidiam-operator: {problem.message}", file=sys.stderr)
     except RaidiamOperatorError as problem:
         error(f"cannot list RaidiamClients: {problem.message}")
         return EXIT_CONFIGURATION
     finally:
         api.close()
-    if not clients:
+    now = utc_now()
+    if clients:
+        headers = ["NAMESPACE", *HEADERS] if namespace is None else list(HEADERS)
+        print(
+            format_table(headers, status_rows(clients, now=now, with_namespace=namespace is None))
+        )
+    else:
         where = "any namespace" if namespace is None else f"namespace {namespace}"
         print(f"No RaidiamClients in {where}.", file=sys.stderr)
-        return EXIT_OK
-    headers = ["NAMESPACE", *HEADERS] if namespace is None else list(HEADERS)
-    print(
-        format_table(headers, status_rows(clients, now=utc_now(), with_namespace=namespace is None))
-    )
+    if issuers:
+        if clients:
+            print()
+        print(format_table(ISSUER_HEADERS, issuer_rows(issuers, now=now)))
     return EXIT_OK
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import socket
+from datetime import timedelta
 
 from raidiam_operator.cli.shared import (
     EXIT_CONFIGURATION,
@@ -16,7 +17,9 @@ from raidiam_operator.cli.shared import (
     fail,
 )
 from raidiam_operator.core.errors import ConfigurationError
+from raidiam_operator.core.issuers import ISSUER_POLICY_MODES, issuer_policy
 from raidiam_operator.core.options import OperatorOptions
+from raidiam_operator.core.spec import parse_duration
 
 
 def add_parser(commands: Commands[argparse.ArgumentParser]) -> None:
@@ -74,6 +77,36 @@ def add_parser(commands: Commands[argparse.ArgumentParser]) -> None:
         metavar="NAME",
         help="name of the Lease",
     )
+    run.add_argument(
+        "--issuer-policy",
+        choices=ISSUER_POLICY_MODES,
+        default="any",
+        help="which issuer URLs a RaidiamClient may name in spec.issuer: any (default), allowlist "
+        "(only under an --allowed-issuer prefix) or references-only (none: spec.issuerRef to a "
+        "ClusterRaidiamIssuer only). A client that breaks it makes no request and reports "
+        "IssuerNotAllowed",
+    )
+    run.add_argument(
+        "--allowed-issuer",
+        action="append",
+        default=[],
+        metavar="PREFIX",
+        help="with --issuer-policy allowlist: an https URL that inline issuers and token "
+        "endpoints must be at or below, by host, port and whole path segments (repeatable)",
+    )
+    run.add_argument(
+        "--cluster-resource-namespace",
+        metavar="NS",
+        help="namespace of the CA bundle ConfigMaps that ClusterRaidiamIssuers name "
+        "(default: $POD_NAMESPACE, else the current context's)",
+    )
+    run.add_argument(
+        "--issuer-check-interval",
+        default="5m",
+        metavar="DURATION",
+        help="how often to check each ClusterRaidiamIssuer's authorization server (default "
+        "%(default)s; at once when one is created or changed, sooner after a failure)",
+    )
     run.add_argument("--verbose", action="store_true", help="log at INFO with details")
     run.add_argument(
         "--debug", action="store_true", help="log at DEBUG (never logs secret material)"
@@ -88,20 +121,26 @@ def run_command(args: argparse.Namespace) -> int:
 
     try:
         warning = expiry_warning(args)
+        policy = issuer_policy(args.issuer_policy, args.allowed_issuer)
+        check_interval = parse_duration(args.issuer_check_interval, field="--issuer-check-interval")
     except ConfigurationError as error:
         return fail(EXIT_CONFIGURATION, error)
+    own_namespace = os.environ.get("POD_NAMESPACE") or current_namespace()
     leader_election = None
     if args.leader_election:
-        namespace = (
-            args.leader_election_namespace or os.environ.get("POD_NAMESPACE") or current_namespace()
+        leader_election = (
+            args.leader_election_namespace or own_namespace,
+            args.leader_election_name,
         )
-        leader_election = (namespace, args.leader_election_name)
     options = OperatorOptions(
         metrics_port=args.metrics_port,
         metrics_address=args.metrics_address,
         certificate_expiry_warning=warning,
         leader_election=leader_election,
         identity=os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}",
+        issuer_policy=policy,
+        cluster_resource_namespace=args.cluster_resource_namespace or own_namespace,
+        issuer_check_interval=max(check_interval, timedelta(seconds=1)),
     )
     kopf.configure(
         verbose=args.verbose,

@@ -19,6 +19,7 @@ HEADERS = (
     "NEXT REFRESH",
     "CERTIFICATE EXPIRES IN",
 )
+ISSUER_HEADERS = ("CLUSTERRAIDIAMISSUER", "ISSUER", "READY", "REASON", "LAST CHECK")
 
 
 def human(delta: timedelta) -> str:
@@ -69,6 +70,23 @@ def status_rows(
             _until(status.get("certificateNotAfter"), now),
         ]
         rows.append([client["metadata"]["namespace"], *row] if with_namespace else row)
+    return rows
+
+
+def issuer_rows(issuers: Sequence[Mapping[str, Any]], *, now: datetime) -> list[list[str]]:
+    rows = []
+    for issuer in sorted(issuers, key=lambda i: str(i["metadata"]["name"])):
+        status = issuer.get("status") or {}
+        ready = _condition(status, "Ready")
+        rows.append(
+            [
+                issuer["metadata"]["name"],
+                str((issuer.get("spec") or {}).get("issuer", "-")),
+                ready.get("status", "Unknown"),
+                ready.get("reason", "Pending"),
+                _until(status.get("lastCheckTime"), now),
+            ]
+        )
     return rows
 
 

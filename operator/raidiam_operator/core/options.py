@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
+
+from raidiam_operator.core.issuers import IssuerPolicy
 
 #: warn when a certificate expires sooner than this: the operator's default, and `check`'s
 CERTIFICATE_EXPIRY_WARNING = timedelta(days=14)
@@ -20,3 +22,9 @@ class OperatorOptions:
     leader_election: tuple[str, str] | None = None
     #: this instance's name in the Lease
     identity: str = ""
+    #: which inline issuers RaidiamClients may name (--issuer-policy, --allowed-issuer)
+    issuer_policy: IssuerPolicy = field(default_factory=IssuerPolicy)
+    #: where ClusterRaidiamIssuers' CA bundle ConfigMaps live: the operator's own namespace
+    cluster_resource_namespace: str = "default"
+    #: how often each ClusterRaidiamIssuer's authorization server is checked
+    issuer_check_interval: timedelta = timedelta(minutes=5)

@@ -33,6 +33,7 @@ from raidiam_operator.core.errors import (
     ObjectNotFound,
     RaidiamOperatorError,
 )
+from raidiam_operator.core.issuers import ISSUER_PLURAL
 from raidiam_operator.core.spec import GROUP, KIND, PLURAL, VERSION, Owner
 from raidiam_operator.core.times import Clock, parse_retry_after, rfc3339, utc_now
 
@@ -125,6 +126,36 @@ class KubernetesGateway:
                 PLURAL,
             )
         return list(listing.get("items", []))
+
+    async def list_issuers(self) -> list[JSON]:
+        """Every ClusterRaidiamIssuer."""
+        listing = await self._json(
+            "listing ClusterRaidiamIssuers",
+            self._custom.list_cluster_custom_object,
+            GROUP,
+            VERSION,
+            ISSUER_PLURAL,
+        )
+        return list(listing.get("items", []))
+
+    async def patch_issuer_status(self, name: str, status: JSON) -> None:
+        try:
+            await self._call(
+                f"patching the status of ClusterRaidiamIssuer {name}",
+                self._custom.patch_cluster_custom_object_status,
+                GROUP,
+                VERSION,
+                ISSUER_PLURAL,
+                name,
+                {"status": status},
+                _preload_content=False,
+            )
+        except ObjectNotFound:  # deleted meanwhile
+            return
+
+    async def read_namespace(self, name: str) -> JSON | None:
+        """A Namespace, for its labels (a ClusterRaidiamIssuer's namespaceSelector)."""
+        return await self._read(f"reading Namespace {name}", self._core.read_namespace, name)
 
     async def annotate_client(self, namespace: str, name: str, annotations: dict[str, str]) -> None:
         await self._call(

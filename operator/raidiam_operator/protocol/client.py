@@ -110,17 +110,24 @@ class TokenClient:
 
     # -- discovery -------------------------------------------------------------------------
 
-    async def discover(self, issuer: str, *, ca_bundle: bytes | None = None) -> ServerMetadata:
-        """The issuer's metadata, from cache while fresh. Failures are not cached."""
+    async def discover(
+        self, issuer: str, *, ca_bundle: bytes | None = None, fresh: bool = False
+    ) -> ServerMetadata:
+        """The issuer's metadata, from cache while fresh (`fresh`: fetched now, and cached for
+        the clients of this issuer). Failures are not cached."""
         key = (issuer, _digest(ca_bundle))
         cached = self._metadata.get(key)
-        if cached and self._clock() - cached.fetched_at < self.settings.discovery_ttl:
+        if not fresh and cached and self._clock() - cached.fetched_at < self.settings.discovery_ttl:
             return cached.metadata
         # One discovery per issuer at a time: a burst of new clients shares one fetch.
         lock = self._discovery_locks.setdefault(key, asyncio.Lock())
         async with lock:
             cached = self._metadata.get(key)
-            if cached and self._clock() - cached.fetched_at < self.settings.discovery_ttl:
+            if (
+                not fresh
+                and cached
+                and self._clock() - cached.fetched_at < self.settings.discovery_ttl
+            ):
                 return cached.metadata
             metadata = await self._fetch_metadata(issuer, ca_bundle)
             self._metadata[key] = _CachedMetadata(metadata, self._clock())
@@ -200,6 +207,13 @@ class TokenClient:
         async with self._client(request.transport, request.ca_bundle) as client:
             status, _, _ = await self._send(client, "GET", endpoint, what="reachability")
         return endpoint, status
+
+    async def reach(self, url: str, *, ca_bundle: bytes | None = None) -> int:
+        """GET `url` without a client certificate: the HTTP status proves the route and the
+        server's TLS certificate (a ClusterRaidiamIssuer's fixed token endpoint)."""
+        async with self._client(None, ca_bundle) as client:
+            status, _, _ = await self._send(client, "GET", url, what="reachability")
+        return status
 
     async def _send(
         self,
