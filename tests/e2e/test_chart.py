@@ -88,7 +88,7 @@ EVERYTHING_ON: dict[str, Any] = {
     "networkPolicy": {
         "enabled": True,
         "apiServer": {"cidrs": ["10.0.0.1/32", "192.0.2.10/32"]},
-        "authorizationServers": {"cidrs": ["198.51.100.0/24"]},
+        "authorizationServers": {"cidrs": ["0.0.0.0/0", "::/0", "198.51.100.0/24"]},
         "metricsFrom": [{"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}],
     },
     "podDisruptionBudget": {"minAvailable": "50%"},
@@ -105,6 +105,8 @@ EVERYTHING_ON: dict[str, Any] = {
             "whenUnsatisfiable": "ScheduleAnyway",
         }
     ],
+    "issuerPolicy": "allowlist",
+    "allowedIssuers": ["https://auth.sandbox.directory.openbankingbrasil.org.br"],
 }
 BRING_YOUR_OWN: dict[str, Any] = {
     "serviceAccount": {"create": False, "name": "existing-operator"},
@@ -118,12 +120,14 @@ BRING_YOUR_OWN: dict[str, Any] = {
 # --------------------------------------------------------------------------- #
 
 
-def test_chart_crd_is_byte_identical_to_the_repository_crd() -> None:
-    chart_copy = CHART_DIR / "crds" / CRD_FILE.name
-    assert chart_copy.read_bytes() == CRD_FILE.read_bytes(), (
-        f"{chart_copy.relative_to(REPO_ROOT)} drifted from crds/: cp {CRD_FILE.relative_to(REPO_ROOT)} "
-        f"{chart_copy.relative_to(REPO_ROOT)}"
-    )
+def test_chart_crds_are_byte_identical_to_the_repository_crds() -> None:
+    repository = sorted(p.name for p in CRD_FILE.parent.glob("*.yaml"))
+    assert sorted(p.name for p in (CHART_DIR / "crds").glob("*.yaml")) == repository
+    for name in repository:
+        chart_copy, crd_file = CHART_DIR / "crds" / name, CRD_FILE.parent / name
+        assert chart_copy.read_bytes() == crd_file.read_bytes(), (
+            f"{chart_copy.relative_to(REPO_ROOT)} drifted from crds/: run `make manifests`"
+        )
 
 
 def test_chart_version_and_app_version_match_the_package() -> None:
@@ -226,6 +230,8 @@ def test_default_install_renders_the_operator_its_account_cluster_rbac_and_metri
 ):
     assert kinds(objects()) == [
         "ClusterRole",
+        "ClusterRole",
+        "ClusterRoleBinding",
         "ClusterRoleBinding",
         "Deployment",
         "Service",
@@ -294,15 +300,52 @@ def test_no_watch_namespaces_means_a_cluster_role_and_all_namespaces() -> None:
     assert not any(a.startswith("--namespace") for a in operator_container(docs)["args"])
     assert not only(docs, "Role")
     assert not only(docs, "RoleBinding")
-    binding = one(docs, "ClusterRoleBinding")
-    assert binding["roleRef"]["name"] == one(docs, "ClusterRole")["metadata"]["name"]
-    assert binding["subjects"] == [
-        {
-            "kind": "ServiceAccount",
-            "name": "raidiam-token-operator",
-            "namespace": "raidiam-token-operator",
-        }
-    ]
+    bindings = only(docs, "ClusterRoleBinding")
+    assert sorted(b["roleRef"]["name"] for b in bindings) == sorted(
+        r["metadata"]["name"] for r in only(docs, "ClusterRole")
+    )
+    for binding in bindings:
+        assert binding["subjects"] == [
+            {
+                "kind": "ServiceAccount",
+                "name": "raidiam-token-operator",
+                "namespace": "raidiam-token-operator",
+            }
+        ]
+    # Serving every namespace, it may read any namespace's labels (for namespaceSelectors).
+    assert _issuer_role(docs)["rules"][2] == {
+        "apiGroups": [""],
+        "resources": ["namespaces"],
+        "verbs": ["get"],
+    }
+
+
+def _issuer_role(docs: list[dict[str, Any]]) -> Mapping[str, Any]:
+    return next(r for r in only(docs, "ClusterRole") if r["metadata"]["name"].endswith("-issuers"))
+
+
+def _operator_role(docs: list[dict[str, Any]]) -> Mapping[str, Any]:
+    return next(
+        r for r in only(docs, "ClusterRole") if not r["metadata"]["name"].endswith("-issuers")
+    )
+
+
+def test_cluster_issuers_are_read_through_a_small_cluster_role_in_every_mode() -> None:
+    for watch in ([], ["payments"]):
+        role = _issuer_role(objects(values={"watchNamespaces": watch}))
+        assert role["metadata"]["name"] == "raidiam-token-operator-cluster-issuers"
+        assert role["rules"][:2] == [
+            {
+                "apiGroups": ["raidiam.io"],
+                "resources": ["clusterraidiamissuers"],
+                "verbs": ["list", "watch"],
+            },
+            {
+                "apiGroups": ["raidiam.io"],
+                "resources": ["clusterraidiamissuers/status"],
+                "verbs": ["patch"],
+            },
+        ]
 
 
 def test_listed_watch_namespaces_get_a_role_each_and_matching_namespace_flags() -> None:
@@ -310,10 +353,22 @@ def test_listed_watch_namespaces_get_a_role_each_and_matching_namespace_flags() 
     args = operator_container(docs)["args"]
     assert args[:2] == ["--namespace=payments", "--namespace=onboarding"]
     assert "--all-namespaces" not in args
-    assert not only(docs, "ClusterRole")
-    assert not only(docs, "ClusterRoleBinding")
-    roles = only(docs, "Role")
-    bindings = only(docs, "RoleBinding")
+    # Nothing namespaced cluster-wide: the one ClusterRole reads ClusterRaidiamIssuers and the
+    # labels of the served namespaces only.
+    assert _issuer_role(docs)["rules"][2] == {
+        "apiGroups": [""],
+        "resources": ["namespaces"],
+        "resourceNames": ["payments", "onboarding"],
+        "verbs": ["get"],
+    }
+    assert len(only(docs, "ClusterRole")) == 1
+    # The ClusterRaidiamIssuers' CA bundle ConfigMaps, in the operator's own namespace.
+    ca_role = next(r for r in only(docs, "Role") if r["metadata"]["name"].endswith("-issuers"))
+    assert ca_role["metadata"]["namespace"] == "raidiam-token-operator"
+    assert ca_role["rules"] == [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]}]
+    roles = [r for r in only(docs, "Role") if r is not ca_role]
+    bindings = [b for b in only(docs, "RoleBinding") if b["roleRef"]["kind"] == "Role"]
+    bindings = [b for b in bindings if not b["roleRef"]["name"].endswith("-issuers")]
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["onboarding", "payments"]
     assert sorted(b["metadata"]["namespace"] for b in bindings) == ["onboarding", "payments"]
     for binding in bindings:
@@ -324,7 +379,7 @@ def test_listed_watch_namespaces_get_a_role_each_and_matching_namespace_flags() 
         }
         assert binding["subjects"][0]["namespace"] == "raidiam-token-operator"
     # Same rules as the cluster-wide role: only the scope changes.
-    assert roles[0]["rules"] == one(objects(), "ClusterRole")["rules"]
+    assert roles[0]["rules"] == _operator_role(objects())["rules"]
 
 
 def test_one_replica_runs_without_leader_election_and_is_replaced_not_rolled() -> None:
@@ -393,10 +448,54 @@ def test_network_policy_allows_only_the_api_server_authorization_servers_and_dns
     ]
     assert [p["port"] for p in api["ports"]] == [443, 6443]
     assert auth == {
-        "to": [{"ipBlock": {"cidr": "198.51.100.0/24"}}],
+        "to": [
+            {
+                "ipBlock": {
+                    "cidr": "0.0.0.0/0",
+                    "except": [
+                        "10.0.0.0/8",
+                        "172.16.0.0/12",
+                        "192.168.0.0/16",
+                        "169.254.0.0/16",
+                        "100.64.0.0/10",
+                    ],
+                }
+            },
+            {"ipBlock": {"cidr": "::/0", "except": ["fc00::/7", "fe80::/10"]}},
+            # A range listed by hand is allowed as it is, private or not.
+            {"ipBlock": {"cidr": "198.51.100.0/24"}},
+        ],
         "ports": [{"port": 443, "protocol": "TCP"}],
     }
     assert dns == {"ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]}
+
+
+def test_network_policy_keeps_the_cluster_cidrs_out_of_reach_of_issuer_urls() -> None:
+    values = {
+        "networkPolicy": {
+            "enabled": True,
+            "apiServer": {"cidrs": ["10.0.0.1/32"]},
+            "authorizationServers": {"except": [], "clusterCIDRs": ["100.96.0.0/11"]},
+        }
+    }
+    auth = one(objects(values=values), "NetworkPolicy")["spec"]["egress"][1]
+
+    assert auth["to"] == [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["100.96.0.0/11"]}}]
+
+
+def test_issuer_policy_reaches_the_operator_flags_and_a_useless_combination_is_refused() -> None:
+    args = operator_container(objects())["args"]
+    assert "--issuer-policy=any" in args
+    args = operator_container(objects(values=EVERYTHING_ON))["args"]
+    assert "--issuer-policy=allowlist" in args
+    assert "--allowed-issuer=https://auth.sandbox.directory.openbankingbrasil.org.br" in args
+
+    refused = render(values={"issuerPolicy": "allowlist"}, check=False)
+    assert refused.returncode != 0
+    assert "issuerPolicy allowlist needs at least one allowedIssuers entry" in refused.stderr
+    refused = render(values={"issuerPolicy": "whatever"}, check=False)
+    assert refused.returncode != 0
+    assert "issuerPolicy" in refused.stderr
 
 
 def test_service_monitor_scrapes_the_metrics_service() -> None:
@@ -678,10 +777,23 @@ def test_kubeconform_schemas_catch_a_misspelt_field(json_schemas: Path, tmp_path
 @pytest.mark.parametrize(
     ("values", "expected_kinds"),
     [
-        ({}, ["ClusterRole", "ClusterRoleBinding", "Deployment", "Service", "ServiceAccount"]),
+        (
+            {},
+            [
+                "ClusterRole",
+                "ClusterRole",
+                "ClusterRoleBinding",
+                "ClusterRoleBinding",
+                "Deployment",
+                "Service",
+                "ServiceAccount",
+            ],
+        ),
         (
             {"replicas": 2, "watchNamespaces": ["<release namespace>"]},
             [
+                "ClusterRole",
+                "ClusterRoleBinding",
                 "Deployment",
                 "PodDisruptionBudget",
                 "Role",
@@ -756,6 +868,8 @@ def deploy_applied(control_plane: ControlPlane) -> Iterator[list[dict[str, Any]]
             "delete",
             "clusterrolebinding/raidiam-token-operator",
             "clusterrole/raidiam-token-operator",
+            "clusterrolebinding/raidiam-token-operator-cluster-issuers",
+            "clusterrole/raidiam-token-operator-cluster-issuers",
             "namespace/raidiam-token-operator",
             "--ignore-not-found",
             "--wait=false",
@@ -769,7 +883,10 @@ def test_kubectl_apply_k_deploy_creates_every_object(
 ) -> None:
     assert kinds(deploy_applied) == [
         "ClusterRole",
+        "ClusterRole",
         "ClusterRoleBinding",
+        "ClusterRoleBinding",
+        "CustomResourceDefinition",
         "CustomResourceDefinition",
         "Deployment",
         "Namespace",

@@ -44,6 +44,14 @@ OPERATOR_PERMISSIONS = {
     ("configmaps", "", "get"),
     ("events", "", "create"),
 }
+# Cluster-scoped, listed in every namespace: ClusterRaidiamIssuers, whatever the mode.
+ISSUER_PERMISSIONS = {
+    ("clusterraidiamissuers.raidiam.io", "", "list"),
+    ("clusterraidiamissuers.raidiam.io", "", "watch"),
+    ("clusterraidiamissuers.raidiam.io/status", "", "patch"),
+}
+# Serving a list of namespaces: the issuers' CA bundles in the release namespace.
+CA_BUNDLE_PERMISSIONS = {("configmaps", "", "get")}
 # With replicas > 1, in the release namespace only: the leader-election Lease.
 LEASE_PERMISSIONS = {
     ("leases.coordination.k8s.io", "", "create"),
@@ -137,7 +145,14 @@ def _operator_as_the_chart_runs_it(installed: Installed, log_path: Path) -> Oper
         for arg in installed.args
         if not arg.startswith(("--namespace=", "--all-namespaces", *SET_BY_THE_TEST))
     ]
-    return OperatorProcess(installed.kubeconfig, log_path, namespaces=namespaces, extra_args=extra)
+    return OperatorProcess(
+        installed.kubeconfig,
+        log_path,
+        namespaces=namespaces,
+        extra_args=extra,
+        # As the Deployment sets it: the cluster resource namespace is the release namespace.
+        env={"POD_NAMESPACE": installed.operator_namespace},
+    )
 
 
 def _world(
@@ -202,6 +217,47 @@ def _token_lifecycle(world: World) -> None:
     )
 
 
+def _issuer_lifecycle(world: World, operator_namespace: str) -> None:
+    """A ClusterRaidiamIssuer with its CA bundle in the operator's namespace, selecting the
+    client's namespace by label: checked (status patch), then used by a client."""
+    world.core.create_namespaced_config_map(
+        operator_namespace,
+        {"metadata": {"name": "directory-ca"}, "data": {"ca.crt": world.auth.ca_path.read_text()}},
+    )
+    name = f"rbac-{uuid.uuid4().hex[:6]}"
+    world.custom.create_cluster_custom_object(
+        "raidiam.io",
+        "v1alpha1",
+        "clusterraidiamissuers",
+        {
+            "apiVersion": "raidiam.io/v1alpha1",
+            "kind": "ClusterRaidiamIssuer",
+            "metadata": {"name": name},
+            "spec": {
+                "issuer": world.auth.issuer,
+                "caBundle": {"configMapName": "directory-ca"},
+                "namespaceSelector": {
+                    "matchLabels": {"kubernetes.io/metadata.name": world.namespace}
+                },
+            },
+        },
+    )
+    try:
+
+        def ready() -> str:
+            issuer = world.custom.get_cluster_custom_object(
+                "raidiam.io", "v1alpha1", "clusterraidiamissuers", name
+            )
+            conditions = issuer.get("status", {}).get("conditions", [])
+            return next((c["reason"] for c in conditions if c["type"] == "Ready"), "")
+
+        wait_for(lambda: ready() == "Discovered", timeout=30, what="the issuer to be checked")
+    finally:
+        world.custom.delete_cluster_custom_object(
+            "raidiam.io", "v1alpha1", "clusterraidiamissuers", name
+        )
+
+
 def _assert_nothing_was_forbidden(operator: OperatorProcess) -> None:
     log = operator.log_text()
     # kopf logs each refused call with the permission it lacked; the engine logs "HTTP 403".
@@ -226,6 +282,7 @@ def test_cluster_wide_operator_runs_a_clients_whole_life_with_only_the_charts_cl
     try:
         world = _world(control_plane, auth_server, test_pki, kube_api, workload, operator)
         _token_lifecycle(world)
+        _issuer_lifecycle(world, installed.operator_namespace)
     finally:
         operator.stop()
     _assert_nothing_was_forbidden(operator)
@@ -248,6 +305,7 @@ def test_namespaced_operator_serves_its_namespace_with_a_role_and_ignores_others
         outside.tls_client("ignored")
         world = _world(control_plane, auth_server, test_pki, kube_api, watched, operator)
         _token_lifecycle(world)
+        _issuer_lifecycle(world, installed.operator_namespace)
         assert "status" not in outside.client("ignored"), "a client outside was reconciled"
         assert outside.secret("ignored-token") is None
     finally:
@@ -356,9 +414,11 @@ def test_cluster_wide_account_may_do_exactly_what_the_operator_needs_in_every_na
 ) -> None:
     installed = install_rbac(replicas=replicas)
     lease = LEASE_PERMISSIONS if replicas > 1 else set()
+    # Any namespace's labels, for ClusterRaidiamIssuers' namespaceSelectors.
+    cluster = OPERATOR_PERMISSIONS | ISSUER_PERMISSIONS | {("namespaces", "", "get")}
     expected = {
-        installed.operator_namespace: OPERATOR_PERMISSIONS | lease,
-        namespaces("any"): OPERATOR_PERMISSIONS,
+        installed.operator_namespace: cluster | lease,
+        namespaces("any"): cluster,
     }
     for namespace, permissions in expected.items():
         granted = _permissions(control_plane, installed.user, namespace)
@@ -374,12 +434,16 @@ def test_namespaced_account_may_do_exactly_what_the_operator_needs_and_only_wher
 ) -> None:
     first, second, elsewhere = namespaces("first"), namespaces("second"), namespaces("elsewhere")
     installed = install_rbac(watchNamespaces=[first, second], replicas=replicas)
+    # Cluster-wide: the issuers, and the labels of the served namespaces only.
+    cluster = ISSUER_PERMISSIONS | {("namespaces", first, "get"), ("namespaces", second, "get")}
     expected = {
-        first: OPERATOR_PERMISSIONS,
-        second: OPERATOR_PERMISSIONS,
-        # The release namespace holds only the Lease, and only with leader election.
-        installed.operator_namespace: LEASE_PERMISSIONS if replicas > 1 else set(),
-        elsewhere: set(),
+        first: OPERATOR_PERMISSIONS | cluster,
+        second: OPERATOR_PERMISSIONS | cluster,
+        # The release namespace holds the issuers' CA bundles, and the Lease with leader election.
+        installed.operator_namespace: cluster
+        | CA_BUNDLE_PERMISSIONS
+        | (LEASE_PERMISSIONS if replicas > 1 else set()),
+        elsewhere: cluster,
     }
     for namespace, permissions in expected.items():
         granted = _permissions(control_plane, installed.user, namespace)
