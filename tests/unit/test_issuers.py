@@ -152,6 +152,15 @@ def test_a_missing_issuer_is_reported_by_name() -> None:
 # -- what a client of an issuer sends ------------------------------------------------------------
 
 
+def _jwt_client(**spec: Any) -> Any:
+    return _client(
+        authMethod="private_key_jwt",
+        transportCertificate=None,
+        signingKey={"secretName": "s", "keyId": "k"},
+        **spec,
+    )
+
+
 def test_the_issuer_supplies_token_endpoint_ca_bundle_and_default_audience() -> None:
     issuer = _issuer(
         tokenEndpoint=SANDBOX + "/token",
@@ -160,7 +169,7 @@ def test_the_issuer_supplies_token_endpoint_ca_bundle_and_default_audience() -> 
     )
 
     spec = effective_spec(
-        _client(), namespace="payments", policy=IssuerPolicy(), issuer=issuer, labels={}
+        _jwt_client(), namespace="payments", policy=IssuerPolicy(), issuer=issuer, labels={}
     )
 
     assert spec.issuer == SANDBOX
@@ -173,7 +182,7 @@ def test_a_clients_own_assertion_audience_wins_over_the_issuers_default() -> Non
     issuer = _issuer(assertionAudience="tokenEndpoint")
 
     spec = effective_spec(
-        _client(assertionAudience="issuer"),
+        _jwt_client(assertionAudience="issuer"),
         namespace="payments",
         policy=IssuerPolicy(),
         issuer=issuer,
@@ -183,14 +192,25 @@ def test_a_clients_own_assertion_audience_wins_over_the_issuers_default() -> Non
     assert spec.assertion_audience == "issuer"
 
 
+def test_an_issuers_default_audience_does_not_touch_a_client_that_signs_nothing() -> None:
+    """A tls_client_auth client sends no assertion: a new default audience asks for no token."""
+    before = effective_spec(
+        _client(), namespace="p", policy=IssuerPolicy(), issuer=_issuer(), labels={}
+    )
+    after = effective_spec(
+        _client(),
+        namespace="p",
+        policy=IssuerPolicy(),
+        issuer=_issuer(assertionAudience="tokenEndpoint"),
+        labels={},
+    )
+
+    assert after.token_fingerprint() == before.token_fingerprint()
+
+
 def test_an_issuer_audience_assertion_is_never_sent_outside_the_issuer_through_an_issuer() -> None:
     issuer = _issuer(tokenEndpoint="https://elsewhere.example/token")
-    client = _client(
-        authMethod="private_key_jwt",
-        transportCertificate=None,
-        signingKey={"secretName": "s", "keyId": "k"},
-        assertionAudience="issuer",
-    )
+    client = _jwt_client(assertionAudience="issuer")
 
     with pytest.raises(ConfigurationError, match=r"set spec\.assertionAudience to tokenEndpoint"):
         effective_spec(client, namespace="p", policy=IssuerPolicy(), issuer=issuer, labels={})

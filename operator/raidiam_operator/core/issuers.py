@@ -312,16 +312,18 @@ def check_issuer_use(
 
 
 def resolve_spec(spec: ClientSpec, issuer: ClusterIssuer) -> ClientSpec:
-    """The client's spec with its issuer's settings in place: what the request is built from."""
+    """The client's spec with its issuer's settings in place: what the request is built from.
+
+    The issuer's default audience applies only to clients that sign assertions: a
+    tls_client_auth client sends none, so its request (and its token) stays as it is."""
+    takes_default = spec.auth_method == "private_key_jwt" and not spec.assertion_audience_explicit
     resolved = replace(
         spec,
         issuer=issuer.issuer,
         token_endpoint=issuer.token_endpoint,
         ca_bundle=issuer.ca_bundle,
         assertion_audience=(
-            spec.assertion_audience
-            if spec.assertion_audience_explicit
-            else issuer.assertion_audience or "issuer"
+            issuer.assertion_audience or "issuer" if takes_default else spec.assertion_audience
         ),
     )
     check_assertion_audience(resolved)
