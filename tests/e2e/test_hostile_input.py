@@ -472,20 +472,30 @@ def test_the_api_server_rejects_a_bad_cluster_issuer_naming_the_field_and_the_fi
 ) -> None:
     import kubernetes
 
-    expected = ISSUER_ADMISSION[case]
+    custom = kubernetes.client.CustomObjectsApi(kube_api)
+
+    _assert_refused(
+        lambda body: custom.create_cluster_custom_object(
+            GROUP, VERSION, "clusterraidiamissuers", body, dry_run="All"
+        ),
+        "ClusterRaidiamIssuer",
+        ISSUER_ADMISSION[case],
+    )
+
+
+def _assert_refused(create: Callable[[dict[str, Any]], Any], kind: str, expected: Rejected) -> None:
+    """A dry-run create of `kind` with the case's spec is refused with its reason, field and
+    message."""
     body: dict[str, Any] = {
         "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "ClusterRaidiamIssuer",
+        "kind": kind,
         "metadata": {"name": "bad"},
     }
     if expected.spec is not None:
         body["spec"] = expected.spec
-    custom = kubernetes.client.CustomObjectsApi(kube_api)
 
     with pytest.raises(ApiException) as raised:
-        custom.create_cluster_custom_object(
-            GROUP, VERSION, "clusterraidiamissuers", body, dry_run="All"
-        )
+        create(body)
 
     status = json.loads(raised.value.body)
     assert (raised.value.status, status["reason"]) == (422, "Invalid")
@@ -493,6 +503,7 @@ def test_the_api_server_rejects_a_bad_cluster_issuer_naming_the_field_and_the_fi
     matching = [c for c in causes if c[0] == expected.reason and c[1] == expected.field]
     assert matching, f"expected {expected.reason} on {expected.field}, got {causes}"
     assert expected.message in matching[0][2]
+    assert expected.field in status["message"]
 
 
 @pytest.fixture(scope="module")
@@ -508,28 +519,15 @@ def test_the_api_server_rejects_a_bad_spec_naming_the_field_and_the_fix(
 ) -> None:
     import kubernetes
 
-    expected = ADMISSION[case]
-    body: dict[str, Any] = {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "RaidiamClient",
-        "metadata": {"name": "bad"},
-    }
-    if expected.spec is not None:
-        body["spec"] = expected.spec
     custom = kubernetes.client.CustomObjectsApi(kube_api)
 
-    with pytest.raises(ApiException) as raised:
-        custom.create_namespaced_custom_object(
+    _assert_refused(
+        lambda body: custom.create_namespaced_custom_object(
             GROUP, VERSION, admission_namespace, PLURAL, body, dry_run="All"
-        )
-
-    status = json.loads(raised.value.body)
-    assert (raised.value.status, status["reason"]) == (422, "Invalid")
-    causes = [(c["reason"], c["field"], c["message"]) for c in status["details"]["causes"]]
-    matching = [c for c in causes if c[0] == expected.reason and c[1] == expected.field]
-    assert matching, f"expected {expected.reason} on {expected.field}, got {causes}"
-    assert expected.message in matching[0][2]
-    assert expected.field in status["message"]
+        ),
+        "RaidiamClient",
+        ADMISSION[case],
+    )
 
 
 def test_an_unknown_field_is_rejected_under_strict_field_validation(
