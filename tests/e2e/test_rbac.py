@@ -181,7 +181,12 @@ def _token_lifecycle(world: World) -> None:
     client_id = world.client("lifecycle")["spec"]["clientId"]
     first = world.token("lifecycle")
     assert first is not None
-    assert any(e.reason == "TokenIssued" for e in world.events("lifecycle"))
+    # The Event follows the status write: wait for it rather than race it.
+    wait_for(
+        lambda: any(e.reason == "TokenIssued" for e in world.events("lifecycle")),
+        timeout=10,
+        what="the TokenIssued Event",
+    )
 
     # Renewal replaces the Secret (update) before the 20 s token expires.
     wait_for(
