@@ -1,10 +1,15 @@
 from __future__ import annotations
 
 import base64
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+
+from raidiam_operator.core.errors import ConfigurationError
 from raidiam_operator.core.spec import TokenSecretTemplate
+from raidiam_operator.protocol.credentials import CertificateFiles
 from raidiam_operator.refresh.render import (
     Owner,
     Problem,
@@ -137,3 +142,79 @@ def test_last_transition_time_moves_only_when_the_status_flips() -> None:
         == _condition(first, "Ready")["lastTransitionTime"]
     )
     assert _condition(flipped, "Ready")["lastTransitionTime"] == "2026-11-27T12:02:00Z"
+
+
+CERTIFICATE = CertificateFiles(certificate=b"CHAIN PEM", private_key=b"KEY PEM", ca=b"CA PEM")
+BUNDLE = TokenSecretTemplate(name="directory-token", include_certificate=True)
+
+
+def _data(secret: dict[str, object]) -> dict[str, bytes]:
+    return {k: base64.b64decode(v) for k, v in secret["data"].items()}  # type: ignore[attr-defined]
+
+
+def test_the_bundle_carries_the_certificate_the_token_was_issued_with_in_the_same_object() -> None:
+    record = replace(RECORD, certificate=CERTIFICATE)
+
+    data = _data(token_secret(OWNER, BUNDLE, record))
+
+    assert data["access_token"] == b"secret-token"
+    assert (data["tls.crt"], data["tls.key"], data["ca.crt"]) == (
+        b"CHAIN PEM",
+        b"KEY PEM",
+        b"CA PEM",
+    )
+    assert token_secret(OWNER, BUNDLE, record)["type"] == "Opaque"
+
+
+def test_without_include_certificate_no_key_is_copied() -> None:
+    data = _data(token_secret(OWNER, TEMPLATE, replace(RECORD, certificate=CERTIFICATE)))
+
+    assert set(data) == {"access_token", "token_type", "expires_at", "scope"}
+
+
+def test_ca_crt_is_written_only_when_the_certificate_secret_has_one() -> None:
+    record = replace(RECORD, certificate=replace(CERTIFICATE, ca=None))
+
+    assert "ca.crt" not in _data(token_secret(OWNER, BUNDLE, record))
+
+
+def test_the_certificate_reads_back_with_its_token_after_a_restart() -> None:
+    record = replace(RECORD, certificate=CERTIFICATE)
+
+    assert record_from_secret(token_secret(OWNER, BUNDLE, record)) == record
+
+
+def test_template_keys_are_rendered_from_the_token_and_the_client() -> None:
+    template = replace(
+        TEMPLATE,
+        templates={
+            "authorization": "Authorization: ${token_type} ${access_token}",
+            "token.env": "EXPIRES_AT=${expires_at}\nEXPIRES_IN=${expires_in}\n"
+            "CLIENT=${client_namespace}/${client_name}\nTHUMBPRINT=${certificate_thumbprint}\n",
+        },
+    )
+
+    data = _data(token_secret(OWNER, template, RECORD))
+
+    assert data["authorization"] == b"Authorization: Bearer secret-token"
+    assert data["token.env"] == (
+        b"EXPIRES_AT=2026-11-27T12:05:00Z\nEXPIRES_IN=300\n"
+        b"CLIENT=payments/directory\nTHUMBPRINT=thumb\n"
+    )
+    assert record_from_secret(token_secret(OWNER, template, RECORD)) == RECORD
+
+
+def test_a_rendered_secret_over_the_api_servers_limit_is_a_render_error() -> None:
+    template = replace(TEMPLATE, templates={f"k{i}": "${access_token}" * 270 for i in range(32)})
+    record = replace(RECORD, access_token="t" * 200)
+
+    with pytest.raises(ConfigurationError) as caught:
+        token_secret(OWNER, template, record)
+
+    assert caught.value.reason == "TemplateRenderFailed"
+    assert "more than the 1 MiB a Secret may hold" in caught.value.message
+
+
+def test_the_status_names_the_token_secret() -> None:
+    assert _status(token_secret_name="directory-token")["tokenSecretName"] == "directory-token"
+    assert _status()["tokenSecretName"] is None

@@ -119,3 +119,50 @@ def test_valid_labels_and_annotations_pass() -> None:
     )
 
     assert spec.token_secret.labels["app.kubernetes.io/part-of"] == "payments"
+
+
+def test_the_token_secret_shape_is_read_from_the_spec() -> None:
+    spec = parse_spec(
+        BASE
+        | {
+            "tokenSecret": {
+                "includeCertificate": True,
+                "template": {"data": {"authorization": "Bearer ${access_token}"}},
+            }
+        },
+        name="directory",
+    )
+
+    assert spec.token_secret.include_certificate
+    assert spec.token_secret.templates == {"authorization": "Bearer ${access_token}"}
+
+
+def test_include_certificate_without_a_transport_certificate_is_refused() -> None:
+    spec = BASE | {
+        "authMethod": "private_key_jwt",
+        "signingKey": {"secretName": "signing", "keyId": "k1"},
+        "tokenSecret": {"includeCertificate": True},
+    }
+    del spec["transportCertificate"]
+
+    with pytest.raises(ConfigurationError, match=r"includeCertificate needs spec\.transportCertif"):
+        parse_spec(spec, name="directory")
+
+
+def test_a_bad_template_written_before_the_crd_checked_it_is_a_configuration_error() -> None:
+    spec = BASE | {"tokenSecret": {"template": {"data": {"header": "Bearer $token"}}}}
+
+    with pytest.raises(ConfigurationError) as caught:
+        parse_spec(spec, name="directory")
+
+    assert caught.value.reason == "InvalidTokenSecret"
+    assert "template.data[header]" in caught.value.message
+
+
+def test_the_token_secret_shape_does_not_change_the_token() -> None:
+    shaped = BASE | {"tokenSecret": {"includeCertificate": True, "template": {"data": {"a": "b"}}}}
+
+    assert (
+        parse_spec(shaped, name="d").token_fingerprint()
+        == parse_spec(BASE, name="d").token_fingerprint()
+    )

@@ -18,6 +18,7 @@ from typing import Any
 from raidiam_operator.core import rules
 from raidiam_operator.core.errors import ConfigurationError
 from raidiam_operator.core.rules import SPEC_FIELDS, AssertionAudience, AuthMethod
+from raidiam_operator.core.templating import check_templates
 
 GROUP = "raidiam.io"
 VERSION = "v1alpha1"
@@ -76,6 +77,10 @@ class TokenSecretTemplate:
     name: str
     labels: Mapping[str, str] = field(default_factory=dict)
     annotations: Mapping[str, str] = field(default_factory=dict)
+    #: also write the transport certificate and key the token was issued with
+    include_certificate: bool = False
+    #: extra data keys, each a template over the token's fields (see `templating`)
+    templates: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -158,6 +163,12 @@ def parse_spec(spec: Mapping[str, Any], *, name: str) -> ClientSpec:
         signing_key=signing is not None,
         names=SPEC_FIELDS,
     )
+    if (spec.get("tokenSecret") or {}).get("includeCertificate") and transport is None:
+        raise ConfigurationError(
+            "spec.tokenSecret.includeCertificate needs spec.transportCertificate: without one "
+            "there is no certificate to include",
+            reason="InvalidTokenSecret",
+        )
     audience = spec.get("assertionAudience", "issuer")
     if audience not in ("issuer", "tokenEndpoint"):
         raise ConfigurationError("spec.assertionAudience must be issuer or tokenEndpoint")
@@ -306,7 +317,17 @@ def _token_secret(template: Mapping[str, Any], *, name: str) -> TokenSecretTempl
             )
     if sum(len(k) + len(v) for k, v in annotations.items()) > _MAX_ANNOTATIONS_BYTES:
         raise _invalid_token_secret("spec.tokenSecret.annotations are larger than 256 KiB")
-    return TokenSecretTemplate(name=secret_name, labels=labels, annotations=annotations)
+    templates = {
+        str(k): str(v) for k, v in ((template.get("template") or {}).get("data") or {}).items()
+    }
+    check_templates(templates)
+    return TokenSecretTemplate(
+        name=secret_name,
+        labels=labels,
+        annotations=annotations,
+        include_certificate=bool(template.get("includeCertificate", False)),
+        templates=templates,
+    )
 
 
 def _qualified_name(key: str) -> bool:

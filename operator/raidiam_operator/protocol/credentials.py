@@ -70,6 +70,18 @@ class TransportCertificate:
 
 
 @dataclass(frozen=True)
+class CertificateFiles:
+    """The transport certificate as a workload mounts it: the PEM files of its Secret, unchanged."""
+
+    #: `tls.crt`: the chain, leaf first
+    certificate: bytes
+    #: `tls.key`
+    private_key: bytes = field(repr=False)
+    #: `ca.crt`, when the certificate's Secret has one (cert-manager writes it)
+    ca: bytes | None = None
+
+
+@dataclass(frozen=True)
 class SigningKey:
     """The private key that signs `private_key_jwt` client assertions, with its `kid` and `alg`."""
 

@@ -11,13 +11,14 @@ import base64
 import binascii
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from raidiam_operator.core.errors import ConfigurationError
 from raidiam_operator.core.spec import ClientSpec
 from raidiam_operator.protocol.credentials import (
+    CertificateFiles,
     certificate_expiry,
     load_signing_key,
     load_transport_certificate,
@@ -47,6 +48,9 @@ class Inputs:
     #: digest of everything the token depends on: spec, certificate, signing key, CA bundle
     fingerprint: str
     certificates: tuple[InputCertificate, ...] = ()
+    #: the transport certificate's files as its Secret holds them, for
+    #: spec.tokenSecret.includeCertificate
+    certificate_files: CertificateFiles | None = field(default=None, repr=False)
 
 
 def secret_value(
@@ -115,7 +119,7 @@ def build_inputs(
     now: datetime,
 ) -> Inputs:
     """Load and check the credentials the spec names. `secrets` maps Secret names to objects."""
-    transport = None
+    transport, files = None, None
     if spec.transport_certificate:
         ref = spec.transport_certificate
         secret = secrets.get(ref.secret_name)
@@ -134,6 +138,12 @@ def build_inputs(
             field_path="spec.transportCertificate",
         )
         transport = load_transport_certificate(cert_pem, key_pem, now=now)
+        ca = (secret or {}).get("data", {}).get("ca.crt")
+        files = CertificateFiles(
+            certificate=cert_pem,
+            private_key=key_pem,
+            ca=_optional_value(ca),
+        )
     certificates = []
     if transport is not None and spec.transport_certificate:
         certificates.append(
@@ -186,8 +196,21 @@ def build_inputs(
     if ca_bundle is not None:
         digest.update(ca_bundle)
     return Inputs(
-        request=request, fingerprint=digest.hexdigest()[:32], certificates=tuple(certificates)
+        request=request,
+        fingerprint=digest.hexdigest()[:32],
+        certificates=tuple(certificates),
+        certificate_files=files,
     )
+
+
+def _optional_value(encoded: str | None) -> bytes | None:
+    """An optional Secret value: absent, empty or undecodable counts as absent."""
+    if not encoded:
+        return None
+    try:
+        return base64.b64decode(encoded, validate=True) or None
+    except (binascii.Error, ValueError):
+        return None
 
 
 def _optional_certificate_expiry(secret: JSON | None) -> datetime | None:

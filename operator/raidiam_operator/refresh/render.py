@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from raidiam_operator.core.errors import ConfigurationError
 from raidiam_operator.core.spec import (
     GROUP,
     KIND,
@@ -21,7 +22,9 @@ from raidiam_operator.core.spec import (
     Owner,
     TokenSecretTemplate,
 )
+from raidiam_operator.core.templating import render_templates
 from raidiam_operator.core.times import parse_rfc3339, rfc3339
+from raidiam_operator.protocol.credentials import CertificateFiles
 from raidiam_operator.protocol.tokens import IssuedToken
 
 ANNOTATION_PREFIX = "raidiam.io/"
@@ -32,6 +35,8 @@ INPUTS_FINGERPRINT = ANNOTATION_PREFIX + "inputs-fingerprint"
 TOKEN_ENDPOINT = ANNOTATION_PREFIX + "token-endpoint"
 CLIENT_LABEL = ANNOTATION_PREFIX + "client"
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+# The API server refuses a Secret whose data adds up to more than this.
+MAX_SECRET_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -49,13 +54,22 @@ class TokenRecord:
     inputs_fingerprint: str
     #: the value of the refresh-requested-at annotation this token answered, if any
     refresh_requested_at: str | None = None
+    #: the transport certificate and key this token was requested with, kept only when the
+    #: Secret carries them (spec.tokenSecret.includeCertificate): they are written with this
+    #: token and with no other
+    certificate: CertificateFiles | None = field(default=None, repr=False)
 
     def valid_at(self, now: datetime) -> bool:
         return now < self.expires_at
 
     @classmethod
     def issued(
-        cls, token: IssuedToken, *, inputs_fingerprint: str, refresh_requested_at: str | None
+        cls,
+        token: IssuedToken,
+        *,
+        inputs_fingerprint: str,
+        refresh_requested_at: str | None,
+        certificate: CertificateFiles | None = None,
     ) -> TokenRecord:
         """A fresh token, in whole seconds rounded down: what the Secret and status show is
         exactly what the engine believes, and never later than the truth."""
@@ -69,13 +83,35 @@ class TokenRecord:
             certificate_thumbprint=token.certificate_thumbprint,
             inputs_fingerprint=inputs_fingerprint,
             refresh_requested_at=refresh_requested_at,
+            certificate=certificate,
         )
+
+
+def token_fields(owner: Owner, record: TokenRecord) -> dict[str, str]:
+    """What a `spec.tokenSecret.template` can put in. `expires_in` is the lifetime the server
+    granted, not a countdown: the Secret must not change while the token does not."""
+    return {
+        "access_token": record.access_token,
+        "token_type": record.token_type,
+        "expires_at": rfc3339(record.expires_at),
+        "expires_in": str(int((record.expires_at - record.issued_at).total_seconds())),
+        "scope": record.scope or "",
+        "certificate_thumbprint": record.certificate_thumbprint or "",
+        "client_name": owner.name,
+        "client_namespace": owner.namespace,
+    }
 
 
 def token_secret(
     owner: Owner, template: TokenSecretTemplate, record: TokenRecord
 ) -> dict[str, Any]:
-    """The whole desired Secret. Its data changes only when the token does."""
+    """The whole desired Secret. Its data changes only when the token does.
+
+    With `include_certificate`, the certificate and key travel in the same object as the token
+    they were used for: the kubelet swaps a Secret volume as a whole, so a pod never reads a
+    token with another certificate than the one it is bound to. Raises `ConfigurationError`
+    when a template cannot be rendered for this token.
+    """
     annotations = {
         **template.annotations,
         EXPIRES_AT: rfc3339(record.expires_at),
@@ -98,13 +134,33 @@ def token_secret(
             "annotations": annotations,
             "ownerReferences": [owner_reference(owner)],
         },
-        "data": {
-            "access_token": _b64(record.access_token),
-            "token_type": _b64(record.token_type),
-            "expires_at": _b64(rfc3339(record.expires_at)),
-            "scope": _b64(record.scope or ""),
-        },
+        "data": _token_data(owner, template, record),
     }
+
+
+def _token_data(owner: Owner, template: TokenSecretTemplate, record: TokenRecord) -> dict[str, str]:
+    data = {
+        "access_token": record.access_token.encode(),
+        "token_type": record.token_type.encode(),
+        "expires_at": rfc3339(record.expires_at).encode(),
+        "scope": (record.scope or "").encode(),
+    }
+    if template.include_certificate and record.certificate is not None:
+        data["tls.crt"] = record.certificate.certificate
+        data["tls.key"] = record.certificate.private_key
+        if record.certificate.ca is not None:
+            data["ca.crt"] = record.certificate.ca
+    if template.templates:
+        rendered = render_templates(template.templates, token_fields(owner, record))
+        data.update((key, text.encode()) for key, text in rendered.items())
+    size = sum(len(value) for value in data.values())
+    if size > MAX_SECRET_BYTES:
+        raise ConfigurationError(
+            f"the token Secret would hold {size} bytes, more than the 1 MiB a Secret may hold; "
+            "shorten spec.tokenSecret.template",
+            reason="TemplateRenderFailed",
+        )
+    return {key: base64.b64encode(value).decode("ascii") for key, value in data.items()}
 
 
 def owner_reference(owner: Owner) -> dict[str, Any]:
@@ -154,6 +210,7 @@ def record_from_secret(secret: Mapping[str, Any]) -> TokenRecord | None:
     fingerprint = annotations.get(INPUTS_FINGERPRINT)
     if not access_token or expires_at is None or issued_at is None or not fingerprint:
         return None
+    certificate = _certificate_files(data)
     return TokenRecord(
         access_token=access_token,
         token_type=token_type,
@@ -164,7 +221,23 @@ def record_from_secret(secret: Mapping[str, Any]) -> TokenRecord | None:
         certificate_thumbprint=annotations.get(CERTIFICATE_THUMBPRINT),
         inputs_fingerprint=fingerprint,
         refresh_requested_at=annotations.get(REFRESH_REQUESTED_AT),
+        certificate=certificate,
     )
+
+
+def _certificate_files(data: Mapping[str, str]) -> CertificateFiles | None:
+    """The certificate written beside the token: we wrote both in one update, so they are the
+    pair this token was issued with."""
+    if not data.get("tls.crt") or not data.get("tls.key"):
+        return None
+    try:
+        return CertificateFiles(
+            certificate=base64.b64decode(data["tls.crt"]),
+            private_key=base64.b64decode(data["tls.key"]),
+            ca=base64.b64decode(data["ca.crt"]) if data.get("ca.crt") else None,
+        )
+    except ValueError:
+        return None
 
 
 # -- status -------------------------------------------------------------------------------
@@ -209,10 +282,6 @@ def conditions(
     return rendered
 
 
-def _b64(text: str) -> str:
-    return base64.b64encode(text.encode()).decode("ascii")
-
-
 @dataclass(frozen=True)
 class Problem:
     """Why the client cannot get a token right now, as a condition reason and message."""
@@ -241,6 +310,8 @@ class StatusView:
     certificate_warning: Problem | None = None
     certificate_not_after: datetime | None = None
     last_certificate_warning: datetime | None = None
+    #: the token Secret this client owns and keeps its token in, once written
+    token_secret_name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -319,6 +390,7 @@ def client_status(view: StatusView, *, now: datetime) -> RenderedStatus:
         "expiresAt": rfc3339(record.expires_at) if record else None,
         "lastRefreshTime": rfc3339(record.issued_at) if record else None,
         "nextRefreshTime": rfc3339(next_refresh) if next_refresh else None,
+        "tokenSecretName": view.token_secret_name,
         "tokenEndpoint": record.token_endpoint if record else None,
         "certificateThumbprint": record.certificate_thumbprint if record else None,
         "failedAttempts": view.failed_attempts,
