@@ -25,7 +25,7 @@ from raidiam_operator.core.errors import (
     RaidiamOperatorError,
     TransientError,
 )
-from raidiam_operator.core.spec import RefreshPolicy
+from raidiam_operator.core.spec import RefreshPolicy, TokenSecretTemplate
 from raidiam_operator.core.times import parse_rfc3339, rfc3339
 from raidiam_operator.refresh.inputs import Inputs, expiring_certificates
 from raidiam_operator.refresh.render import Problem, TokenRecord
@@ -264,3 +264,23 @@ def expiry_if_valid(record: TokenRecord | None, now: datetime) -> datetime | Non
 
 def earliest(*moments: datetime | None) -> datetime:
     return min(m for m in moments if m is not None)
+
+
+# -- what the token Secret carries -------------------------------------------------------------
+
+
+def with_certificate(
+    record: TokenRecord, template: TokenSecretTemplate, inputs: Inputs
+) -> TokenRecord:
+    """`record` with the certificate files its token Secret should carry beside it, if any.
+
+    Only ever the pair the token was issued with: the one kept since it was issued (or read back
+    from the Secret, where it was written with the token), else the current input's, when the
+    inputs are still those the token was issued for (their fingerprint covers the certificate
+    chain). After a rotation the current files are not that pair, and a new token is on its way.
+    """
+    if not template.include_certificate:
+        return replace(record, certificate=None) if record.certificate is not None else record
+    if record.certificate is None and record.inputs_fingerprint == inputs.fingerprint:
+        return replace(record, certificate=inputs.certificate_files)
+    return record

@@ -3,7 +3,8 @@
 Every attempt ends in exactly one of these outcomes, each a method below:
 
 - `_blocked`: input only the user can fix (a bad spec, a missing Secret, a foreign token
-  Secret): Ready False, a Warning Event, no request, the token Secret left as it is;
+  Secret, a token Secret template that cannot carry the token): Ready False, a Warning Event,
+  no further request, the token Secret left as it is;
 - `_suspended`: `spec.suspend`: the status says so, nothing is requested;
 - `_kept`: the token we hold is current: its Secret is restored if someone touched it;
 - `_held_back`: a new token is needed, but a backoff or the server's Retry-After holds;
@@ -43,6 +44,7 @@ from raidiam_operator.refresh.render import (
     TokenRecord,
     is_owned_by,
     record_from_secret,
+    token_secret,
 )
 from raidiam_operator.refresh.scheduler import Scheduler
 from raidiam_operator.refresh.state import ClientState
@@ -92,6 +94,8 @@ class Reconciler:
                     state, policy.conflict(namespace, spec.token_secret.name), now=now
                 )
                 return
+            if existing is not None:
+                token.secret_in_use = spec.token_secret.name
             if token.record is None and existing is not None:
                 token.record = record_from_secret(existing)
                 if token.record is not None and token.next_refresh is None:
@@ -200,7 +204,14 @@ class Reconciler:
         *,
         now: datetime,
     ) -> None:
-        await self._writes.secret(state, spec, existing, renewed=False)
+        token = state.token
+        assert token.record is not None
+        token.record = policy.with_certificate(token.record, spec.token_secret, inputs)
+        try:
+            await self._writes.secret(state, spec, existing, renewed=False)
+        except ConfigurationError as error:  # the Secret's template cannot carry this token
+            await self._blocked(state, error, now=now)
+            return
         await self._writes.status(state, inputs, blocked=None, now=now)
         assert state.token.next_refresh is not None
         self._scheduler.replan(state.observed.key, state.token.next_refresh)
@@ -228,19 +239,27 @@ class Reconciler:
         observed, token = state.observed, state.token
         owner = observed.owner
         duration = (self._clock() - started).total_seconds()
-        token.record = TokenRecord.issued(
+        record = TokenRecord.issued(
             issued,
             inputs_fingerprint=inputs.fingerprint,
             refresh_requested_at=observed.refresh_requested_at,
+            certificate=inputs.certificate_files if spec.token_secret.include_certificate else None,
         )
-        expires_at = token.record.expires_at
-        recovered = state.backoff.failure is not None
         self._metrics.request_succeeded(
             owner.namespace, owner.name, auth_method=spec.auth_method, duration=duration
         )
+        try:
+            desired = token_secret(owner, spec.token_secret, record)
+        except ConfigurationError as error:
+            # A token the Secret's template cannot carry is dropped; the one in the Secret stays.
+            await self._blocked(state, error, now=self._clock())
+            return
+        token.record = record
+        expires_at = record.expires_at
+        recovered = state.backoff.failure is not None
         token.next_refresh = policy.next_renewal(token.record, spec.refresh, rng=self._rng)
         state.backoff = policy.after_success(state.backoff)
-        await self._writes.secret(state, spec, existing, renewed=True)
+        await self._writes.secret(state, spec, existing, renewed=True, desired=desired)
         now = self._clock()
         await self._writes.status(state, inputs, blocked=None, now=now)
         self._scheduler.replan(observed.key, token.next_refresh)

@@ -50,6 +50,8 @@ class TokenState:
     #: the token Secret must be read again: first sight, or someone touched it
     secret_unverified: bool = True
     written_secret_version: str | None = None
+    #: the token Secret this client owns and last wrote or found in order, for the status
+    secret_in_use: str | None = None
     #: resourceVersions of token Secret events that arrived while an attempt ran
     secret_events_while_running: list[str] = field(default_factory=list)
 

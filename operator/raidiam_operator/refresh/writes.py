@@ -52,19 +52,23 @@ class Writes:
         existing: Mapping[str, Any] | None,
         *,
         renewed: bool,
+        desired: dict[str, Any] | None = None,
     ) -> None:
         """Make the token Secret hold the token we hold, writing only when needed.
 
         `existing` is the Secret as read at the start of this attempt, when it had to be read
         (first sight, or someone touched it); otherwise our own last write is the truth and a
-        renewal replaces it without reading it first.
+        renewal replaces it without reading it first. `desired` is the Secret already rendered
+        for this token, if it was. Raises `ConfigurationError`, before any write, when the
+        Secret's template cannot be rendered for this token.
         """
         token, owner = state.token, state.observed.owner
         assert token.record is not None
         if not renewed and not token.secret_unverified:
             return
         namespace, name = owner.namespace, spec.token_secret.name
-        desired = token_secret(owner, spec.token_secret, token.record)
+        if desired is None:
+            desired = token_secret(owner, spec.token_secret, token.record)
         try:
             if not token.secret_unverified and token.written_secret_version:
                 desired["metadata"]["resourceVersion"] = token.written_secret_version
@@ -92,6 +96,7 @@ class Writes:
             raise
         token.secret_unverified = False
         token.written_secret_version = written["metadata"].get("resourceVersion")
+        token.secret_in_use = name
 
     async def status(
         self,
@@ -129,6 +134,7 @@ class Writes:
                 certificate_warning=notices.certificate_warning,
                 certificate_not_after=notices.certificate_not_after,
                 last_certificate_warning=notices.last_certificate_warning,
+                token_secret_name=token.secret_in_use,
             ),
             now=now,
         )
