@@ -67,9 +67,17 @@ class World:
                 raise
         return name
 
-    def tls_secret(self, name: str, issued: IssuedCertificate, *, replace: bool = False) -> None:
+    def tls_secret(
+        self,
+        name: str,
+        issued: IssuedCertificate,
+        *,
+        replace: bool = False,
+        ca_pem: bytes | None = None,
+    ) -> None:
+        """A kubernetes.io/tls Secret; with `ca_pem` also ca.crt, as cert-manager writes it."""
         self.secrets_seen.append(issued.key_pem)
-        body = {
+        body: dict[str, Any] = {
             "metadata": {"name": name},
             "type": "kubernetes.io/tls",
             "data": {
@@ -77,6 +85,8 @@ class World:
                 "tls.key": base64.b64encode(issued.key_pem).decode(),
             },
         }
+        if ca_pem is not None:
+            body["data"]["ca.crt"] = base64.b64encode(ca_pem).decode()
         if replace:
             self.core.replace_namespaced_secret(name, self.namespace, body)
         else:
