@@ -65,18 +65,27 @@ def _every_version(world: World, name: str) -> Iterator[list[dict[str, bytes]]]:
         timeout_seconds=120,
     )
 
+    stopping = threading.Event()
+    broken: list[Exception] = []
+
     def collect() -> None:
-        for event in stream:
-            if event["type"] == "MODIFIED":
-                versions.append(_data(event["object"]))
+        try:
+            for event in stream:
+                if event["type"] == "MODIFIED":
+                    versions.append(_data(event["object"]))
+        except Exception as error:  # the connection closes when the watch is stopped
+            if not stopping.is_set():
+                broken.append(error)
 
     thread = threading.Thread(target=collect, daemon=True)
     thread.start()
     try:
         yield versions
     finally:
+        stopping.set()
         watch.stop()
         thread.join(timeout=5)
+    assert not broken, f"the watch broke before the end, versions may be missing: {broken[0]!r}"
 
 
 def test_the_bundle_changes_token_and_certificate_in_one_update(world: World) -> None:
