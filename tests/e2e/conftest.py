@@ -4,7 +4,10 @@ real authorization server. Each test gets its own namespace and its own operator
 from __future__ import annotations
 
 import base64
+import os
 import re
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -40,6 +43,39 @@ def wait_for(
             return last
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; last seen: {last!r}")
+
+
+def kubectl_raidiam(
+    control_plane: ControlPlane,
+    *args: str,
+    kubeconfig: Path | None = None,
+    plugin: bool = True,
+    home: Path | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """`kubectl raidiam ...` through kubectl itself, which finds `kubectl-raidiam` on PATH (or
+    `raidiam-operator ...` with plugin=False), as a user outside the cluster runs it."""
+    bin_dir = Path(sys.executable).parent
+    environment = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    environment["KUBECONFIG"] = str(kubeconfig or control_plane.kubeconfig)
+    environment.pop("KUBERNETES_SERVICE_HOST", None)
+    if home is not None:
+        environment["HOME"] = str(home)
+    command = (
+        [str(control_plane.binaries.kubectl), "raidiam"]
+        if plugin
+        else [str(bin_dir / "raidiam-operator")]
+    )
+    result = subprocess.run(
+        [*command, *args],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=180,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+    assert "Traceback" not in result.stderr, result.stderr
+    return result
 
 
 @dataclass

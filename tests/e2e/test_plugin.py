@@ -3,35 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
 import pytest
 
-from .conftest import World, wait_for
+from .conftest import World, kubectl_raidiam, wait_for
 
 pytestmark = [pytest.mark.kube, pytest.mark.authserver]
-
-
-def _kubectl_raidiam(world: World, *args: str) -> subprocess.CompletedProcess[str]:
-    """Through kubectl itself, which finds `kubectl-raidiam` on PATH."""
-    environment = {
-        **os.environ,
-        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-        "KUBECONFIG": str(world.control_plane.kubeconfig),
-    }
-    return subprocess.run(
-        [str(world.control_plane.binaries.kubectl), "raidiam", *args],
-        capture_output=True,
-        text=True,
-        env=environment,
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
 
 
 def test_status_shows_health_expiry_and_certificate_expiry(world: World) -> None:
@@ -45,7 +24,7 @@ def test_status_shows_health_expiry_and_certificate_expiry(world: World) -> None
     )
     world.wait_reason("failing", "invalid_client", kind="Degraded")
 
-    result = _kubectl_raidiam(world, "status", "-n", world.namespace)
+    result = kubectl_raidiam(world.control_plane, "status", "-n", world.namespace)
 
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
@@ -76,7 +55,7 @@ def test_status_across_namespaces_names_the_namespace(world: World) -> None:
     world.tls_client("anywhere")
     world.wait_ready("anywhere")
 
-    result = _kubectl_raidiam(world, "status", "-A")
+    result = kubectl_raidiam(world.control_plane, "status", "-A")
 
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[0].startswith("NAMESPACE")
@@ -93,14 +72,14 @@ def test_refresh_by_name_and_all_issue_new_tokens(world: World) -> None:
     world.wait_ready("two")
     first = {name: world.token(name) for name in ("one", "two")}
 
-    result = _kubectl_raidiam(world, "refresh", "one", "-n", world.namespace)
+    result = kubectl_raidiam(world.control_plane, "refresh", "one", "-n", world.namespace)
     assert result.returncode == 0, result.stderr
     assert f"{world.namespace}/one: refresh requested" in result.stdout
     wait_for(lambda: world.token("one") != first["one"], timeout=10, what="a new token for one")
     assert world.token("two") == first["two"]
 
     second = {name: world.token(name) for name in ("one", "two")}
-    result = _kubectl_raidiam(world, "refresh", "--all", "-n", world.namespace)
+    result = kubectl_raidiam(world.control_plane, "refresh", "--all", "-n", world.namespace)
     assert result.returncode == 0, result.stderr
     wait_for(
         lambda: all(world.token(n) != second[n] for n in ("one", "two")),
@@ -110,7 +89,7 @@ def test_refresh_by_name_and_all_issue_new_tokens(world: World) -> None:
 
 
 def test_refresh_without_a_name_says_what_to_do(world: World) -> None:
-    result = _kubectl_raidiam(world, "refresh", "-n", world.namespace)
+    result = kubectl_raidiam(world.control_plane, "refresh", "-n", world.namespace)
 
     assert result.returncode == 2
     assert "name one or more RaidiamClients, or pass --all" in result.stderr
@@ -145,7 +124,7 @@ def test_check_validates_a_good_spec_without_writing_or_requesting_anything(
         world.spec(client_id, transportCertificate={"secretName": "checked-transport"}),
     )
 
-    result = _kubectl_raidiam(world, "check", "-f", str(manifest))
+    result = kubectl_raidiam(world.control_plane, "check", "-f", str(manifest))
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert "ok    transport certificate in Secret checked-transport valid until" in result.stdout
@@ -170,7 +149,7 @@ def test_check_reports_what_to_fix(world: World, tmp_path: Path) -> None:
         ),
     )
 
-    result = _kubectl_raidiam(world, "check", "-f", str(manifest))
+    result = kubectl_raidiam(world.control_plane, "check", "-f", str(manifest))
 
     assert result.returncode == 2
     assert (
@@ -189,7 +168,7 @@ def test_check_reports_an_unreachable_issuer_with_exit_4(world: World, tmp_path:
     }
     manifest = _manifest(world, tmp_path, "nowhere", spec)
 
-    result = _kubectl_raidiam(world, "check", "-f", str(manifest))
+    result = kubectl_raidiam(world.control_plane, "check", "-f", str(manifest))
 
     assert result.returncode == 4
     assert (
@@ -251,7 +230,7 @@ def test_kubectl_get_and_status_show_failing_renewals_beside_a_still_valid_token
     assert flaky["CERTIFICATE EXPIRES"] == world.client("flaky")["status"]["certificateNotAfter"]
     assert "rejected the token request with invalid_client" in flaky["MESSAGE"]
 
-    status = _kubectl_raidiam(world, "status", "-n", world.namespace)
+    status = kubectl_raidiam(world.control_plane, "status", "-n", world.namespace)
     assert status.returncode == 0, status.stderr
     row = _table(status.stdout, ["NAME", "READY", "REASON", "REFRESH", "EXPIRES IN"])["flaky"]
     assert [row["READY"], row["REASON"], row["REFRESH"]] == ["True", "TokenValid", "invalid_client"]

@@ -32,6 +32,8 @@ def _parser(prog: str) -> argparse.ArgumentParser:
         description="Keep OAuth 2.0 client-credentials tokens from Raidiam Connect fresh.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    # Error messages name the command as the user typed it.
+    parser.set_defaults(prog=prog)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     token.add_parser(commands)
     run.add_parser(commands)

@@ -19,7 +19,9 @@ import yaml
 from raidiam_operator.cli.shared import (
     EXIT_CONFIGURATION,
     Commands,
+    add_cluster_flags,
     add_expiry_warning_flag,
+    current_namespace,
     error,
     expiry_warning,
     fail,
@@ -56,6 +58,7 @@ def add_parser(commands: Commands[argparse.ArgumentParser]) -> None:
     check.add_argument("-n", "--namespace", help="namespace for manifests that name none")
     # The operator's flag, so `check` warns about exactly what the operator will warn about.
     add_expiry_warning_flag(check)
+    add_cluster_flags(check)
     check.set_defaults(handler=check_command)
 
 
@@ -63,21 +66,25 @@ def check_command(args: argparse.Namespace) -> int:
     try:
         warning = expiry_warning(args)
     except ConfigurationError as problem:
-        return fail(EXIT_CONFIGURATION, problem)
+        return fail(args, EXIT_CONFIGURATION, problem)
     try:
         manifest = args.filename.read_text()
     except OSError as problem:
-        error(f"cannot read {args.filename}: {problem.strerror}")
+        error(args, f"cannot read {args.filename}: {problem.strerror}")
         return EXIT_CONFIGURATION
-    return asyncio.run(
-        check_manifests(
-            manifest,
-            source=args.filename,
-            namespace=args.namespace,
-            gateway_factory=gateway,
-            expiry_warning=warning,
+    try:
+        return asyncio.run(
+            check_manifests(
+                manifest,
+                source=args.filename,
+                namespace=args.namespace or current_namespace(args),
+                gateway_factory=lambda: gateway(args),
+                expiry_warning=warning,
+                prog=args.prog,
+            )
         )
-    )
+    except ConfigurationError as problem:  # no kubeconfig to read the Secrets with
+        return fail(args, EXIT_CONFIGURATION, problem)
 
 
 class _Report:
@@ -91,8 +98,8 @@ class _Report:
     def warn(self, message: str) -> None:
         print(f"  warn  {message}")
 
-    def fail(self, error: RaidiamOperatorError | str) -> None:
-        if isinstance(error, TransientError):
+    def fail(self, error: RaidiamOperatorError | str, *, transient: bool = False) -> None:
+        if transient or isinstance(error, TransientError):
             self.unreachable += 1
         else:
             self.configuration_problems += 1
@@ -107,16 +114,17 @@ async def check_manifests(
     namespace: str | None,
     gateway_factory: Callable[[], KubernetesGateway],
     expiry_warning: timedelta = CERTIFICATE_EXPIRY_WARNING,
+    prog: str = "raidiam-operator",
 ) -> int:
     path = source
     try:
         documents = [d for d in yaml.safe_load_all(manifest) if d]
     except yaml.YAMLError as error:
-        print(f"raidiam-operator: error: cannot read {path}: {error}", file=sys.stderr)
+        print(f"{prog}: error: cannot read {path}: {error}", file=sys.stderr)
         return 2
     clients = [d for d in documents if isinstance(d, dict) and d.get("kind") == KIND]
     if not clients:
-        print(f"raidiam-operator: error: {path} holds no {KIND}", file=sys.stderr)
+        print(f"{prog}: error: {path} holds no {KIND}", file=sys.stderr)
         return 2
     report = _Report()
     gateway = gateway_factory()
@@ -161,7 +169,10 @@ async def _check_one(
         report.fail(problem)
         return
     except RaidiamOperatorError as problem:  # the API server refused or could not be reached
-        report.fail(f"cannot read the referenced Secrets in namespace {ns}: {problem.message}")
+        report.fail(
+            f"cannot read the referenced Secrets in namespace {ns}: {problem.message}",
+            transient=isinstance(problem, TransientError),
+        )
         return
     for certificate in inputs.certificates:
         report.ok(

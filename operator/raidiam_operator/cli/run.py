@@ -42,9 +42,10 @@ def add_parser(commands: Commands[argparse.ArgumentParser]) -> None:
     )
     run.add_argument(
         "--liveness",
-        default="http://0.0.0.0:8081/healthz",
+        default=f"http://{_listen_address()}:8081/healthz",
         metavar="URL",
-        help="liveness endpoint to serve (default %(default)s); 'off' to disable",
+        help="liveness endpoint to serve (default %(default)s: every interface in a pod, "
+        "loopback elsewhere); 'off' to disable",
     )
     run.add_argument("--log-format", choices=("plain", "json"), default="plain")
     run.add_argument(
@@ -56,9 +57,10 @@ def add_parser(commands: Commands[argparse.ArgumentParser]) -> None:
     )
     run.add_argument(
         "--metrics-address",
-        default="0.0.0.0",  # noqa: S104 - Prometheus scrapes the pod IP
+        default=_listen_address(),
         metavar="ADDRESS",
-        help="address for the metrics endpoint",
+        help="address for the metrics endpoint (default %(default)s: every interface in a pod, "
+        "loopback elsewhere)",
     )
     add_expiry_warning_flag(run)
     run.add_argument(
@@ -107,11 +109,22 @@ def add_parser(commands: Commands[argparse.ArgumentParser]) -> None:
         help="how often to check each ClusterRaidiamIssuer's authorization server (default "
         "%(default)s; at once when one is created or changed, sooner after a failure)",
     )
-    run.add_argument("--verbose", action="store_true", help="log at INFO with details")
     run.add_argument(
-        "--debug", action="store_true", help="log at DEBUG (never logs secret material)"
+        "--verbose",
+        action="store_true",
+        help="log at DEBUG: also each event, HTTP request and health probe (default: INFO)",
+    )
+    run.add_argument(
+        "--debug", action="store_true", help="as --verbose, plus asyncio's debug logging"
     )
     run.set_defaults(handler=run_command)
+
+
+def _listen_address() -> str:
+    """In a pod, the kubelet probes and Prometheus scrapes the pod's IP, so listen on every
+    interface; on a workstation or a shared host, loopback only."""
+    in_pod = bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
+    return "0.0.0.0" if in_pod else "127.0.0.1"  # noqa: S104 - a pod's own network namespace
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -124,7 +137,7 @@ def run_command(args: argparse.Namespace) -> int:
         policy = issuer_policy(args.issuer_policy, args.allowed_issuer)
         check_interval = parse_duration(args.issuer_check_interval, field="--issuer-check-interval")
     except ConfigurationError as error:
-        return fail(EXIT_CONFIGURATION, error)
+        return fail(args, EXIT_CONFIGURATION, error)
     own_namespace = os.environ.get("POD_NAMESPACE") or current_namespace()
     leader_election = None
     if args.leader_election:

@@ -7,7 +7,7 @@ import sys
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from raidiam_operator.core.errors import RaidiamOperatorError
+from raidiam_operator.core.errors import RaidiamOperatorError, TransientError
 from raidiam_operator.core.options import CERTIFICATE_EXPIRY_WARNING
 from raidiam_operator.core.spec import parse_duration
 
@@ -22,25 +22,51 @@ EXIT_TRANSIENT = 4
 Commands = argparse._SubParsersAction  # the `add_subparsers()` of the main parser
 
 
-def gateway() -> KubernetesGateway:
-    """The API client of the kubeconfig in use (imported late: `token` needs no cluster)."""
+def add_cluster_flags(parser: argparse.ArgumentParser) -> None:
+    """kubectl's own flags for which cluster to talk to."""
+    parser.add_argument(
+        "--kubeconfig",
+        metavar="FILE",
+        help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config)",
+    )
+    parser.add_argument(
+        "--context", metavar="NAME", help="kubeconfig context (default: its current one)"
+    )
+
+
+def gateway(args: argparse.Namespace) -> KubernetesGateway:
+    """The API client of the kubeconfig in use (imported late: `token` needs no cluster).
+    Raises `ConfigurationError` when there is no usable kubeconfig."""
     from raidiam_operator.kube.gateway import KubernetesGateway
 
-    return KubernetesGateway.from_environment(threads=4)
+    return KubernetesGateway.from_environment(
+        kubeconfig=getattr(args, "kubeconfig", None),
+        context=getattr(args, "context", None),
+        threads=4,
+    )
 
 
-def current_namespace() -> str:
+def current_namespace(args: argparse.Namespace | None = None) -> str:
     from raidiam_operator.kube.gateway import KubernetesGateway
 
-    return KubernetesGateway.current_namespace()
+    return KubernetesGateway.current_namespace(
+        getattr(args, "kubeconfig", None), getattr(args, "context", None)
+    )
 
 
-def error(message: str) -> None:
-    print(f"raidiam-operator: error: {message}", file=sys.stderr)
+def exit_code_for(problem: RaidiamOperatorError) -> int:
+    """4 when the API server (or authorization server) could not be reached or was overloaded:
+    trying again may work. 2 for everything to fix first (kubeconfig, RBAC, a missing object)."""
+    return EXIT_TRANSIENT if isinstance(problem, TransientError) else EXIT_CONFIGURATION
 
 
-def fail(code: int, problem: RaidiamOperatorError) -> int:
-    error(f"{problem.reason}: {problem.message}")
+def error(args: argparse.Namespace, message: str) -> None:
+    """On stderr, named as the user invoked us: `kubectl raidiam` or `raidiam-operator`."""
+    print(f"{getattr(args, 'prog', 'raidiam-operator')}: error: {message}", file=sys.stderr)
+
+
+def fail(args: argparse.Namespace, code: int, problem: RaidiamOperatorError) -> int:
+    error(args, f"{problem.reason}: {problem.message}")
     return code
 
 

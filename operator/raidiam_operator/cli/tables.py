@@ -44,7 +44,7 @@ def _until(value: object, now: datetime) -> str:
     return human(moment - now) if moment else "-"
 
 
-def _condition(status: Mapping[str, Any], kind: str) -> Mapping[str, Any]:
+def condition(status: Mapping[str, Any], kind: str) -> Mapping[str, Any]:
     found: Mapping[str, Any] = next(
         (c for c in status.get("conditions", []) if c.get("type") == kind), {}
     )
@@ -59,12 +59,12 @@ def status_rows(
         clients, key=lambda c: (c["metadata"]["namespace"], c["metadata"]["name"])
     ):
         status = client.get("status") or {}
-        ready = _condition(status, "Ready")
+        ready = condition(status, "Ready")
         row = [
             client["metadata"]["name"],
             ready.get("status", "Unknown"),
             ready.get("reason", "Pending"),
-            _condition(status, "Degraded").get("reason", "-"),
+            condition(status, "Degraded").get("reason", "-"),
             _until(status.get("expiresAt"), now),
             _until(status.get("nextRefreshTime"), now),
             _until(status.get("certificateNotAfter"), now),
@@ -77,7 +77,7 @@ def issuer_rows(issuers: Sequence[Mapping[str, Any]], *, now: datetime) -> list[
     rows = []
     for issuer in sorted(issuers, key=lambda i: str(i["metadata"]["name"])):
         status = issuer.get("status") or {}
-        ready = _condition(status, "Ready")
+        ready = condition(status, "Ready")
         rows.append(
             [
                 issuer["metadata"]["name"],

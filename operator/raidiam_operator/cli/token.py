@@ -82,15 +82,15 @@ def token_command(args: argparse.Namespace) -> int:
     try:
         request = request_from_flags(args)
     except ConfigurationError as error:
-        return fail(EXIT_CONFIGURATION, error)
+        return fail(args, EXIT_CONFIGURATION, error)
     try:
         token = asyncio.run(_fetch_with_one_retry(request))
     except ConfigurationError as error:
-        return fail(EXIT_CONFIGURATION, error)
+        return fail(args, EXIT_CONFIGURATION, error)
     except AuthorizationServerRejection as error:
-        return fail(EXIT_REJECTED, error)
+        return fail(args, EXIT_REJECTED, error)
     except TransientError as error:
-        return fail(EXIT_TRANSIENT, error)
+        return fail(args, EXIT_TRANSIENT, error)
     json.dump(token_document(token), sys.stdout, indent=2)
     sys.stdout.write("\n")
     return EXIT_OK

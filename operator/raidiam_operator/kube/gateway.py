@@ -26,6 +26,7 @@ from kubernetes.client.exceptions import ApiException
 from urllib3.util.retry import Retry
 
 from raidiam_operator.core.errors import (
+    ConfigurationError,
     Conflict,
     Forbidden,
     KubernetesError,
@@ -75,13 +76,30 @@ class KubernetesGateway:
         self._instance = reporting_instance
 
     @classmethod
-    def from_environment(cls, **kwargs: Any) -> KubernetesGateway:
-        """In-cluster credentials when running in a pod, else the kubeconfig (KUBECONFIG)."""
+    def from_environment(
+        cls, *, kubeconfig: str | None = None, context: str | None = None, **kwargs: Any
+    ) -> KubernetesGateway:
+        """In-cluster credentials when running in a pod, else the kubeconfig (KUBECONFIG, or
+        `kubeconfig`) and its current context (or `context`); naming either skips the pod's.
+
+        Raises `ConfigurationError` when there is no usable kubeconfig or context."""
         configuration = kubernetes.client.Configuration()
         try:
-            kubernetes.config.load_incluster_config(client_configuration=configuration)
-        except kubernetes.config.ConfigException:
-            kubernetes.config.load_kube_config(client_configuration=configuration)
+            if kubeconfig is None and context is None:
+                try:
+                    kubernetes.config.load_incluster_config(client_configuration=configuration)
+                except kubernetes.config.ConfigException:
+                    kubernetes.config.load_kube_config(client_configuration=configuration)
+            else:
+                kubernetes.config.load_kube_config(
+                    config_file=kubeconfig, context=context, client_configuration=configuration
+                )
+        except (kubernetes.config.ConfigException, OSError) as error:
+            raise ConfigurationError(
+                f"no cluster to talk to: {error}. Point KUBECONFIG (or --kubeconfig) at a "
+                "kubeconfig file and pick a context with --context",
+                reason="NoKubeconfig",
+            ) from None
         threads = int(kwargs.get("threads", 16))
         configuration.connection_pool_maxsize = threads
         # urllib3 retries a GET or PUT that timed out three more times by default, so a call to an
@@ -91,11 +109,17 @@ class KubernetesGateway:
         return cls(kubernetes.client.ApiClient(configuration), **kwargs)
 
     @staticmethod
-    def current_namespace() -> str:
-        """The namespace of the kubeconfig's current context (or the pod's), else "default"."""
+    def current_namespace(kubeconfig: str | None = None, context: str | None = None) -> str:
+        """The namespace of the kubeconfig's current (or named) context, or the pod's, else
+        "default"."""
         try:
-            _, context = kubernetes.config.list_kube_config_contexts()
-            namespace = (context or {}).get("context", {}).get("namespace")
+            contexts, current = kubernetes.config.list_kube_config_contexts(kubeconfig)
+            chosen = (
+                next((c for c in contexts if c.get("name") == context), None)
+                if context
+                else current
+            )
+            namespace = (chosen or {}).get("context", {}).get("namespace")
             if namespace:
                 return str(namespace)
         except (kubernetes.config.ConfigException, OSError):
@@ -106,24 +130,28 @@ class KubernetesGateway:
         except OSError:
             return "default"
 
-    async def list_clients(self, namespace: str | None) -> list[JSON]:
-        """RaidiamClients in one namespace, or in all of them."""
+    async def list_clients(
+        self, namespace: str | None, *, selector: str | None = None
+    ) -> list[JSON]:
+        """RaidiamClients in one namespace, or in all of them; `selector` is a label selector."""
+        where = "all namespaces" if namespace is None else f"namespace {namespace}"
+        what = f"listing RaidiamClients in {where}" + (
+            f" with labels {selector}" if selector else ""
+        )
+        filters = {"label_selector": selector} if selector else {}
         if namespace is None:
             listing = await self._json(
-                "listing RaidiamClients in all namespaces",
-                self._custom.list_cluster_custom_object,
-                GROUP,
-                VERSION,
-                PLURAL,
+                what, self._custom.list_cluster_custom_object, GROUP, VERSION, PLURAL, **filters
             )
         else:
             listing = await self._json(
-                f"listing RaidiamClients in namespace {namespace}",
+                what,
                 self._custom.list_namespaced_custom_object,
                 GROUP,
                 VERSION,
                 namespace,
                 PLURAL,
+                **filters,
             )
         return list(listing.get("items", []))
 
@@ -156,6 +184,17 @@ class KubernetesGateway:
     async def read_namespace(self, name: str) -> JSON | None:
         """A Namespace, for its labels (a ClusterRaidiamIssuer's namespaceSelector)."""
         return await self._read(f"reading Namespace {name}", self._core.read_namespace, name)
+
+    async def read_client(self, namespace: str, name: str) -> JSON | None:
+        return await self._read(
+            f"reading RaidiamClient {namespace}/{name}",
+            self._custom.get_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            namespace,
+            PLURAL,
+            name,
+        )
 
     async def annotate_client(self, namespace: str, name: str, annotations: dict[str, str]) -> None:
         await self._call(

@@ -96,6 +96,23 @@ class SigningKey:
         )
 
 
+@dataclass(frozen=True)
+class CertificateFacts:
+    """What a person may be shown about a certificate: whose, until when, its x5t#S256."""
+
+    subject: str
+    not_after: datetime
+    thumbprint: str
+
+
+def certificate_facts(pem: bytes, *, what: str = "the certificate") -> CertificateFacts:
+    """The leaf's facts; raises `CredentialError` when `pem` holds no certificate."""
+    leaf = load_certificate_chain(pem, what=what)[0]
+    return CertificateFacts(
+        leaf.subject.rfc4514_string(), leaf.not_valid_after_utc, certificate_thumbprint(leaf)
+    )
+
+
 def load_certificate_chain(
     pem: bytes, *, what: str = "the certificate"
 ) -> tuple[x509.Certificate, ...]:
