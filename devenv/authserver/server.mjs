@@ -538,7 +538,8 @@ const provider = new Provider(ISSUER, {
   },
   extraClientMetadata: {
     // fapi_profile: "2.0" | "1.0 Final" selects the FAPI profile per client.
-    // token_ttl: access token lifetime in seconds for this client.
+    // token_ttl: access token lifetime in seconds for this client. A fraction
+    // (0.5) is what the response's expires_in says; the JWT's exp rounds up.
     properties: ['fapi_profile', 'token_ttl'],
     validator(_ctx, key, value, metadata) {
       if (value === undefined || value === null) {
@@ -548,14 +549,14 @@ const provider = new Provider(ISSUER, {
       if (key === 'fapi_profile' && !FAPI_PROFILES.has(value)) {
         throw new errors.InvalidClientMetadata(`fapi_profile must be one of ${[...FAPI_PROFILES].join(', ')}`);
       }
-      if (key === 'token_ttl' && !(Number.isSafeInteger(value) && value > 0)) {
-        throw new errors.InvalidClientMetadata('token_ttl must be a positive integer (seconds)');
+      if (key === 'token_ttl' && !(Number.isFinite(value) && value > 0 && value <= 2 ** 31)) {
+        throw new errors.InvalidClientMetadata('token_ttl must be a positive number of seconds');
       }
     },
   },
   discovery: discoveryExtras,
   ttl: {
-    ClientCredentials: (_ctx, _token, client) => client?.token_ttl ?? DEFAULT_TOKEN_TTL,
+    ClientCredentials: (_ctx, _token, client) => Math.ceil(client?.token_ttl ?? DEFAULT_TOKEN_TTL),
     AccessToken: DEFAULT_TOKEN_TTL,
     IdToken: 3600,
     Interaction: 600,
@@ -821,6 +822,11 @@ provider.use(async (ctx, next) => {
       if (ctx.status === 200) {
         stats.issued_total += 1;
         bump(stats.issued_by_client, clientId);
+        // The provider only issues whole seconds; a fractional lifetime is said as given.
+        const ttl = clientStore.get(clientId)?.token_ttl;
+        if (ttl !== undefined && !Number.isInteger(ttl) && ctx.body && typeof ctx.body === 'object') {
+          ctx.body.expires_in = ttl;
+        }
       } else {
         stats.errors_total += 1;
         bump(stats.errors_by_code, ctx.body?.error ?? String(ctx.status));

@@ -350,7 +350,7 @@ class AuthServer:
         cert: IssuedCertificate | str,
         *,
         scope: str = "directory:software",
-        token_ttl: int | None = None,
+        token_ttl: float | None = None,
         bound: bool = True,
         **extra: Any,
     ) -> dict[str, Any]:
@@ -379,7 +379,7 @@ class AuthServer:
         *,
         bound: bool = True,
         fapi_profile: str | None = None,
-        token_ttl: int | None = None,
+        token_ttl: float | None = None,
         scope: str = "directory:software",
         **extra: Any,
     ) -> dict[str, Any]:
@@ -417,7 +417,7 @@ class AuthServer:
         *,
         method: str = "client_secret_post",
         scope: str = "directory:software",
-        token_ttl: int | None = None,
+        token_ttl: float | None = None,
         **extra: Any,
     ) -> dict[str, Any]:
         """client_secret_post / client_secret_basic client (benchmarks)."""

@@ -146,7 +146,7 @@ class World:
         }
 
     def tls_client(
-        self, name: str, *, token_ttl: int | None = None, create_secret: bool = True, **extra: Any
+        self, name: str, *, token_ttl: float | None = None, create_secret: bool = True, **extra: Any
     ) -> IssuedCertificate:
         """Register a tls_client_auth client, store its certificate, create the RaidiamClient."""
         client_id = f"{name}-{uuid.uuid4().hex[:8]}"
@@ -166,7 +166,7 @@ class World:
         return issued
 
     def jwt_client(
-        self, name: str, *, token_ttl: int | None = None, **extra: Any
+        self, name: str, *, token_ttl: float | None = None, **extra: Any
     ) -> IssuedCertificate:
         """Register a private_key_jwt client with a bound token; create Secrets and the client."""
         client_id = f"{name}-{uuid.uuid4().hex[:8]}"

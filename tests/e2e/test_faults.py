@@ -333,7 +333,7 @@ GARBAGE: dict[str, tuple[dict[str, Any], str, str]] = {
             },
         },
         "invalid_client",
-        "rejected the token request with invalid_client (HTTP 400): no?[2000-01-01",
+        "rejected the token request with invalid_client (HTTP 400): no [2000-01-01",
     ),
     "an HTML 404 without an OAuth error": (
         {

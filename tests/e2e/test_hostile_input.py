@@ -362,6 +362,51 @@ ADMISSION: dict[str, Rejected] = {
         "spec.issuerRef.name",
         'Invalid value: "../x"',
     ),
+    # Reserved keys: Kubernetes' own, and the ones the operator sets on every token Secret.
+    "a label under kubernetes.io/": Rejected(
+        _with(tokenSecret={"labels": {"kubernetes.io/metadata.name": "x"}}),
+        "FieldValueForbidden",
+        "spec.tokenSecret.labels",
+        "tokenSecret.labels may not use keys under kubernetes.io/ or k8s.io/",
+    ),
+    "a label under a k8s.io subdomain": Rejected(
+        _with(tokenSecret={"labels": {"node.k8s.io/pool": "x"}}),
+        "FieldValueForbidden",
+        "spec.tokenSecret.labels",
+        "tokenSecret.labels may not use keys under kubernetes.io/ or k8s.io/",
+    ),
+    "the operator's managed-by label": Rejected(
+        _with(tokenSecret={"labels": {"app.kubernetes.io/managed-by": "helm"}}),
+        "FieldValueForbidden",
+        "spec.tokenSecret.labels",
+        "app.kubernetes.io/managed-by, which the operator sets",
+    ),
+    "the operator's client label": Rejected(
+        _with(tokenSecret={"labels": {"raidiam.io/client": "someone-else"}}),
+        "FieldValueForbidden",
+        "spec.tokenSecret.labels",
+        "tokenSecret.labels may not use keys under raidiam.io/",
+    ),
+    "an annotation under kubernetes.io/": Rejected(
+        _with(
+            tokenSecret={"annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{}"}}
+        ),
+        "FieldValueForbidden",
+        "spec.tokenSecret.annotations",
+        "tokenSecret.annotations may not use keys under kubernetes.io/ or k8s.io/",
+    ),
+    "the operator's expiry annotation": Rejected(
+        _with(tokenSecret={"annotations": {"raidiam.io/expires-at": "2999-01-01T00:00:00Z"}}),
+        "FieldValueForbidden",
+        "spec.tokenSecret.annotations",
+        "tokenSecret.annotations may not use keys under raidiam.io/",
+    ),
+    "65 labels": Rejected(
+        _with(tokenSecret={"labels": {f"l{i}": "x" for i in range(65)}}),
+        "FieldValueTooMany",
+        "spec.tokenSecret.labels",
+        "must have at most 64 items",
+    ),
 }
 
 

@@ -100,6 +100,11 @@ async def test_our_own_write_seen_before_its_answer_does_not_cost_a_reconciliati
     engine.reconcile = counted  # type: ignore[method-assign]
     engine.observe(BODY)
     runner = asyncio.create_task(engine.run())
+    # The TLS context is built in a worker thread: wait for the request, then let events settle.
+    for _ in range(500):
+        if server.token_requests:
+            break
+        await asyncio.sleep(0.01)
     for _ in range(1000):
         await asyncio.sleep(0)
     runner.cancel()

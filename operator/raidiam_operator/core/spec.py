@@ -308,6 +308,13 @@ def _token_secret(template: Mapping[str, Any], *, name: str) -> TokenSecretTempl
                     "letters, digits, '-', '_' or '.', starting and ending with a letter or "
                     "digit, optionally after a DNS subdomain prefix and '/'"
                 )
+        reserved = next((k for k in keys if reserved_key(k)), None)
+        if reserved is not None:
+            raise _invalid_token_secret(
+                f"spec.tokenSecret.{part}: {reserved[:80]!r} is reserved (keys under "
+                "kubernetes.io/, k8s.io/ and raidiam.io/ belong to Kubernetes and the operator); "
+                "use a key of your own"
+            )
     for key, value in labels.items():
         if len(value) > 63 or (value and not _NAME_PART.fullmatch(value)):
             raise _invalid_token_secret(
@@ -328,6 +335,19 @@ def _token_secret(template: Mapping[str, Any], *, name: str) -> TokenSecretTempl
         include_certificate=bool(template.get("includeCertificate", False)),
         templates=templates,
     )
+
+
+_RESERVED_PREFIX = re.compile(r"^([^/]*\.)?(kubernetes|k8s|raidiam)\.io/")
+
+
+def reserved_key(key: str) -> bool:
+    """A label or annotation key the token Secret template may not set: Kubernetes' own
+    (kubernetes.io/, k8s.io/ and their subdomains, except the app.kubernetes.io/ labels users set)
+    and the operator's (raidiam.io/, app.kubernetes.io/managed-by). The CRD's CEL rules say the
+    same; this catches objects created before them."""
+    if key.startswith("app.kubernetes.io/"):
+        return key == "app.kubernetes.io/managed-by"
+    return bool(_RESERVED_PREFIX.match(key))
 
 
 def _qualified_name(key: str) -> bool:

@@ -4,6 +4,12 @@ One pooled `httpx.AsyncClient` per (transport certificate, CA bundle), reused ac
 so a refresh costs one TLS resumption rather than a full handshake. Server verification is always
 on, against the system trust store or the given CA bundle; there is deliberately no switch to
 turn it off. Proxies come from HTTPS_PROXY / NO_PROXY, as httpx reads them.
+
+Whoever creates a RaidiamClient chooses the issuer, so every answer is bounded: a deadline for the
+whole attempt (a server that trickles one byte every few seconds never trips a per-read timeout),
+1 MiB per body after decoding (we ask for `identity`, and decode gzip ourselves with a ceiling
+when a server compresses anyway), and one discovery at a time per issuer, whose failure the
+clients that waited for it share instead of each trying again.
 """
 
 from __future__ import annotations
@@ -16,11 +22,13 @@ import os
 import ssl
 import tempfile
 import time
+import zlib
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 import httpx
 
@@ -29,6 +37,7 @@ from raidiam_operator.core.errors import (
     ConfigurationError,
     ConnectionFailure,
     InvalidTokenResponse,
+    RaidiamOperatorError,
     ServerMetadataError,
 )
 from raidiam_operator.core.times import Clock, utc_now
@@ -40,6 +49,7 @@ from raidiam_operator.protocol.metadata import (
     parse_metadata,
     token_endpoint_for,
 )
+from raidiam_operator.core.texts import server_text
 from raidiam_operator.protocol.request import TokenRequest, token_form
 from raidiam_operator.protocol.tokens import (
     MAX_RESPONSE_BYTES,
@@ -49,6 +59,8 @@ from raidiam_operator.protocol.tokens import (
 )
 
 logger = logging.getLogger(__name__)
+_K = TypeVar("_K")
+_V = TypeVar("_V")
 
 
 @dataclass(frozen=True)
@@ -57,12 +69,18 @@ class HttpSettings:
 
     #: seconds for connect, read, write and pool waits alike
     timeout: float = 10.0
+    #: seconds one whole attempt may take: discovery (or the wait for it) and the token request
+    attempt_deadline: float = 30.0
     #: how long a discovery document is reused before it is fetched again
     discovery_ttl: timedelta = timedelta(hours=1)
     #: pooled clients kept open; each holds one TLS context and its keep-alive connections
     max_pooled_clients: int = 256
     #: keep-alive connections per pooled client
     max_connections_per_client: int = 20
+
+
+#: issuers (with their CA bundle) whose discovery document and last failure are remembered
+MAX_ISSUERS = 1024
 
 
 @dataclass
@@ -96,6 +114,10 @@ class TokenClient:
         self._clients: OrderedDict[tuple[str, str], _Pooled] = OrderedDict()
         self._metadata: dict[tuple[str, str], _CachedMetadata] = {}
         self._discovery_locks: dict[tuple[str, str], asyncio.Lock] = {}
+        # The last failed discovery per issuer, numbered in the order fetches ended: clients that
+        # waited for it get the same answer rather than queueing one slow fetch each.
+        self._discovery_failures: dict[tuple[str, str], tuple[int, Exception]] = {}
+        self._fetches = 0
 
     async def aclose(self) -> None:
         clients, self._clients = list(self._clients.values()), OrderedDict()
@@ -120,7 +142,14 @@ class TokenClient:
         if not fresh and cached and self._clock() - cached.fetched_at < self.settings.discovery_ttl:
             return cached.metadata
         # One discovery per issuer at a time: a burst of new clients shares one fetch.
-        lock = self._discovery_locks.setdefault(key, asyncio.Lock())
+        lock = self._discovery_locks.get(key)
+        if lock is None:
+            if len(self._discovery_locks) >= MAX_ISSUERS:
+                # Locks nobody holds can go; a holder's waiters keep theirs.
+                for idle in [k for k, v in self._discovery_locks.items() if not v.locked()]:
+                    del self._discovery_locks[idle]
+            lock = self._discovery_locks.setdefault(key, asyncio.Lock())
+        waiting_since = self._fetches
         async with lock:
             cached = self._metadata.get(key)
             if (
@@ -129,13 +158,39 @@ class TokenClient:
                 and self._clock() - cached.fetched_at < self.settings.discovery_ttl
             ):
                 return cached.metadata
-            metadata = await self._fetch_metadata(issuer, ca_bundle)
-            self._metadata[key] = _CachedMetadata(metadata, self._clock())
+            failure = self._discovery_failures.get(key)
+            if failure is not None and failure[0] > waiting_since:
+                # The fetch we waited for failed just now: the same answer, not another fetch.
+                raise failure[1].with_traceback(None)
+            try:
+                metadata = await self._fetch_metadata(issuer, ca_bundle)
+            except RaidiamOperatorError as error:
+                self._fetches += 1
+                _bounded_put(self._discovery_failures, key, (self._fetches, error))
+                raise
+            self._discovery_failures.pop(key, None)
+            self._fetches += 1
+            _bounded_put(self._metadata, key, _CachedMetadata(metadata, self._clock()))
             return metadata
 
     def forget_metadata(self, issuer: str) -> None:
         for key in [k for k in self._metadata if k[0] == issuer]:
             del self._metadata[key]
+
+    @asynccontextmanager
+    async def _attempt(self, request: TokenRequest) -> AsyncIterator[None]:
+        """Bound one whole attempt (discovery, or the wait for it, and the request) in time."""
+        deadline = self.settings.attempt_deadline
+        try:
+            async with asyncio.timeout(deadline):
+                yield
+        except TimeoutError:
+            raise ConnectionFailure(
+                f"getting a token from {request.issuer} took longer than {deadline:.0f} s "
+                "(discovery and token request together); the server is too slow or trickles "
+                "its answer",
+                kind="timeout",
+            ) from None
 
     async def _fetch_metadata(self, issuer: str, ca_bundle: bytes | None) -> ServerMetadata:
         url = discovery_url(issuer)
@@ -167,7 +222,12 @@ class TokenClient:
         return token_endpoint_for(metadata, mutual_tls=request.transport is not None)
 
     async def fetch_token(self, request: TokenRequest) -> IssuedToken:
-        """Run the client credentials grant once. Raises a `RaidiamOperatorError` on failure."""
+        """Run the client credentials grant once, within the attempt deadline. Raises a
+        `RaidiamOperatorError` on failure."""
+        async with self._attempt(request):
+            return await self._fetch_token(request)
+
+    async def _fetch_token(self, request: TokenRequest) -> IssuedToken:
         endpoint = await self.token_endpoint(request)
         sent_at = self._clock()
         form = token_form(request, token_endpoint=endpoint, now=sent_at)
@@ -203,9 +263,10 @@ class TokenClient:
     async def probe(self, request: TokenRequest) -> tuple[str, int]:
         """Reach the token endpoint without asking for a token: any HTTP answer proves the route,
         the server's TLS certificate and (on the mTLS endpoint) the handshake with ours."""
-        endpoint = await self.token_endpoint(request)
-        async with self._client(request.transport, request.ca_bundle) as client:
-            status, _, _ = await self._send(client, "GET", endpoint, what="reachability")
+        async with self._attempt(request):
+            endpoint = await self.token_endpoint(request)
+            async with self._client(request.transport, request.ca_bundle) as client:
+                status, _, _ = await self._send(client, "GET", endpoint, what="reachability")
         return endpoint, status
 
     async def reach(self, url: str, *, ca_bundle: bytes | None = None) -> int:
@@ -226,9 +287,7 @@ class TokenClient:
     ) -> tuple[int, httpx.Headers, bytes]:
         started = time.monotonic()
         try:
-            async with client.stream(
-                method, url, data=data, headers={"Accept": "application/json"}
-            ) as response:
+            async with client.stream(method, url, data=data, headers=_REQUEST_HEADERS) as response:
                 body = await _read_capped(response)
                 status, headers = response.status_code, response.headers
         except httpx.TimeoutException:
@@ -260,9 +319,14 @@ class TokenClient:
         key = (_identity(transport), _digest(ca_bundle))
         pooled = self._clients.get(key)
         if pooled is None:
-            pooled = _Pooled(self._new_client(transport, ca_bundle))
-            self._clients[key] = pooled
-            await self._evict_beyond_capacity()
+            # Loading a CA bundle takes OpenSSL about 2 ms per certificate: in a worker thread,
+            # so a large bundle never stalls the event loop (and the liveness probe with it).
+            context = await asyncio.to_thread(tls_context, transport, ca_bundle)
+            pooled = self._clients.get(key)  # another request may have built one meanwhile
+            if pooled is None:
+                pooled = _Pooled(self._new_client(context))
+                self._clients[key] = pooled
+                await self._evict_beyond_capacity()
         self._clients.move_to_end(key)
         pooled.in_use += 1
         try:
@@ -279,15 +343,13 @@ class TokenClient:
             if oldest.in_use == 0:
                 await oldest.client.aclose()
 
-    def _new_client(
-        self, transport: TransportCertificate | None, ca_bundle: bytes | None
-    ) -> httpx.AsyncClient:
+    def _new_client(self, context: ssl.SSLContext) -> httpx.AsyncClient:
         limits = httpx.Limits(
             max_connections=self.settings.max_connections_per_client,
             max_keepalive_connections=self.settings.max_connections_per_client,
         )
         return httpx.AsyncClient(
-            verify=tls_context(transport, ca_bundle),
+            verify=context,
             timeout=httpx.Timeout(self.settings.timeout),
             limits=limits,
             follow_redirects=False,
@@ -332,6 +394,10 @@ def _load_client_certificate(context: ssl.SSLContext, transport: TransportCertif
         context.load_cert_chain(path)
 
 
+# identity: a compressed body costs memory to inflate, and these answers are a few hundred bytes.
+_REQUEST_HEADERS = {"Accept": "application/json", "Accept-Encoding": "identity"}
+
+
 async def _read_capped(response: httpx.Response) -> bytes:
     declared = response.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > MAX_RESPONSE_BYTES:
@@ -339,17 +405,50 @@ async def _read_capped(response: httpx.Response) -> bytes:
             f"the response from {response.request.url} declares {declared} bytes, more than the "
             f"{MAX_RESPONSE_BYTES} we accept"
         )
+    if response.is_stream_consumed:  # a body built in memory (httpx.MockTransport): no stream
+        if len(response.content) > MAX_RESPONSE_BYTES:
+            raise _too_large(response)
+        return response.content
     chunks: list[bytes] = []
     size = 0
-    async for chunk in response.aiter_bytes():
+    # The raw bytes, not httpx's decoded ones: its decoder inflates a whole chunk at once, with
+    # no ceiling, so a small gzip bomb would cost tens of MiB before any check could run.
+    async for chunk in response.aiter_raw():
         size += len(chunk)
         if size > MAX_RESPONSE_BYTES:
-            raise InvalidTokenResponse(
-                f"the response from {response.request.url} is larger than the {MAX_RESPONSE_BYTES} "
-                "bytes we accept"
-            )
+            raise _too_large(response)
         chunks.append(chunk)
-    return b"".join(chunks)
+    return _decoded(b"".join(chunks), response)
+
+
+def _decoded(raw: bytes, response: httpx.Response) -> bytes:
+    """The body without its content encoding, inflated to at most MAX_RESPONSE_BYTES."""
+    encoding = response.headers.get("content-encoding", "identity").strip().lower()
+    if encoding in ("", "identity"):
+        return raw
+    if encoding not in ("gzip", "x-gzip", "deflate"):
+        raise InvalidTokenResponse(
+            f"the response from {response.request.url} is {server_text(encoding, limit=20)}-"
+            "encoded although we asked for identity; only gzip and deflate are read"
+        )
+    # wbits 47 = 32 + 15: zlib or gzip header, detected; deflate servers often send zlib too.
+    inflater = zlib.decompressobj(47 if encoding != "deflate" else 15)
+    try:
+        body = inflater.decompress(raw, MAX_RESPONSE_BYTES + 1)
+    except zlib.error:
+        raise InvalidTokenResponse(
+            f"the response from {response.request.url} is not valid {encoding}"
+        ) from None
+    if len(body) > MAX_RESPONSE_BYTES or inflater.unconsumed_tail:
+        raise _too_large(response)
+    return body
+
+
+def _too_large(response: httpx.Response) -> InvalidTokenResponse:
+    return InvalidTokenResponse(
+        f"the response from {response.request.url} is larger than the {MAX_RESPONSE_BYTES} "
+        "bytes we accept"
+    )
 
 
 def _connect_failure(url: str, what: str, error: httpx.ConnectError) -> Exception:
@@ -369,6 +468,14 @@ def _connect_failure(url: str, what: str, error: httpx.ConnectError) -> Exceptio
             )
         cause = cause.__cause__ or cause.__context__
     return ConnectionFailure(f"could not connect to {url} for the {what} request", kind="connect")
+
+
+def _bounded_put(cache: dict[_K, _V], key: _K, value: _V) -> None:
+    """Insert as the newest entry, dropping the oldest beyond MAX_ISSUERS."""
+    cache.pop(key, None)
+    cache[key] = value
+    while len(cache) > MAX_ISSUERS:
+        cache.pop(next(iter(cache)))
 
 
 def _identity(transport: TransportCertificate | None) -> str:

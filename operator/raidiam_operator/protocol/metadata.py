@@ -7,6 +7,12 @@ from dataclasses import dataclass
 
 from raidiam_operator.core.errors import ServerMetadataError
 from raidiam_operator.core.rules import AuthMethod
+from raidiam_operator.core.texts import SERVER_VALUE_LIMIT, quoted_server_text, server_text
+
+#: an endpoint URL longer than this is not one a server means (browsers stop near 2,000 too)
+MAX_ENDPOINT_LENGTH = 2048
+#: entries of a discovery list (auth methods, algorithms) kept; real servers list a handful
+MAX_LISTED = 32
 
 
 @dataclass(frozen=True)
@@ -33,7 +39,8 @@ def parse_metadata(document: object, *, expected_issuer: str) -> ServerMetadata:
         # OpenID Connect Discovery §4.3: a mismatch may mean a misconfigured or spoofed issuer.
         raise ServerMetadataError(
             f"the discovery document at {discovery_url(expected_issuer)} names issuer "
-            f"{issuer!r}, but the configured issuer is {expected_issuer!r}; set the issuer to "
+            f"{quoted_server_text(issuer)}, but the configured issuer is {expected_issuer!r}; set "
+            "the issuer to "
             "exactly the value the server publishes",
             reason="IssuerMismatch",
         )
@@ -42,6 +49,7 @@ def parse_metadata(document: object, *, expected_issuer: str) -> ServerMetadata:
         raise ServerMetadataError(
             f"the discovery document of {expected_issuer} has no https token_endpoint"
         )
+    _check_endpoint_length(token_endpoint, "token_endpoint", expected_issuer)
     aliases = document.get("mtls_endpoint_aliases")
     mtls_token_endpoint = aliases.get("token_endpoint") if isinstance(aliases, Mapping) else None
     if mtls_token_endpoint is not None and (
@@ -50,6 +58,10 @@ def parse_metadata(document: object, *, expected_issuer: str) -> ServerMetadata:
         raise ServerMetadataError(
             f"the discovery document of {expected_issuer} has an mtls_endpoint_aliases.token_endpoint "
             "that is not an https URL"
+        )
+    if mtls_token_endpoint is not None:
+        _check_endpoint_length(
+            mtls_token_endpoint, "mtls_endpoint_aliases.token_endpoint", expected_issuer
         )
     return ServerMetadata(
         issuer=expected_issuer,
@@ -77,14 +89,14 @@ def check_server_supports(
     if supported is not None and auth_method not in supported:
         raise ServerMetadataError(
             f"the authorization server {metadata.issuer} does not support auth method "
-            f"{auth_method}; it supports {', '.join(supported) or 'none'}",
+            f"{auth_method}; it supports {_listing(supported)}",
             reason="AuthMethodNotSupported",
         )
     algs = metadata.signing_algs_supported
     if signing_algorithm is not None and algs is not None and signing_algorithm not in algs:
         raise ServerMetadataError(
             f"the authorization server {metadata.issuer} does not accept client assertions "
-            f"signed with {signing_algorithm}; it accepts {', '.join(algs) or 'none'}",
+            f"signed with {signing_algorithm}; it accepts {_listing(algs)}",
             reason="AlgorithmNotSupported",
         )
 
@@ -93,3 +105,18 @@ def _strings(value: object) -> tuple[str, ...] | None:
     if not isinstance(value, list):
         return None
     return tuple(v for v in value if isinstance(v, str))
+
+
+def _listing(values: tuple[str, ...]) -> str:
+    """What the server lists, for a message: bounded in count and length, one line."""
+    shown = ", ".join(server_text(v, limit=SERVER_VALUE_LIMIT) for v in values[:MAX_LISTED])
+    more = f" and {len(values) - MAX_LISTED} more" if len(values) > MAX_LISTED else ""
+    return server_text(shown, limit=4 * SERVER_VALUE_LIMIT) + more if shown else "none"
+
+
+def _check_endpoint_length(url: str, field: str, issuer: str) -> None:
+    if len(url) > MAX_ENDPOINT_LENGTH:
+        raise ServerMetadataError(
+            f"the discovery document of {issuer} has a {field} of {len(url)} characters, "
+            f"more than the {MAX_ENDPOINT_LENGTH} accepted"
+        )

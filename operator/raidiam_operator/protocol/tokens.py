@@ -18,6 +18,12 @@ from raidiam_operator.core.errors import (
     ServerUnavailable,
 )
 from raidiam_operator.core.times import parse_retry_after
+from raidiam_operator.core.texts import (
+    ERROR_CODE_LIMIT,
+    ERROR_DESCRIPTION_LIMIT,
+    quoted_server_text,
+    server_text,
+)
 
 MAX_RESPONSE_BYTES = 1024 * 1024
 DEFAULT_LIFETIME = timedelta(seconds=300)
@@ -26,6 +32,8 @@ MAX_LIFETIME = timedelta(days=366)
 # Rejections that say "you, the client, must change something". Other 4xx are odd but retryable.
 REJECTION_STATUSES = frozenset({400, 401, 403})
 _ERROR_CODE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
+# A value quoted in a message about a bad response: enough to recognise it, no more.
+_VALUE_LIMIT = 40
 
 
 @dataclass(frozen=True)
@@ -202,15 +210,13 @@ def _oauth_error(body: bytes, document: object = None) -> tuple[str, str | None]
         return None
     description = document.get("error_description")
     return (
-        _printable(error, limit=64, quoted=False),
-        _printable(description, limit=300, quoted=False) if isinstance(description, str) else None,
+        server_text(error, limit=ERROR_CODE_LIMIT),
+        server_text(description, limit=ERROR_DESCRIPTION_LIMIT)
+        if isinstance(description, str)
+        else None,
     )
 
 
-def _printable(value: object, *, limit: int = 40, quoted: bool = True) -> str:
-    """A short, single-line rendering of a server-supplied value for an error message."""
-    text = value if isinstance(value, str) else json.dumps(value)
-    text = "".join(ch if ch.isprintable() else "?" for ch in text)
-    if len(text) > limit:
-        text = text[:limit] + "…"
-    return repr(text) if quoted and isinstance(value, str) else text
+def _printable(value: object) -> str:
+    """A short rendering of a server-supplied value (token_type, expires_in) for a message."""
+    return quoted_server_text(value, limit=_VALUE_LIMIT)

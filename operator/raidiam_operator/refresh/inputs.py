@@ -27,6 +27,15 @@ from raidiam_operator.protocol.request import TokenRequest
 
 JSON = Mapping[str, Any]
 
+# Ceilings on what a tenant's Secret or ConfigMap may hand the operator to parse: parsing is
+# CPU on the one event loop every client shares, and what is parsed stays in memory. Real inputs
+# are far smaller: a certificate chain with its intermediates or a private key is a few KiB, and
+# Mozilla's whole public CA bundle is about 220 KiB.
+#: a certificate chain or a private key (PEM)
+MAX_PEM_BYTES = 64 * 1024
+#: the CA bundle of spec.caBundle (PEM)
+MAX_CA_BUNDLE_BYTES = 512 * 1024
+
 
 class InputReader(Protocol):
     async def read_secret(self, namespace: str, name: str) -> JSON | None: ...
@@ -71,6 +80,14 @@ def secret_value(
             f"(keys present: {present}); fix the key name in the spec or the Secret",
             reason="SecretNotFound",
         )
+    # Measured before decoding: base64 is 4 characters per 3 bytes.
+    _check_size(
+        len(data[key]) * 3 // 4,
+        MAX_PEM_BYTES,
+        f"Secret {namespace}/{secret_name} key {key!r} (from {field_path})",
+        "a certificate chain or private key in PEM is a few KiB; check that the key names the "
+        "PEM and not something else",
+    )
     try:
         return base64.b64decode(data[key], validate=True)
     except (binascii.Error, ValueError):
@@ -92,6 +109,12 @@ def config_map_value(config_map: JSON | None, *, namespace: str, name: str, key:
             f"ConfigMap {namespace}/{name} has no key {key!r} for spec.caBundle",
             reason="ConfigMapNotFound",
         )
+    _check_size(
+        len(value),
+        MAX_CA_BUNDLE_BYTES,
+        f"ConfigMap {namespace}/{name} key {key!r} (from spec.caBundle)",
+        "put only the CA certificates of the authorization server in it",
+    )
     return str(value).encode()
 
 
@@ -108,6 +131,18 @@ async def read_inputs(
         else None
     )
     return build_inputs(spec, namespace=namespace, secrets=secrets, ca_config_map=ca, now=now)
+
+
+def _check_size(size: int, limit: int, what: str, advice: str) -> None:
+    if size > limit:
+        raise ConfigurationError(
+            f"{what} holds {_kib(size)}, more than the {_kib(limit)} accepted; {advice}",
+            reason="InputTooLarge",
+        )
+
+
+def _kib(size: int) -> str:
+    return f"{size / 1024:.0f} KiB"
 
 
 def build_inputs(
@@ -219,7 +254,7 @@ def _optional_certificate_expiry(secret: JSON | None) -> datetime | None:
     Optional information: an unreadable one is ignored rather than blocking the token flow.
     """
     encoded = (secret or {}).get("data", {}).get("tls.crt")
-    if not encoded:
+    if not encoded or len(encoded) * 3 // 4 > MAX_PEM_BYTES:
         return None
     try:
         pem = base64.b64decode(encoded)
