@@ -41,6 +41,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--steady-seconds", type=float, default=600.0)
     parser.add_argument("--token-ttl", type=int, default=120, help="steady-state token lifetime")
     parser.add_argument("--certificates", type=int, default=10, help="transport certificates")
+    parser.add_argument(
+        "--unrelated-secrets",
+        type=int,
+        default=0,
+        help="Secrets no client names, added to each burst namespace (memory must not grow)",
+    )
+    parser.add_argument("--unrelated-kib", type=int, default=100, help="size of each of them")
     parser.add_argument("--sidecars", type=int, default=100, help="token-refresher processes")
     parser.add_argument("--sidecar-seconds", type=float, default=300.0)
     parser.add_argument(
@@ -98,7 +105,12 @@ def main(argv: list[str] | None = None) -> int:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(results, indent=1))
 
-    bench = Bench(workdir, certificates=args.certificates).start()
+    bench = Bench(
+        workdir,
+        certificates=args.certificates,
+        unrelated_secrets=args.unrelated_secrets,
+        unrelated_kib=args.unrelated_kib,
+    ).start()
     try:
         if "burst" in wanted:
             for n in args.sizes:

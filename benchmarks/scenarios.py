@@ -58,6 +58,10 @@ class Bench:
 
     workdir: Path
     certificates: int = 10
+    #: Secrets no client names, put in every burst namespace (Helm release history, say): the
+    #: operator's memory must not grow with them
+    unrelated_secrets: int = 0
+    unrelated_kib: int = 100
     control_plane: ControlPlane = field(init=False)
     auth: AuthServer = field(init=False)
     pki: TestPKI = field(init=False)
@@ -139,6 +143,21 @@ class Bench:
                         "tls.key": base64.b64encode(cert.key_pem).decode(),
                     },
                 },
+            )
+        if self.unrelated_secrets:
+            # One random payload for all: the API server and etcd store each copy anyway.
+            payload = base64.b64encode(os.urandom(self.unrelated_kib * 1024)).decode()
+            seconds = self.kube.create_many(
+                f"/api/v1/namespaces/{name}/secrets",
+                (
+                    {"metadata": {"name": f"unrelated-{j}"}, "data": {"blob": payload}}
+                    for j in range(self.unrelated_secrets)
+                ),
+                concurrency=8,
+            )
+            log(
+                f"{name}: {self.unrelated_secrets} unrelated Secrets of {self.unrelated_kib} KiB "
+                f"in {seconds:.0f} s"
             )
         return name
 

@@ -6,7 +6,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from raidiam_operator.core.spec import RefreshPolicy
-from raidiam_operator.refresh.renewal import renewal_time, retry_delay
+from raidiam_operator.refresh.renewal import (
+    renewal_time,
+    retry_delay,
+    retry_once_expired,
+    short_lifetime,
+)
 
 ISSUED = datetime(2026, 11, 27, 12, 0, 0, tzinfo=UTC)
 
@@ -84,3 +89,38 @@ def test_backoff_grows_from_one_second_and_is_capped_at_sixty() -> None:
 
 def test_retry_after_is_a_floor_for_the_next_attempt() -> None:
     assert retry_delay(1, retry_after=90, rng=random.Random(1)) == timedelta(seconds=90)
+
+
+def test_once_the_token_has_expired_retries_come_at_most_10_s_apart() -> None:
+    rng = random.Random(3)
+    delays = [retry_delay(12, retry_after=None, rng=rng, token_expired=True) for _ in range(500)]
+
+    assert max(delays) <= timedelta(seconds=10)
+    assert min(delays) >= timedelta(seconds=1)
+    assert max(delays) > timedelta(seconds=8), "full jitter up to the cap"
+
+
+def test_retry_after_holds_even_once_the_token_has_expired() -> None:
+    delay = retry_delay(3, retry_after=45, rng=random.Random(1), token_expired=True)
+
+    assert delay == timedelta(seconds=45)
+
+
+def test_a_token_that_expires_during_the_backoff_is_retried_soon_after_it_expires() -> None:
+    failed_at = datetime(2026, 1, 1, tzinfo=UTC)
+    expires_at = failed_at + timedelta(seconds=7)
+
+    retry = retry_once_expired(failed_at=failed_at, expires_at=expires_at, rng=random.Random(2))
+
+    assert expires_at + timedelta(seconds=1) <= retry <= expires_at + timedelta(seconds=10)
+
+
+@pytest.mark.parametrize(
+    ("lifetime", "reported"), [(0.5, True), (1, True), (29, True), (30, False), (300, False)]
+)
+def test_tokens_shorter_than_30_s_are_reported(lifetime: float, reported: bool) -> None:
+    problem = short_lifetime(timedelta(seconds=lifetime))
+
+    assert (problem is not None) is reported
+    if problem:
+        assert f"lives {lifetime:g} s, less than the 30 s minimum" in problem

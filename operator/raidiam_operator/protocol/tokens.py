@@ -173,7 +173,8 @@ def _bounded(seconds: float) -> timedelta:
             f"the token lifetime of {seconds:.0f} s is longer than {MAX_LIFETIME.days} days; "
             "the server's expires_in is not believable"
         )
-    return timedelta(seconds=int(seconds))
+    # Exact, not whole seconds: a 0.5 s token is not a 0 s one. TokenRecord rounds what it shows.
+    return timedelta(seconds=seconds)
 
 
 def _check_binding(claims: Mapping[str, object] | None, thumbprint: str | None) -> None:

@@ -15,6 +15,15 @@ MINIMUM_TOKEN_USE = timedelta(seconds=1)
 
 BACKOFF_BASE = timedelta(seconds=1)
 BACKOFF_CAP = timedelta(seconds=60)
+# Once the token in the Secret has expired, every minute of backoff is a minute without a token:
+# attempts then come at most this far apart (full jitter), so a server that is back is noticed.
+EXPIRED_BACKOFF_CAP = timedelta(seconds=10)
+# Whatever the server answers (tokens of a second, errors, a refresh asked for by hand), one
+# client never sends requests closer together than this: at most 30 a minute.
+MINIMUM_REQUEST_INTERVAL = timedelta(seconds=2)
+# A token that lives less than this is used, but reported: renewing it costs a request every few
+# seconds, and the Secret holds an expired token much of the time.
+MINIMUM_TOKEN_LIFETIME = timedelta(seconds=30)
 # A rejection (invalid_client, ...) is usually fixed in the directory's console, not in the spec.
 REJECTION_RETRY = timedelta(minutes=5)
 CONFIGURATION_RETRY = timedelta(minutes=5)
@@ -50,13 +59,43 @@ def renewal_time(
 
 
 def retry_delay(
-    failed_attempts: int, *, retry_after: float | None, rng: random.Random
+    failed_attempts: int,
+    *,
+    retry_after: float | None,
+    rng: random.Random,
+    token_expired: bool = False,
 ) -> timedelta:
-    """Exponential backoff with full jitter, between 1 s and 60 s; `Retry-After` is a floor."""
-    ceiling = min(BACKOFF_CAP, BACKOFF_BASE * (2 ** max(0, failed_attempts - 1)))
+    """Exponential backoff with full jitter, between 1 s and 60 s, or between 1 s and 10 s once
+    the token in the Secret has expired; `Retry-After` is a floor either way."""
+    cap = EXPIRED_BACKOFF_CAP if token_expired else BACKOFF_CAP
+    ceiling = min(cap, BACKOFF_BASE * (2 ** min(16, max(0, failed_attempts - 1))))
     delay = timedelta(
         seconds=rng.uniform(BACKOFF_BASE.total_seconds(), max(1.0, ceiling.total_seconds()))
     )
     if retry_after is not None:
         delay = max(delay, timedelta(seconds=retry_after))
     return delay
+
+
+def retry_once_expired(
+    *, failed_at: datetime, expires_at: datetime | None, rng: random.Random
+) -> datetime:
+    """When to try again if the token expires during the backoff: soon after it does (full
+    jitter up to 10 s), rather than whenever a backoff drawn while it was valid says."""
+    start = max(failed_at, expires_at) if expires_at is not None else failed_at
+    return start + timedelta(
+        seconds=rng.uniform(BACKOFF_BASE.total_seconds(), EXPIRED_BACKOFF_CAP.total_seconds())
+    )
+
+
+def short_lifetime(lifetime: timedelta) -> str | None:
+    """Why a token's lifetime is a problem worth reporting, or None."""
+    if lifetime >= MINIMUM_TOKEN_LIFETIME:
+        return None
+    seconds = lifetime.total_seconds()
+    return (
+        f"the authorization server issued a token that lives {seconds:g} s, less than the "
+        f"{MINIMUM_TOKEN_LIFETIME.total_seconds():.0f} s minimum; it is used, but requested "
+        f"at most every {MINIMUM_REQUEST_INTERVAL.total_seconds():.0f} s, so the Secret holds "
+        "an expired token much of the time. Ask the server's operator for longer-lived tokens"
+    )
