@@ -16,7 +16,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol, TypeVar
 
@@ -386,3 +387,167 @@ def translated(error: Exception, *, what: str, now: Clock) -> RaidiamOperatorErr
             answered, retry_after=parse_retry_after(headers.get("Retry-After"), now=now())
         )
     return KubernetesError(answered, status_code=status)
+
+
+# -- Secrets, as metadata only ------------------------------------------------------------------
+
+#: a Secret as the watch delivers it: ADDED, MODIFIED or DELETED, namespace, name, resourceVersion
+SecretEvent = Callable[[str, str, str, str], None]
+_METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
+_METADATA_WATCH = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
+#: Secrets per list page: metadata only, so a page is small whatever the Secrets hold
+_PAGE = 500
+#: a watch request ends after this long (the server's side), and is started again
+_WATCH_SECONDS = 300
+
+
+class SecretMetadataWatch:
+    """Every Secret in the served namespaces, as metadata only (PartialObjectMetadata).
+
+    The operator must notice at once when a Secret some RaidiamClient names changes, and whether
+    a token Secret's name is already taken; it needs the content only of the few Secrets a client
+    names, and reads those itself. Watching whole Secrets would pass every byte of every Secret
+    in the cluster through the operator (Helm keeps each release's manifests in one), so it asks
+    the API server for metadata only, as cert-manager does for the Secrets it does not own
+    (design/20221205-memory-management.md). What it keeps is a name and a resourceVersion per
+    Secret.
+
+    It runs in its own thread (one long request per namespace, or one for all of them) and hands
+    each change to `on_event` on the event loop. After the first complete listing, `synced` is
+    set; from then on `resource_version(namespace, name)` is None exactly when no such Secret
+    exists (as far as the watch has heard).
+    """
+
+    def __init__(
+        self,
+        api_client: kubernetes.client.ApiClient,
+        namespaces: tuple[str, ...],
+        on_event: SecretEvent,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self._core = kubernetes.client.CoreV1Api(api_client)
+        self._namespaces: tuple[str | None, ...] = namespaces or (None,)
+        self._on_event = on_event
+        self._loop = loop
+        self._known: dict[tuple[str, str], str] = {}
+        self._synced_scopes: set[str | None] = set()
+        self._stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    @property
+    def synced(self) -> bool:
+        return len(self._synced_scopes) == len(self._namespaces)
+
+    def resource_version(self, namespace: str, name: str) -> str | None:
+        return self._known.get((namespace, name))
+
+    def start(self) -> None:
+        for scope in self._namespaces:
+            thread = threading.Thread(
+                target=self._run, args=(scope,), name=f"secret-watch {scope or '*'}", daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    def _run(self, scope: str | None) -> None:
+        failures = 0
+        while not self._stopping.is_set():
+            try:
+                version: str | None = self._list(scope)
+                failures = 0
+                while not self._stopping.is_set() and version is not None:
+                    version = self._watch(scope, version)
+            except Exception as error:  # the API server went away; list again after a pause
+                failures += 1
+                status = getattr(error, "status", None)
+                logger.warning(
+                    "watching Secrets%s failed (%s); listing again",
+                    f" in {scope}" if scope else "",
+                    f"HTTP {status}" if status else type(error).__name__,
+                )
+                self._stopping.wait(min(30.0, float(2**failures)))
+
+    def _list(self, scope: str | None) -> str:
+        """List every Secret's metadata, page by page; report what changed since we last knew."""
+        seen: dict[tuple[str, str], str] = {}
+        token: str | None = None
+        version = ""
+        while True:
+            kwargs: dict[str, Any] = {"limit": _PAGE, "_headers": {"Accept": _METADATA_LIST}}
+            if token:
+                kwargs["_continue"] = token
+            page = self._request(scope, **kwargs)
+            for item in page.get("items", []):
+                metadata = item.get("metadata") or {}
+                seen[(metadata["namespace"], metadata["name"])] = metadata["resourceVersion"]
+            token = (page.get("metadata") or {}).get("continue")
+            version = str((page.get("metadata") or {}).get("resourceVersion", version))
+            if not token:
+                break
+        in_scope = [k for k in self._known if scope is None or k[0] == scope]
+        for key in in_scope:
+            if key not in seen:
+                self._deliver("DELETED", key, "")
+        for key, resource_version in seen.items():
+            if self._known.get(key) != resource_version:
+                self._deliver("ADDED", key, resource_version)
+        self._synced_scopes.add(scope)
+        return version
+
+    def _watch(self, scope: str | None, version: str) -> str | None:
+        """Follow changes from `version`; the version to go on from, or None to list again."""
+        response = self._request(
+            scope,
+            watch=True,
+            resource_version=version,
+            allow_watch_bookmarks=True,
+            timeout_seconds=_WATCH_SECONDS,
+            _headers={"Accept": _METADATA_WATCH},
+            _request_timeout=(REQUEST_TIMEOUT[0], _WATCH_SECONDS + 30),
+            raw=True,
+        )
+        try:
+            for line in _lines(response):
+                if self._stopping.is_set():
+                    return None
+                event = json.loads(line)
+                kind, item = event.get("type"), event.get("object") or {}
+                metadata = item.get("metadata") or {}
+                if kind == "ERROR":
+                    return None  # 410 Gone and the like: our version is too old
+                version = metadata.get("resourceVersion", version)
+                if kind in ("ADDED", "MODIFIED", "DELETED"):
+                    self._deliver(kind, (metadata["namespace"], metadata["name"]), version)
+        finally:
+            response.release_conn()
+        return version
+
+    def _request(self, scope: str | None, *, raw: bool = False, **kwargs: Any) -> Any:
+        kwargs.setdefault("_request_timeout", REQUEST_TIMEOUT)
+        response: Any  # urllib3's response: the body is metadata, not the client's model
+        if scope is None:
+            response = self._core.list_secret_for_all_namespaces(_preload_content=False, **kwargs)
+        else:
+            response = self._core.list_namespaced_secret(scope, _preload_content=False, **kwargs)
+        return response if raw else json.loads(response.data)
+
+    def _deliver(self, kind: str, key: tuple[str, str], resource_version: str) -> None:
+        if kind == "DELETED":
+            self._known.pop(key, None)
+        else:
+            self._known[key] = resource_version
+        self._loop.call_soon_threadsafe(self._on_event, kind, key[0], key[1], resource_version)
+
+
+def _lines(response: Any) -> Iterator[bytes]:
+    """The newline-separated JSON events of a watch response, as they arrive."""
+    pending = b""
+    for chunk in response.stream(65536, decode_content=True):
+        pending += chunk
+        *complete, pending = pending.split(b"\n")
+        for line in complete:
+            if line.strip():
+                yield line
