@@ -57,11 +57,19 @@ async def start_engine(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: An
         metrics.serve(options.metrics_port, options.metrics_address)
     kube = KubernetesGateway.from_environment()
     tokens = TokenClient()
+
+    def secret_event(kind: str, namespace: str, name: str, resource_version: str) -> None:
+        engine.secret_changed(namespace, name, None if kind == "DELETED" else resource_version)
+
+    # Secrets as metadata only: every Secret in the served namespaces passes through this watch,
+    # and most are none of our business (docs/security.md).
+    secrets = kube.secret_metadata_watch(options.namespaces, secret_event)
     engine = RefreshEngine(
         kube,
         tokens,
         EngineSettings(certificate_expiry_warning=options.certificate_expiry_warning),
         metrics=metrics,
+        secret_names=secrets,
     )
     issuers = IssuerStatusReconciler(
         kube,
@@ -69,7 +77,9 @@ async def start_engine(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: An
         cluster_resource_namespace=options.cluster_resource_namespace,
         interval=options.issuer_check_interval,
     )
+    secrets.start()
     memo.kube, memo.tokens, memo.engine, memo.issuers = kube, tokens, engine, issuers
+    memo.secrets = secrets
     memo.engine_task = asyncio.create_task(engine.run(), name="refresh engine")
     memo.issuers_task = asyncio.create_task(issuers.run(), name="issuer status")
     if options.leader_election is not None:
@@ -94,6 +104,8 @@ async def stop_engine(memo: kopf.Memo, **_: Any) -> None:
     if memo.get("engine") is not None:
         memo.engine.set_active(False)
         memo.issuers.set_active(False)
+    if memo.get("secrets") is not None:
+        memo.secrets.stop()
     if memo.get("elector") is not None:
         await memo.elector.release()
     for name in ("elector_task", "engine_task", "issuers_task"):
@@ -129,15 +141,6 @@ async def cluster_issuer_event(
         memo.issuers.forget(body.metadata.name)
     else:
         memo.issuers.observe(copy.deepcopy(dict(body)))
-
-
-@kopf.on.event("", "v1", "secrets", id="secret-events")
-async def secret_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    if type == "DELETED":
-        memo.engine.secret_changed(body.metadata.namespace, body.metadata.name, None)
-    else:
-        version = body["metadata"].get("resourceVersion")
-        memo.engine.secret_changed(body.metadata.namespace, body.metadata.name, version, body)
 
 
 @kopf.on.probe(id="refresh-engine")

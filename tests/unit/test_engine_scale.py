@@ -53,20 +53,25 @@ async def test_the_planned_refresh_is_a_whole_second_as_the_status_shows_it(
     assert engine._due[KEY].microsecond == 0
 
 
-async def test_referenced_secrets_come_from_the_watch_not_from_a_read_per_refresh(
+async def test_referenced_secrets_are_read_once_and_again_only_when_the_watch_says_they_changed(
     kube: FakeKube, server: Server, clock: Clock
 ) -> None:
     counting = CountingKube(kube)
     engine = _engine(counting, server, clock)  # type: ignore[arg-type]
     engine.observe(BODY)
-    engine.secret_changed(NS, "transport", "0", copy.deepcopy(kube.secrets["transport"]))
+    engine.secret_changed(NS, "transport", "0")
     await engine.reconcile(KEY)
-
     clock.advance(230)
     await engine.reconcile(KEY)
+    engine.secret_changed(NS, "transport", "0")  # an event for the version we hold
 
     assert server.token_requests == 2
-    assert "transport" not in counting.secret_reads
+    assert counting.secret_reads.count("transport") == 1
+
+    engine.secret_changed(NS, "transport", "1")  # rotated
+    await engine.reconcile(KEY)
+
+    assert counting.secret_reads.count("transport") == 2
 
 
 async def test_our_own_write_seen_before_its_answer_does_not_cost_a_reconciliation(

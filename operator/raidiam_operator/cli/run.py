@@ -154,6 +154,7 @@ def run_command(args: argparse.Namespace) -> int:
         issuer_policy=policy,
         cluster_resource_namespace=args.cluster_resource_namespace or own_namespace,
         issuer_check_interval=max(check_interval, timedelta(seconds=1)),
+        namespaces=tuple(args.namespaces),
     )
     kopf.configure(
         verbose=args.verbose,

@@ -28,3 +28,5 @@ class OperatorOptions:
     cluster_resource_namespace: str = "default"
     #: how often each ClusterRaidiamIssuer's authorization server is checked
     issuer_check_interval: timedelta = timedelta(minutes=5)
+    #: the namespaces served; empty: all of them
+    namespaces: tuple[str, ...] = ()

@@ -112,6 +112,21 @@ class ClientSpec:
             names.add(self.signing_key.secret_name)
         return frozenset(names)
 
+    def secret_keys(self) -> dict[str, frozenset[str]]:
+        """The keys the token flow reads of each referenced Secret."""
+        keys: dict[str, set[str]] = {}
+        if self.transport_certificate:
+            ref = self.transport_certificate
+            keys.setdefault(ref.secret_name, set()).update(
+                {ref.certificate_key, ref.private_key_key}
+            )
+        if self.signing_key:
+            # tls.crt: the certificate beside a signing key, for its expiry warning
+            keys.setdefault(self.signing_key.secret_name, set()).update(
+                {self.signing_key.private_key_key, "tls.crt"}
+            )
+        return {name: frozenset(names) for name, names in keys.items()}
+
     def token_fingerprint(self) -> str:
         """A digest of what the token depends on in the spec: what the request sends and where.
 

@@ -238,6 +238,14 @@ class KubernetesGateway:
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
+    def secret_metadata_watch(
+        self, namespaces: tuple[str, ...], on_event: SecretEvent
+    ) -> SecretMetadataWatch:
+        """A `SecretMetadataWatch` over this gateway's connection, reporting to the running loop."""
+        return SecretMetadataWatch(
+            self._core.api_client, namespaces, on_event, asyncio.get_running_loop()
+        )
+
     async def _call(
         self, what: str, function: Callable[..., Any], *args: Any, **kwargs: Any
     ) -> Any:

@@ -221,6 +221,19 @@ class TokenClient:
         )
         return token_endpoint_for(metadata, mutual_tls=request.transport is not None)
 
+    def discovered(self, request: TokenRequest) -> bool:
+        """Whether a token request for `request` would go out without a discovery first."""
+        if request.token_endpoint:
+            return True
+        cached = self._metadata.get((request.issuer, _digest(request.ca_bundle)))
+        return cached is not None and self._clock() - cached.fetched_at < self.settings.discovery_ttl
+
+    async def prepare(self, request: TokenRequest) -> None:
+        """Discover the issuer (within the attempt deadline), so that the token request that
+        follows goes out at once. Raises what discovery raised."""
+        async with self._attempt(request):
+            await self.token_endpoint(request)
+
     async def fetch_token(self, request: TokenRequest) -> IssuedToken:
         """Run the client credentials grant once, within the attempt deadline. Raises a
         `RaidiamOperatorError` on failure."""

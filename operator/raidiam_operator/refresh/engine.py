@@ -25,7 +25,7 @@ from raidiam_operator.protocol.client import TokenClient
 from raidiam_operator.refresh.reconciler import Reconciler
 from raidiam_operator.refresh.scheduler import Scheduler
 from raidiam_operator.refresh.state import Key
-from raidiam_operator.refresh.watch import Change, WatchCache
+from raidiam_operator.refresh.watch import Change, SecretNames, WatchCache
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +39,9 @@ OVERDUE = timedelta(seconds=5)
 class EngineSettings:
     #: token requests and reconciliations running at once, across all clients
     concurrency: int = 64
+    #: of those, at most this many for one namespace, and at most this many for one issuer: a
+    #: tenant whose issuer is slow (or hostile) delays its own clients, not everyone's
+    tenant_concurrency: int = 16
     #: a seed for the jitter; None for a random one
     seed: int | None = None
     #: warn (condition, Event, metric) when a certificate expires sooner than this
@@ -54,14 +57,20 @@ class RefreshEngine:
         *,
         clock: Clock = utc_now,
         metrics: Metrics | None = None,
+        secret_names: SecretNames | None = None,
     ) -> None:
         self.settings = settings or EngineSettings()
         self._clock = clock
         self._metrics = metrics or Metrics()
         self._metrics.leader.set(1)
-        self._watch = WatchCache(kube, clock=clock)
+        self._watch = WatchCache(kube, clock=clock, secret_names=secret_names)
         self._scheduler = Scheduler(
-            self._attempt, clock=clock, concurrency=self.settings.concurrency
+            self._attempt,
+            clock=clock,
+            concurrency=self.settings.concurrency,
+            tenant_concurrency=self.settings.tenant_concurrency,
+            issuer_of=self._issuer_of,
+            prepare=self._prepare,
         )
         self._reconciler = Reconciler(
             kube,
@@ -111,16 +120,10 @@ class RefreshEngine:
         self._scheduler.cancel(key)
         self._metrics.forget(namespace, name)
 
-    def secret_changed(
-        self,
-        namespace: str,
-        name: str,
-        resource_version: str | None,
-        body: Mapping[str, Any] | None = None,
-    ) -> None:
-        """A Secret changed (`body` as it is now) or went away (None): an input to re-read, or a
-        token Secret to check."""
-        readers, owners = self._watch.secret_changed((namespace, name), body)
+    def secret_changed(self, namespace: str, name: str, resource_version: str | None) -> None:
+        """A Secret changed (now at `resource_version`) or went away (None): an input to read
+        again, or a token Secret to check. The Secret watch delivers metadata only."""
+        readers, owners = self._watch.secret_changed((namespace, name), resource_version)
         for key in readers:
             self._scheduler.schedule(key, self._clock())
         for owner_key in owners:
@@ -157,12 +160,15 @@ class RefreshEngine:
     def summary(self) -> dict[str, Any]:
         """Counts for the liveness probe; no names, no secrets."""
         clients = self._watch.clients
+        secrets, config_maps = self._watch.kept
         return {
             "active": self._active,
             "clients": len(clients),
             "reconciling": self._scheduler.running,
             "failing": sum(1 for s in clients.values() if s.backoff.failure is not None),
             "overdue": self._scheduler.overdue(now=self._clock(), grace=OVERDUE),
+            "cachedSecrets": secrets,
+            "cachedConfigMaps": config_maps,
         }
 
     # -- running ---------------------------------------------------------------------------
@@ -177,6 +183,19 @@ class RefreshEngine:
         if state is None or not self._active:
             return
         await self._reconciler.reconcile(state)
+
+    def _issuer_of(self, key: Key) -> str:
+        state = self._watch.clients.get(key)
+        return str((state.observed.spec_body if state else {}).get("issuer") or "")
+
+    async def _prepare(self, key: Key) -> None:
+        state = self._watch.clients.get(key)
+        if state is None or not self._active:
+            return
+        try:
+            await self._reconciler.discover_first(state)
+        except RaidiamOperatorError:  # reading the inputs failed: the attempt will say why
+            return
 
     async def _attempt(self, key: Key) -> None:
         try:

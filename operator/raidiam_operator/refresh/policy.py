@@ -31,9 +31,11 @@ from raidiam_operator.refresh.inputs import Inputs, expiring_certificates
 from raidiam_operator.refresh.render import Problem, TokenRecord
 from raidiam_operator.refresh.renewal import (
     CONFIGURATION_RETRY,
+    MINIMUM_REQUEST_INTERVAL,
     REJECTION_RETRY,
     renewal_time,
     retry_delay,
+    retry_once_expired,
 )
 from raidiam_operator.refresh.state import Backoff
 
@@ -51,6 +53,8 @@ class ClientView:
     next_refresh: datetime | None
     refresh_requested_at: str | None
     backoff: Backoff
+    #: when this client's last token request went out
+    last_request_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -130,15 +134,23 @@ def refresh_reason(view: ClientView, inputs: Inputs, *, now: datetime) -> Reason
 
 
 def held_back_until(view: ClientView, inputs: Inputs, *, now: datetime) -> datetime | None:
-    """After a failure, when the next request may go out. The server's Retry-After always
-    holds; our own backoff gives way when the user changed something since the failure."""
+    """When the next request may go out, if not now. The server's Retry-After always holds, and
+    so does the minimum interval between two requests of one client, whatever came between
+    them; our own backoff gives way when the user changed something since the failure, and
+    shortens once the token has expired."""
     backoff = view.backoff
-    if backoff.not_before is not None and now < backoff.not_before:
-        return backoff.not_before
+    floors = [backoff.not_before]
+    if view.last_request_at is not None:
+        floors.append(view.last_request_at + MINIMUM_REQUEST_INTERVAL)
     unchanged = backoff.failed_inputs == (inputs.fingerprint, view.refresh_requested_at)
-    if backoff.retry_at is not None and now < backoff.retry_at and unchanged:
-        return backoff.retry_at
-    return None
+    if backoff.retry_at is not None and unchanged:
+        retry_at = backoff.retry_at
+        expired = view.record is None or not view.record.valid_at(now)
+        if backoff.expired_retry_at is not None and expired:
+            retry_at = min(retry_at, backoff.expired_retry_at)
+        floors.append(retry_at)
+    latest = max((floor for floor in floors if floor is not None), default=None)
+    return latest if latest is not None and now < latest else None
 
 
 # -- what an outcome means -------------------------------------------------------------------
@@ -150,23 +162,33 @@ def after_failure(
     *,
     inputs: Inputs,
     refresh_requested_at: str | None,
+    record: TokenRecord | None,
     now: datetime,
     rng: random.Random,
 ) -> Backoff:
     """A failed token request: the condition it shows, and when to try again.
 
     A rejection (invalid_client, ...) is usually fixed in the directory's console: 5 minutes.
-    A transient failure backs off exponentially, never sooner than the server's Retry-After.
+    A transient failure backs off exponentially, never sooner than the server's Retry-After:
+    up to 60 s while the token in the Secret is valid, up to 10 s once it has expired, and
+    soon after it expires should that happen during a longer wait.
     Anything else (the server's metadata or TLS does not fit) waits 5 minutes.
     """
     attempts = backoff.failed_attempts + 1
-    not_before = None
+    not_before = expired_retry_at = None
     if isinstance(error, AuthorizationServerRejection):
         problem = Problem(error.error, error.message)
         retry_at = now + REJECTION_RETRY
     elif isinstance(error, TransientError):
         problem = Problem(error.reason, error.message)
-        retry_at = now + retry_delay(attempts, retry_after=error.retry_after, rng=rng)
+        valid = record is not None and record.valid_at(now)
+        retry_at = now + retry_delay(
+            attempts, retry_after=error.retry_after, rng=rng, token_expired=not valid
+        )
+        if valid and record is not None:
+            expired_retry_at = retry_once_expired(
+                failed_at=now, expires_at=record.expires_at, rng=rng
+            )
         if error.retry_after:
             not_before = now + timedelta(seconds=error.retry_after)
     else:
@@ -179,6 +201,7 @@ def after_failure(
         retry_at=retry_at,
         not_before=not_before,
         failed_inputs=(inputs.fingerprint, refresh_requested_at),
+        expired_retry_at=expired_retry_at,
     )
 
 

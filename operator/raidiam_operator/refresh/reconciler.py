@@ -46,6 +46,7 @@ from raidiam_operator.refresh.render import (
     record_from_secret,
     token_secret,
 )
+from raidiam_operator.refresh.renewal import short_lifetime
 from raidiam_operator.refresh.scheduler import Scheduler
 from raidiam_operator.refresh.state import ClientState
 from raidiam_operator.refresh.watch import WatchCache
@@ -87,7 +88,7 @@ class Reconciler:
             return
 
         existing = None
-        if token.secret_unverified:
+        if token.secret_unverified and not self._surely_absent(state, spec):
             existing = await self._kube.read_secret(namespace, spec.token_secret.name)
             if existing is not None and not is_owned_by(existing, observed.owner):
                 await self._blocked(
@@ -113,12 +114,7 @@ class Reconciler:
         if spec.suspend:
             await self._suspended(state, inputs, now=now)
             return
-        view = ClientView(
-            record=token.record,
-            next_refresh=token.next_refresh,
-            refresh_requested_at=observed.refresh_requested_at,
-            backoff=state.backoff,
-        )
+        view = _view(state)
         reason = policy.refresh_reason(view, inputs, now=now)
         if reason is None:
             await self._kept(state, spec, inputs, existing, now=now)
@@ -129,12 +125,57 @@ class Reconciler:
             return
 
         started = self._clock()
+        token.last_request_at = now
+        failure, token.discovery_failure = token.discovery_failure, None
         try:
+            if failure is not None:
+                raise failure.with_traceback(None)
             issued = await self._tokens.fetch_token(inputs.request)
         except (TransientError, AuthorizationServerRejection, ConfigurationError) as error:
             await self._failed(state, inputs, error, reason=reason, started=started)
             return
         await self._succeeded(state, spec, inputs, issued, existing, reason=reason, started=started)
+
+    async def discover_first(self, state: ClientState) -> None:
+        """Fetch the issuer's discovery document, if a token request is coming and it is not
+        known yet, before the attempt takes a shared slot (the scheduler calls this): a slow
+        issuer's discovery, or the wait for another client's, then holds only its own tenant's
+        share. A failure is kept for the attempt that follows, which reports it without asking
+        the server again."""
+        spec = state.observed.spec
+        if isinstance(spec, ConfigurationError) or spec.token_endpoint or spec.suspend:
+            return
+        now = self._clock()
+        namespace = state.observed.owner.namespace
+        try:
+            inputs = await read_inputs(spec, namespace=namespace, reader=self._watch, now=now)
+        except ConfigurationError:
+            return
+        view = _view(state)
+        if (
+            self._tokens.discovered(inputs.request)
+            or policy.refresh_reason(view, inputs, now=now) is None
+            or policy.held_back_until(view, inputs, now=now) is not None
+        ):
+            return
+        try:
+            await self._tokens.prepare(inputs.request)
+        except RaidiamOperatorError as error:
+            state.token.discovery_failure = error
+
+    def _surely_absent(self, state: ClientState, spec: ClientSpec) -> bool:
+        """The token Secret does not exist, by the Secret watch's complete list of names: no
+        need to read it before creating it. (Should one appear meanwhile, the create answers 409
+        and the next attempt reads it.)"""
+        names, token = self._watch.secret_names, state.token
+        return (
+            token.record is None
+            and token.written_secret_version is None
+            and names is not None
+            and names.synced
+            and names.resource_version(state.observed.owner.namespace, spec.token_secret.name)
+            is None
+        )
 
     async def _check_certificates(
         self, state: ClientState, inputs: Inputs, *, now: datetime
@@ -259,6 +300,8 @@ class Reconciler:
         recovered = state.backoff.failure is not None
         token.next_refresh = policy.next_renewal(token.record, spec.refresh, rng=self._rng)
         state.backoff = policy.after_success(state.backoff)
+        too_short = short_lifetime(issued.lifetime)
+        token.lifetime_warning = Problem("ShortTokenLifetime", too_short) if too_short else None
         await self._writes.secret(state, spec, existing, renewed=True, desired=desired)
         now = self._clock()
         await self._writes.status(state, inputs, blocked=None, now=now)
@@ -274,13 +317,19 @@ class Reconciler:
         )
         # Routine renewals stay quiet: an Event per refresh would double the API writes.
         if reason.reason != "RenewalDue" or recovered:
-            await self._kube.post_event(
-                owner,
+            await self._writes.event(
+                state,
+                Problem(
+                    "TokenIssued",
+                    f"Issued a token for client {spec.client_id} ({reason.message}); "
+                    f"it expires at {rfc3339(expires_at)}",
+                ),
                 warning=False,
-                reason="TokenIssued",
-                message=f"Issued a token for client {spec.client_id} ({reason.message}); "
-                f"it expires at {rfc3339(expires_at)}",
+                now=now,
+                repeat_key=f"TokenIssued/{reason.reason}",
             )
+        if token.lifetime_warning is not None:
+            await self._writes.event(state, token.lifetime_warning, warning=True, now=now)
 
     async def _failed(
         self,
@@ -299,6 +348,7 @@ class Reconciler:
             error,
             inputs=inputs,
             refresh_requested_at=state.observed.refresh_requested_at,
+            record=state.token.record,
             now=now,
             rng=self._rng,
         )
@@ -323,3 +373,14 @@ class Reconciler:
             duration * 1000,
         )
         await self._writes.warn(state, backoff.failure, now=now)
+
+
+def _view(state: ClientState) -> ClientView:
+    token = state.token
+    return ClientView(
+        record=token.record,
+        next_refresh=token.next_refresh,
+        refresh_requested_at=state.observed.refresh_requested_at,
+        backoff=state.backoff,
+        last_request_at=token.last_request_at,
+    )

@@ -312,6 +312,9 @@ class StatusView:
     last_certificate_warning: datetime | None = None
     #: the token Secret this client owns and keeps its token in, once written
     token_secret_name: str | None = None
+    #: the token works, but lives too short to be renewed sensibly: Ready's reason while it is
+    #: valid (a server's choice, not a failure, so not Degraded)
+    lifetime_warning: Problem | None = None
 
 
 @dataclass(frozen=True)
@@ -345,12 +348,14 @@ def client_status(view: StatusView, *, now: datetime) -> RenderedStatus:
             + (f"; refreshing failed: {failure.message}" if failure else ""),
         )
     elif current and record is not None:
+        short = view.lifetime_warning if not suspended else None
         ready = Condition(
             "Ready",
             True,
-            "Suspended" if suspended else "TokenValid",
+            "Suspended" if suspended else (short.reason if short else "TokenValid"),
             f"the Secret holds a token valid until {rfc3339(record.expires_at)}"
-            + ("; refreshing is suspended" if suspended else ""),
+            + ("; refreshing is suspended" if suspended else "")
+            + (f"; but {short.message}" if short else ""),
         )
     elif suspended:
         ready = Condition(

@@ -3,6 +3,12 @@
 One heap for every client instead of a task or timer per object keeps thousands of clients
 cheap, and one semaphore throttles a burst. At most one attempt per client runs at a time: a
 client planned again while its attempt runs goes again right after it.
+
+Fairness: one namespace, and one issuer, hold at most `tenant_concurrency` of the shared slots.
+An attempt takes its tenant's shares first and the shared slot last, so clients of a tenant that
+already holds its share (a slow or hostile issuer, a burst in one namespace) wait without
+holding anyone else's slot. Before the shared slot, `prepare` runs (discovery, which may be
+slow): only the tenant's shares are held while it does.
 """
 
 from __future__ import annotations
@@ -10,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import heapq
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timedelta
 
 from raidiam_operator.core.times import Clock
@@ -19,9 +25,21 @@ from raidiam_operator.refresh.state import Key
 
 class Scheduler:
     def __init__(
-        self, attempt: Callable[[Key], Awaitable[None]], *, clock: Clock, concurrency: int
+        self,
+        attempt: Callable[[Key], Awaitable[None]],
+        *,
+        clock: Clock,
+        concurrency: int,
+        tenant_concurrency: int | None = None,
+        issuer_of: Callable[[Key], str] = lambda key: "",
+        prepare: Callable[[Key], Awaitable[None]] | None = None,
     ) -> None:
         self._attempt = attempt
+        self._issuer_of = issuer_of
+        self._prepare = prepare
+        share = tenant_concurrency or concurrency
+        self._namespace_shares = _Shares(share)
+        self._issuer_shares = _Shares(share)
         self._clock = clock
         #: the planned moment of every client that has one
         self.due: dict[Key, datetime] = {}
@@ -110,10 +128,39 @@ class Scheduler:
 
     async def _throttled(self, key: Key) -> None:
         try:
-            async with self._slots:
-                await self._attempt(key)
+            async with (
+                self._namespace_shares.hold(key[0]),
+                self._issuer_shares.hold(self._issuer_of(key)),
+            ):
+                if self._prepare is not None:
+                    await self._prepare(key)
+                async with self._slots:
+                    await self._attempt(key)
         finally:
             self._running.discard(key)
             if key in self._again:
                 self._again.discard(key)
                 self.schedule(key, self._clock())
+
+
+class _Shares:
+    """At most `size` holders per key (a namespace, an issuer). Keys without holders are
+    dropped, so the table is as large as the set of tenants busy right now."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._held: dict[str, tuple[asyncio.Semaphore, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        semaphore, users = self._held.get(key) or (asyncio.Semaphore(self._size), 0)
+        self._held[key] = (semaphore, users + 1)
+        try:
+            async with semaphore:
+                yield
+        finally:
+            semaphore, users = self._held[key]
+            if users <= 1:
+                del self._held[key]
+            else:
+                self._held[key] = (semaphore, users - 1)

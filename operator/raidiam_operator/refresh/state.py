@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from raidiam_operator.core.errors import ConfigurationError
+from raidiam_operator.core.errors import ConfigurationError, RaidiamOperatorError
 from raidiam_operator.core.spec import ClientSpec, Owner
 from raidiam_operator.refresh.render import Problem, TokenRecord
 
@@ -37,6 +37,8 @@ class Observed:
     #: the Secrets the spec reads, and the token Secret it names: the watch cache's index keys
     referenced_secrets: frozenset[str] = frozenset()
     token_secret_name: str | None = None
+    #: the CA bundle ConfigMap the spec reads, if any: the watch cache's third index
+    ca_config_map_name: str | None = None
 
     @property
     def key(self) -> Key:
@@ -54,6 +56,12 @@ class TokenState:
     secret_in_use: str | None = None
     #: resourceVersions of token Secret events that arrived while an attempt ran
     secret_events_while_running: list[str] = field(default_factory=list)
+    #: when the last token request went out; the next waits renewal.MINIMUM_REQUEST_INTERVAL
+    last_request_at: datetime | None = None
+    #: the token is used, but lives shorter than renewal.MINIMUM_TOKEN_LIFETIME
+    lifetime_warning: Problem | None = None
+    #: a discovery that failed just before this attempt (outside the shared slots)
+    discovery_failure: RaidiamOperatorError | None = None
 
 
 @dataclass(frozen=True)
@@ -68,11 +76,15 @@ class Backoff:
     not_before: datetime | None = None
     #: the inputs and refresh request that failed; a change lifts our own backoff
     failed_inputs: tuple[str, str | None] | None = None
+    #: after a transient failure while the token was valid: when to try again once it expired
+    expired_retry_at: datetime | None = None
 
 
 @dataclass
 class Notices:
     last_warning: tuple[str, datetime] | None = None
+    #: when an Event of each reason was last posted for this client
+    last_events: dict[str, datetime] = field(default_factory=dict)
     certificate_warning: Problem | None = None
     certificate_not_after: datetime | None = None
     last_certificate_warning: datetime | None = None

@@ -1,18 +1,22 @@
-"""The watch cache: what kopf delivered, indexed so a Secret event finds the clients it concerns.
+"""The watch cache: what the watches delivered, indexed so a Secret event finds the clients it
+concerns.
 
-Clients are kept with their spec parsed once per change, not once per attempt. Referenced
-Secrets are kept as the watch last delivered them, so an attempt (and a restart of thousands of
-clients) reads them from memory rather than the API server; only Secrets some client references
-are kept. ConfigMaps are not watched: a CA bundle read moments ago is reused instead.
+Clients are kept with their spec parsed once per change, not once per attempt. Secrets are
+watched as metadata only (kube.gateway.SecretMetadataWatch): a referenced Secret is read from the
+API server when a client first needs it and again when the watch reports a new version, and only
+the keys its clients use are kept (the others by name, for messages), so an attempt (and a
+restart of thousands of clients) reads it from memory. Unreferenced Secrets are never read.
+ConfigMaps are not watched: a CA bundle read moments ago is reused instead, again only the key
+its clients use. What is kept of a Secret or ConfigMap goes with the last client that names it.
 """
 
 from __future__ import annotations
 
-import copy
 import enum
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from raidiam_operator.core.errors import ConfigurationError
 from raidiam_operator.core.spec import REFRESH_REQUESTED_AT, ClientSpec, Owner, parse_spec
@@ -31,17 +35,35 @@ class Change(enum.Enum):
     SAME = "same"
 
 
+class SecretNames(Protocol):
+    """What the Secret watch knows: which Secrets exist (names and resourceVersions only)."""
+
+    @property
+    def synced(self) -> bool: ...
+
+    def resource_version(self, namespace: str, name: str) -> str | None: ...
+
+
 class WatchCache:
-    def __init__(self, kube: KubeGateway, *, clock: Clock) -> None:
+    def __init__(
+        self, kube: KubeGateway, *, clock: Clock, secret_names: SecretNames | None = None
+    ) -> None:
         self._kube = kube
         self._clock = clock
+        self.secret_names = secret_names
         self.clients: dict[Key, ClientState] = {}
         self.by_input_secret: dict[Key, set[Key]] = {}
         # Several clients may name one token Secret: its owner guards it, the others report
         # SecretConflict, and all of them hear when it changes.
         self.by_token_secret: dict[Key, set[Key]] = {}
-        self._input_secrets: dict[Key, Mapping[str, Any]] = {}
-        self._config_maps: dict[Key, tuple[datetime, Mapping[str, Any]]] = {}
+        self.by_config_map: dict[Key, set[Key]] = {}
+        self._input_secrets: dict[Key, _Kept] = {}
+        self._config_maps: dict[Key, tuple[datetime, _Kept]] = {}
+
+    @property
+    def kept(self) -> tuple[int, int]:
+        """How many Secrets and ConfigMaps are kept in memory, for the liveness probe."""
+        return len(self._input_secrets), len(self._config_maps)
 
     # -- clients ---------------------------------------------------------------------------
 
@@ -97,14 +119,19 @@ class WatchCache:
     def _index(self, observed: Observed) -> None:
         self._unindex(observed)
         observed.referenced_secrets, observed.token_secret_name = frozenset(), None
+        observed.ca_config_map_name = None
         if isinstance(observed.spec, ConfigurationError):
             return
+        spec = observed.spec
         namespace, key = observed.owner.namespace, observed.key
-        observed.referenced_secrets = observed.spec.referenced_secrets()
-        observed.token_secret_name = observed.spec.token_secret.name
+        observed.referenced_secrets = spec.referenced_secrets()
+        observed.token_secret_name = spec.token_secret.name
+        observed.ca_config_map_name = spec.ca_bundle.config_map_name if spec.ca_bundle else None
         for secret in observed.referenced_secrets:
             self.by_input_secret.setdefault((namespace, secret), set()).add(key)
         self.by_token_secret.setdefault((namespace, observed.token_secret_name), set()).add(key)
+        if observed.ca_config_map_name is not None:
+            self.by_config_map.setdefault((namespace, observed.ca_config_map_name), set()).add(key)
 
     def _unindex(self, observed: Observed) -> None:
         # Only the entries this client is in: a scan of the whole index per client would make
@@ -113,53 +140,113 @@ class WatchCache:
         names = [(self.by_input_secret, name) for name in observed.referenced_secrets]
         if observed.token_secret_name is not None:
             names.append((self.by_token_secret, observed.token_secret_name))
+        if observed.ca_config_map_name is not None:
+            names.append((self.by_config_map, observed.ca_config_map_name))
         for index, name in names:
             keys = index.get((namespace, name))
             if keys is not None:
                 keys.discard(key)
                 if not keys:
+                    # The last client that named it: what we kept of it goes too.
                     del index[(namespace, name)]
                     if index is self.by_input_secret:
                         self._input_secrets.pop((namespace, name), None)
+                    elif index is self.by_config_map:
+                        self._config_maps.pop((namespace, name), None)
 
     # -- Secrets ---------------------------------------------------------------------------
 
     def secret_changed(
-        self, secret_key: Key, body: Mapping[str, Any] | None
+        self, secret_key: Key, resource_version: str | None
     ) -> tuple[set[Key], set[Key]]:
-        """A Secret changed (`body` as it is now) or went away (None). Returns the clients that
-        read it, and the clients that name it as their token Secret."""
-        readers = self.by_input_secret.get(secret_key, set())
-        if readers:
-            if body is None:
-                self._input_secrets.pop(secret_key, None)
-            else:
-                self._input_secrets[secret_key] = copy.deepcopy(dict(body))
-        return readers, self.by_token_secret.get(secret_key, set())
+        """A Secret changed (now at `resource_version`) or went away (None). Returns the clients
+        that read it, and the clients that name it as their token Secret."""
+        kept = self._input_secrets.get(secret_key)
+        if kept is not None and kept.resource_version != resource_version:
+            del self._input_secrets[secret_key]  # read it again when a client needs it
+        return self.by_input_secret.get(secret_key, set()), self.by_token_secret.get(
+            secret_key, set()
+        )
 
     async def read_secret(self, namespace: str, name: str) -> Mapping[str, Any] | None:
-        """A Secret some client reads: as the watch delivered it, else from the API server."""
+        """A Secret some client reads: as kept since the watch last reported it, else from the
+        API server (and then kept, with only the keys its clients use)."""
         secret_key = (namespace, name)
-        cached = self._input_secrets.get(secret_key)
-        if cached is not None:
-            return cached
+        keys = self._keys_used(secret_key)
+        kept = self._input_secrets.get(secret_key)
+        if kept is not None and keys <= kept.keys:
+            return kept.body
         secret = await self._kube.read_secret(namespace, name)
-        if secret is not None and secret_key in self.by_input_secret:
-            # A watch event that arrived meanwhile is newer than what we read.
-            self._input_secrets.setdefault(secret_key, secret)
+        if secret is None or secret_key not in self.by_input_secret:
+            return secret
+        names = self.secret_names
+        known = names.resource_version(namespace, name) if names and names.synced else None
+        version = (secret.get("metadata") or {}).get("resourceVersion")
+        if known is None or known == version:  # else the watch has heard of a newer one
+            self._input_secrets[secret_key] = _Kept.of(secret, keys)
         return secret
 
     async def read_config_map(self, namespace: str, name: str) -> Mapping[str, Any] | None:
-        cached = self._config_maps.get((namespace, name))
-        if cached is not None and self._clock() - cached[0] < CONFIG_MAP_REUSE:
-            return cached[1]
+        config_key = (namespace, name)
+        keys = self._keys_used(config_key, config_map=True)
+        cached = self._config_maps.get(config_key)
+        if (
+            cached is not None
+            and self._clock() - cached[0] < CONFIG_MAP_REUSE
+            and keys <= cached[1].keys
+        ):
+            return cached[1].body
         read_at = self._clock()
         config_map = await self._kube.read_config_map(namespace, name)
-        if config_map is None:
-            self._config_maps.pop((namespace, name), None)
+        if config_map is None or config_key not in self.by_config_map:
+            self._config_maps.pop(config_key, None)
         else:
-            self._config_maps[(namespace, name)] = (read_at, config_map)
+            self._config_maps[config_key] = (read_at, _Kept.of(config_map, keys))
         return config_map
+
+    def _keys_used(self, object_key: Key, *, config_map: bool = False) -> frozenset[str]:
+        """The keys of a Secret (or the CA ConfigMap) that the clients naming it read."""
+        index = self.by_config_map if config_map else self.by_input_secret
+        keys: set[str] = set()
+        for client in index.get(object_key, ()):
+            state = self.clients.get(client)
+            spec = state.observed.spec if state is not None else None
+            if isinstance(spec, ClientSpec):
+                if config_map:
+                    keys.update({spec.ca_bundle.key} if spec.ca_bundle else set())
+                else:
+                    keys.update(spec.secret_keys().get(object_key[1], ()))
+        return frozenset(keys)
+
+
+@dataclass(frozen=True)
+class _Kept:
+    """What is kept of a Secret or ConfigMap: its version, and only the keys clients use (the
+    others by name only, so a message can list the keys present)."""
+
+    body: Mapping[str, Any]
+    keys: frozenset[str]
+
+    @property
+    def resource_version(self) -> str | None:
+        version = self.body["metadata"].get("resourceVersion")
+        return str(version) if version is not None else None
+
+    @classmethod
+    def of(cls, obj: Mapping[str, Any], keys: frozenset[str]) -> _Kept:
+        metadata = obj.get("metadata") or {}
+        data = obj.get("data") or {}
+        return cls(
+            {
+                "metadata": {
+                    "namespace": metadata.get("namespace"),
+                    "name": metadata.get("name"),
+                    "resourceVersion": metadata.get("resourceVersion"),
+                },
+                "data": {k: (v if k in keys else "") for k, v in data.items()},
+            },
+            keys,
+        )
 
 
 def _parsed(spec_body: Mapping[str, Any], *, name: str) -> ClientSpec | ConfigurationError:

@@ -1,5 +1,7 @@
-"""What an attempt writes to Kubernetes: the token Secret, the status, Warning Events. Each only
-when it would change something: a steady client costs no API writes, a renewal two.
+"""What an attempt writes to Kubernetes: the token Secret, the status, Events. Each only when it
+would change something: a steady client costs no API writes, a renewal two. Events are rate
+limited per client and reason: a long outage, or a server whose tokens live a second, must not
+flood them (the API server stores each one).
 """
 
 from __future__ import annotations
@@ -26,8 +28,8 @@ from raidiam_operator.refresh.state import ClientState
 
 logger = logging.getLogger(__name__)
 
-# Repeat an unchanged Warning Event at most this often, so a long outage doesn't flood Events.
-WARNING_REPEAT = timedelta(minutes=5)
+# One Event per client and reason at most this often, Normal or Warning.
+EVENT_REPEAT = timedelta(minutes=5)
 
 
 class Writes:
@@ -36,13 +38,28 @@ class Writes:
         self._metrics = metrics
 
     async def warn(self, state: ClientState, problem: Problem, *, now: datetime) -> None:
-        notices = state.notices
-        last = notices.last_warning
-        if last is not None and last[0] == problem.reason and now - last[1] < WARNING_REPEAT:
+        state.notices.last_warning = (problem.reason, now)
+        await self.event(state, problem, warning=True, now=now)
+
+    async def event(
+        self,
+        state: ClientState,
+        problem: Problem,
+        *,
+        warning: bool,
+        now: datetime,
+        repeat_key: str | None = None,
+    ) -> None:
+        """Post an Event, unless one of the same reason (or `repeat_key`) went out for this
+        client within EVENT_REPEAT."""
+        key = repeat_key or problem.reason
+        last_events = state.notices.last_events
+        last = last_events.get(key)
+        if last is not None and now - last < EVENT_REPEAT:
             return
-        notices.last_warning = (problem.reason, now)
+        last_events[key] = now
         await self._kube.post_event(
-            state.observed.owner, warning=True, reason=problem.reason, message=problem.message
+            state.observed.owner, warning=warning, reason=problem.reason, message=problem.message
         )
 
     async def secret(
@@ -135,6 +152,7 @@ class Writes:
                 certificate_not_after=notices.certificate_not_after,
                 last_certificate_warning=notices.last_certificate_warning,
                 token_secret_name=token.secret_in_use,
+                lifetime_warning=token.lifetime_warning,
             ),
             now=now,
         )

@@ -1,0 +1,264 @@
+"""The engine's share of tenant safety, with the in-memory fakes: how often one client may ask,
+how soon it retries once its token has expired, how many Events it may post, how much of the
+shared concurrency one tenant may hold, and what it keeps in memory. The same behaviours against
+the real servers are in tests/e2e/test_tenant_safety.py."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import itertools
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+
+from raidiam_operator.refresh.engine import EngineSettings, RefreshEngine
+from raidiam_operator.core.errors import Conflict
+from raidiam_operator.protocol.client import TokenClient
+from tests.unit.engine_fakes import BODY, KEY, NS, Clock, FakeKube, Server, _engine
+
+
+def _short_tokens(server: Server, lifetime: float) -> None:
+    server.response = httpx.Response(
+        200, json={"access_token": "blink", "token_type": "Bearer", "expires_in": lifetime}
+    )
+
+
+async def _run_for(engine: RefreshEngine, clock: Clock, seconds: float, step: float = 0.1) -> None:
+    """Advance the hand-set clock in small steps, reconciling whenever the engine plans to."""
+    for _ in range(int(seconds / step)):
+        clock.advance(step)
+        due = engine._due.get(KEY)
+        if due is not None and due <= clock.now:
+            del engine._due[KEY]
+            await engine.reconcile(KEY)
+
+
+async def test_one_second_tokens_are_requested_at_most_every_2_seconds(
+    kube: FakeKube, server: Server, clock: Clock
+) -> None:
+    _short_tokens(server, 1)
+    engine = _engine(kube, server, clock)
+    engine.observe(BODY)
+    await engine.reconcile(KEY)
+
+    await _run_for(engine, clock, 60)
+
+    assert 25 <= server.token_requests <= 31  # the first, then one every 2 s
+    degraded = kube.degraded()
+    assert (degraded["status"], degraded["reason"]) == ("True", "ShortTokenLifetime")
+    assert "lives 1 s, less than the 30 s minimum" in degraded["message"]
+
+
+async def test_a_short_lived_token_costs_one_warning_and_few_events(
+    kube: FakeKube, server: Server, clock: Clock
+) -> None:
+    _short_tokens(server, 0.5)
+    engine = _engine(kube, server, clock)
+    engine.observe(BODY)
+    await engine.reconcile(KEY)
+
+    await _run_for(engine, clock, 120)
+
+    reasons = [reason for _, reason, _ in kube.events]
+    assert reasons.count("ShortTokenLifetime") == 1
+    assert len(kube.events) <= 4, reasons
+    assert kube.secrets["directory-token"]["data"]["access_token"], "the token is used"
+
+
+async def test_once_the_token_has_expired_a_failing_server_is_retried_within_10_seconds(
+    kube: FakeKube, server: Server, clock: Clock
+) -> None:
+    engine = _engine(kube, server, clock)
+    engine.observe(BODY)
+    await engine.reconcile(KEY)
+    server.response = httpx.Response(503)
+    clock.advance(300)  # expired, and the server is down
+    requests = []
+    for _ in range(30):
+        await engine.reconcile(KEY)
+        sent = engine._watch.clients[KEY].token.last_request_at
+        if sent is not None and sent not in requests:
+            requests.append(sent)
+        clock.now = engine._due[KEY]
+    gaps = [(later - earlier).total_seconds() for earlier, later in itertools.pairwise(requests)]
+
+    assert len(gaps) >= 10
+    assert max(gaps) <= 10
+    assert min(gaps) >= 2
+
+
+async def test_a_token_that_expires_during_a_long_backoff_is_retried_soon_after(
+    kube: FakeKube, server: Server, clock: Clock
+) -> None:
+    engine = _engine(kube, server, clock)
+    engine.observe(BODY)
+    await engine.reconcile(KEY)
+    expires_at = kube.statuses[-1]["expiresAt"]
+    server.response = httpx.Response(503)
+    # Fail repeatedly while the token is valid, so the backoff climbs towards 60 s.
+    clock.advance(270)
+    for _ in range(6):
+        await engine.reconcile(KEY)
+        clock.now = max(clock.now + timedelta(seconds=2), engine._due[KEY])
+    record = engine._watch.clients[KEY].token.record
+    assert record is not None
+    expiry = record.expires_at
+    clock.now = expiry  # the engine wakes when the token expires (to report TokenExpired)
+    await engine.reconcile(KEY)
+
+    assert expires_at is not None
+    assert engine._due[KEY] - expiry <= timedelta(seconds=10)
+
+
+async def test_retry_after_holds_even_once_the_token_has_expired(
+    kube: FakeKube, server: Server, clock: Clock
+) -> None:
+    engine = _engine(kube, server, clock)
+    engine.observe(BODY)
+    await engine.reconcile(KEY)
+    server.response = httpx.Response(503, headers={"Retry-After": "45"})
+    clock.advance(301)
+    await engine.reconcile(KEY)
+
+    assert engine._due[KEY] - clock.now >= timedelta(seconds=45)
+
+
+async def test_a_busy_namespace_holds_at_most_its_share_of_the_slots(
+    kube: FakeKube, clock: Clock
+) -> None:
+    """A namespace whose 40 clients all hang holds 4 of the 16 slots; another namespace's client
+    is served at once."""
+    release = asyncio.Event()
+    in_flight = {"hostile": 0, "good": 0}
+    most = {"hostile": 0}
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("openid-configuration"):
+            issuer = f"https://{request.url.host}"
+            return httpx.Response(200, json={"issuer": issuer, "token_endpoint": f"{issuer}/token"})
+        tenant = "hostile" if request.url.host == "slow.example" else "good"
+        in_flight[tenant] += 1
+        most["hostile"] = max(most["hostile"], in_flight["hostile"])
+        if tenant == "hostile":
+            await release.wait()
+        in_flight[tenant] -= 1
+        return httpx.Response(
+            200, json={"access_token": "t", "token_type": "Bearer", "expires_in": 300}
+        )
+
+    tokens = TokenClient(transport=httpx.MockTransport(handler), clock=clock)
+    engine = RefreshEngine(
+        kube, tokens, EngineSettings(seed=1, concurrency=16, tenant_concurrency=4), clock=clock
+    )
+    for i in range(40):
+        body: dict[str, Any] = copy.deepcopy(BODY)
+        body["metadata"].update(namespace="hostile", name=f"h{i}", uid=f"h{i}")
+        body["spec"]["issuer"] = "https://slow.example"
+        engine.observe(body)
+    good: dict[str, Any] = copy.deepcopy(BODY)
+    good["metadata"].update(namespace=NS, name="good", uid="good")
+    kube.secrets["transport-hostile"] = kube.secrets["transport"]
+    runner = asyncio.create_task(engine.run())
+    await asyncio.sleep(0.5)
+    engine.observe(good)
+    for _ in range(200):
+        if kube.secrets.get("good-token"):
+            break
+        await asyncio.sleep(0.01)
+    good_served = "good-token" in kube.secrets
+    release.set()
+    runner.cancel()
+    await asyncio.gather(runner, return_exceptions=True)
+
+    assert good_served, "the good client waited for the hostile namespace"
+    assert most["hostile"] <= 4
+
+
+async def test_what_the_engine_keeps_of_inputs_goes_when_their_clients_go(
+    kube: FakeKube, server: Server, clock: Clock
+) -> None:
+    kube.config_maps["ca"] = {"data": {"ca.crt": "x" * 1000, "other": "y" * 100_000}}
+    engine = _engine(kube, server, clock)
+    body: dict[str, Any] = copy.deepcopy(BODY)
+    body["spec"]["caBundle"] = {"configMapName": "ca"}
+    engine.observe(body)
+    await engine.reconcile(KEY)
+    filled = engine.summary()
+    kept_config_map = engine._watch._config_maps[(NS, "ca")][1].body
+
+    engine.forget(*KEY)
+
+    assert (filled["cachedSecrets"], filled["cachedConfigMaps"]) == (1, 1)
+    assert kept_config_map["data"]["other"] == "", "only the key a client uses is kept"
+    emptied = engine.summary()
+    assert (emptied["cachedSecrets"], emptied["cachedConfigMaps"]) == (0, 0)
+
+
+async def test_only_the_keys_a_client_uses_are_kept_of_a_referenced_secret(
+    kube: FakeKube, server: Server, clock: Clock
+) -> None:
+    kube.secrets["transport"]["data"]["helm-release"] = "z" * 100_000
+    engine = _engine(kube, server, clock)
+    engine.observe(BODY)
+    await engine.reconcile(KEY)
+
+    kept = engine._watch._input_secrets[(NS, "transport")].body["data"]
+    assert kept["helm-release"] == ""
+    assert kept["tls.crt"]
+    assert kept["tls.key"]
+
+
+class _Names:
+    """The Secret watch's list of names, as the engine sees it."""
+
+    def __init__(self, names: set[str]) -> None:
+        self.names = names
+        self.synced = True
+
+    def resource_version(self, namespace: str, name: str) -> str | None:
+        return "1" if name in self.names else None
+
+
+async def test_a_new_clients_token_secret_is_not_read_when_the_watch_knows_it_does_not_exist(
+    kube: FakeKube, server: Server, clock: Clock
+) -> None:
+    reads: list[str] = []
+    read = kube.read_secret
+
+    async def counted(namespace: str, name: str) -> dict[str, Any] | None:
+        reads.append(name)
+        return await read(namespace, name)
+
+    kube.read_secret = counted  # type: ignore[method-assign]
+    tokens = TokenClient(transport=httpx.MockTransport(server), clock=clock)
+    engine = RefreshEngine(
+        kube, tokens, EngineSettings(seed=1), clock=clock, secret_names=_Names({"transport"})
+    )
+    engine.observe(BODY)
+    await engine.reconcile(KEY)
+
+    assert "directory-token" not in reads
+    assert kube.ready()["status"] == "True"
+
+
+async def test_a_token_secret_the_watch_missed_is_found_by_the_create_and_left_alone(
+    kube: FakeKube, server: Server, clock: Clock
+) -> None:
+    kube.secrets["directory-token"] = {
+        "metadata": {"name": "directory-token", "resourceVersion": "7"},
+        "data": {"mine": "c29tZW9uZSBlbHNl"},
+    }
+    tokens = TokenClient(transport=httpx.MockTransport(server), clock=clock)
+    engine = RefreshEngine(
+        kube, tokens, EngineSettings(seed=1), clock=clock, secret_names=_Names({"transport"})
+    )
+    engine.observe(BODY)
+    with pytest.raises(Conflict):  # the create's 409: the scheduler reconciles again
+        await engine.reconcile(KEY)
+    await engine.reconcile(KEY)
+
+    assert kube.secrets["directory-token"]["data"] == {"mine": "c29tZW9uZSBlbHNl"}
+    assert kube.ready()["reason"] == "SecretConflict"
