@@ -16,25 +16,25 @@ import httpx
 import pytest
 
 from raidiam_devenv.pki import TestPKI
-from raidiam_operator.protocol.credentials import load_transport_certificate
 from raidiam_operator.core.errors import (
     ConfigurationError,
     ConnectionFailure,
     InvalidTokenResponse,
     ServerMetadataError,
 )
+from raidiam_operator.core.spec import parse_spec, reserved_key
+from raidiam_operator.core.texts import server_text
+from raidiam_operator.protocol.client import HttpSettings, TokenClient
+from raidiam_operator.protocol.credentials import load_transport_certificate
+from raidiam_operator.protocol.metadata import parse_metadata
+from raidiam_operator.protocol.request import TokenRequest
+from raidiam_operator.protocol.tokens import classify_error_response
 from raidiam_operator.refresh.inputs import (
     MAX_CA_BUNDLE_BYTES,
     MAX_PEM_BYTES,
     config_map_value,
     secret_value,
 )
-from raidiam_operator.protocol.metadata import parse_metadata
-from raidiam_operator.protocol.client import HttpSettings, TokenClient
-from raidiam_operator.protocol.request import TokenRequest
-from raidiam_operator.core.spec import parse_spec, reserved_key
-from raidiam_operator.core.texts import server_text
-from raidiam_operator.protocol.tokens import classify_error_response
 
 ISSUER = "https://slow.example"
 DISCOVERY = {

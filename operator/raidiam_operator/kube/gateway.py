@@ -475,6 +475,7 @@ class SecretMetadataWatch:
                     "watching Secrets%s failed (%s); listing again",
                     f" in {scope}" if scope else "",
                     f"HTTP {status}" if status else type(error).__name__,
+                    exc_info=logger.isEnabledFor(logging.DEBUG),
                 )
                 self._stopping.wait(min(30.0, float(2**failures)))
 
@@ -488,7 +489,7 @@ class SecretMetadataWatch:
             if token:
                 kwargs["_continue"] = token
             page = self._request(scope, **kwargs)
-            for item in page.get("items", []):
+            for item in page.get("items") or []:
                 metadata = item.get("metadata") or {}
                 seen[(metadata["namespace"], metadata["name"])] = metadata["resourceVersion"]
             token = (page.get("metadata") or {}).get("continue")

@@ -40,6 +40,7 @@ from raidiam_operator.core.errors import (
     RaidiamOperatorError,
     ServerMetadataError,
 )
+from raidiam_operator.core.texts import server_text
 from raidiam_operator.core.times import Clock, utc_now
 from raidiam_operator.protocol.credentials import TransportCertificate
 from raidiam_operator.protocol.metadata import (
@@ -49,7 +50,6 @@ from raidiam_operator.protocol.metadata import (
     parse_metadata,
     token_endpoint_for,
 )
-from raidiam_operator.core.texts import server_text
 from raidiam_operator.protocol.request import TokenRequest, token_form
 from raidiam_operator.protocol.tokens import (
     MAX_RESPONSE_BYTES,
@@ -226,7 +226,9 @@ class TokenClient:
         if request.token_endpoint:
             return True
         cached = self._metadata.get((request.issuer, _digest(request.ca_bundle)))
-        return cached is not None and self._clock() - cached.fetched_at < self.settings.discovery_ttl
+        return (
+            cached is not None and self._clock() - cached.fetched_at < self.settings.discovery_ttl
+        )
 
     async def prepare(self, request: TokenRequest) -> None:
         """Discover the issuer (within the attempt deadline), so that the token request that

@@ -17,13 +17,13 @@ from raidiam_operator.core.errors import (
     RaidiamOperatorError,
     ServerUnavailable,
 )
-from raidiam_operator.core.times import parse_retry_after
 from raidiam_operator.core.texts import (
     ERROR_CODE_LIMIT,
     ERROR_DESCRIPTION_LIMIT,
     quoted_server_text,
     server_text,
 )
+from raidiam_operator.core.times import parse_retry_after
 
 MAX_RESPONSE_BYTES = 1024 * 1024
 DEFAULT_LIFETIME = timedelta(seconds=300)
