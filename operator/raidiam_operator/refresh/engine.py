@@ -39,9 +39,10 @@ OVERDUE = timedelta(seconds=5)
 class EngineSettings:
     #: token requests and reconciliations running at once, across all clients
     concurrency: int = 64
-    #: of those, at most this many for one namespace, and at most this many for one issuer: a
-    #: tenant whose issuer is slow (or hostile) delays its own clients, not everyone's
-    tenant_concurrency: int = 16
+    #: of those, at most this many for one namespace, and at most this many for one issuer, so
+    #: that 16 always remain for everyone else: a tenant whose issuer is slow (or hostile)
+    #: delays its own clients, not everyone's, and a burst in one namespace still runs wide
+    tenant_concurrency: int = 48
     #: a seed for the jitter; None for a random one
     seed: int | None = None
     #: warn (condition, Event, metric) when a certificate expires sooner than this
