@@ -266,3 +266,26 @@ async def test_a_token_secret_the_watch_missed_is_found_by_the_create_and_left_a
 
     assert kube.secrets["directory-token"]["data"] == {"mine": "c29tZW9uZSBlbHNl"}
     assert kube.ready()["reason"] == "SecretConflict"
+
+
+async def test_clients_that_need_one_secret_at_once_share_one_read(
+    kube: FakeKube, server: Server, clock: Clock
+) -> None:
+    reads: list[str] = []
+    read = kube.read_secret
+
+    async def slow(namespace: str, name: str) -> dict[str, Any] | None:
+        reads.append(name)
+        await asyncio.sleep(0.05)
+        return await read(namespace, name)
+
+    kube.read_secret = slow  # type: ignore[method-assign]
+    engine = _engine(kube, server, clock)
+    for i in range(20):
+        body: dict[str, Any] = copy.deepcopy(BODY)
+        body["metadata"].update(name=f"c{i}", uid=f"c{i}")
+        engine.observe(body)
+    await asyncio.gather(*(engine.reconcile((NS, f"c{i}")) for i in range(20)))
+
+    assert reads.count("transport") == 1
+    assert server.token_requests == 20

@@ -12,6 +12,7 @@ its clients use. What is kept of a Secret or ConfigMap goes with the last client
 
 from __future__ import annotations
 
+import asyncio
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -59,6 +60,9 @@ class WatchCache:
         self.by_config_map: dict[Key, set[Key]] = {}
         self._input_secrets: dict[Key, _Kept] = {}
         self._config_maps: dict[Key, tuple[datetime, _Kept]] = {}
+        # Reads under way: the clients of a Secret that arrive meanwhile (a burst, a restart)
+        # share the one read instead of each making their own.
+        self._reading: dict[Key, asyncio.Future[Mapping[str, Any] | None]] = {}
 
     @property
     def kept(self) -> tuple[int, int]:
@@ -176,7 +180,12 @@ class WatchCache:
         kept = self._input_secrets.get(secret_key)
         if kept is not None and keys <= kept.keys:
             return kept.body
-        secret = await self._kube.read_secret(namespace, name)
+        reading = self._reading.get(secret_key)
+        if reading is None:
+            reading = self._reading[secret_key] = asyncio.ensure_future(self._read(namespace, name))
+            reading.add_done_callback(lambda _: self._reading.pop(secret_key, None))
+        secret = await asyncio.shield(reading)
+        keys = self._keys_used(secret_key)
         if secret is None or secret_key not in self.by_input_secret:
             return secret
         names = self.secret_names
@@ -185,6 +194,9 @@ class WatchCache:
         if known is None or known == version:  # else the watch has heard of a newer one
             self._input_secrets[secret_key] = _Kept.of(secret, keys)
         return secret
+
+    async def _read(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        return await self._kube.read_secret(namespace, name)
 
     async def read_config_map(self, namespace: str, name: str) -> Mapping[str, Any] | None:
         config_key = (namespace, name)
