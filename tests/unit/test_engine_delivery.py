@@ -41,8 +41,9 @@ async def test_after_a_rotation_the_old_pair_stays_until_the_new_token_is_writte
         "engine", not_before=clock.now - timedelta(days=1), not_after=clock.now + timedelta(days=60)
     )
     kube.put_tls_secret("transport", renewed.cert_pem, renewed.key_pem)
-    engine.secret_changed(NS, "transport", "2", kube.secrets["transport"])
+    engine.secret_changed(NS, "transport", "2")  # the watch delivers metadata only
     server.response = httpx.Response(503)
+    clock.advance(2)  # one client's requests are at least 2 s apart
 
     await engine.reconcile(KEY)
 

@@ -117,8 +117,9 @@ class ClientSpec:
         keys: dict[str, set[str]] = {}
         if self.transport_certificate:
             ref = self.transport_certificate
+            # ca.crt: copied beside the token with tokenSecret.includeCertificate
             keys.setdefault(ref.secret_name, set()).update(
-                {ref.certificate_key, ref.private_key_key}
+                {ref.certificate_key, ref.private_key_key, "ca.crt"}
             )
         if self.signing_key:
             # tls.crt: the certificate beside a signing key, for its expiry warning
