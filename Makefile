@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 # The one version of the package, the image and the chart (docs/releasing.md).
 VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"$$/\1/p' operator/raidiam_operator/__init__.py)
 
-.PHONY: demo test lint typecheck unit integration e2e binaries manifests bench clean chart lock sbom
+.PHONY: demo test lint typecheck unit integration e2e binaries manifests bench clean chart lock sbom node image
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ binaries: $(STAMP)
 	PYTHONPATH=devenv $(BIN)/python -m raidiam_devenv.kubeconform
 	PYTHONPATH=devenv $(BIN)/python -m raidiam_devenv.promtool
 	PYTHONPATH=devenv $(BIN)/python -m raidiam_devenv.prometheus_operator
+
+## image: build the operator image from the Dockerfile without Docker (buildah, Debian base) into dist/
+image: $(STAMP)
+	PYTHONPATH=devenv $(BIN)/python -m raidiam_devenv.image
 
 ## manifests: after changing crds/ or the chart: copy the CRD into the chart, regenerate deploy/ and docs/reference.md
 manifests: $(STAMP) binaries

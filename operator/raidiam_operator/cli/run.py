@@ -129,6 +129,7 @@ def _listen_address() -> str:
 
 def run_command(args: argparse.Namespace) -> int:
     import kopf
+    from kopf._core.engines.peering import Identity
 
     import raidiam_operator.handlers  # noqa: F401 - registers the handlers with kopf
 
@@ -168,5 +169,8 @@ def run_command(args: argparse.Namespace) -> int:
         namespaces=args.namespaces,
         liveness_endpoint=None if args.liveness == "off" else args.liveness,
         memo=kopf.Memo(options=options),
+        # Without an identity kopf derives one from getpass.getuser(), which raises KeyError
+        # under an arbitrary UID without a passwd entry (OpenShift's restricted SCC).
+        identity=Identity(options.identity),
     )
     return EXIT_OK
