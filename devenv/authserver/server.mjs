@@ -65,6 +65,10 @@ const CLIENT_AUTH_METHODS = config.client_auth_methods ?? [
 ];
 const ASSERTION_ALGS = config.client_auth_signing_algs ?? ['PS256', 'ES256', 'EdDSA', 'Ed25519', 'RS256'];
 const TOKEN_PATH = '/token';
+// A protected resource on the mTLS listener that accepts only certificate-bound access tokens
+// presented over mutual TLS with the certificate they are bound to (RFC 8705 section 3), as
+// Open Finance Brasil's APIs do.
+const RESOURCE_PATH = '/resource';
 const DISCOVERY_PATHS = new Set(['/.well-known/openid-configuration', '/.well-known/oauth-authorization-server']);
 const FAPI_PROFILES = new Set(['2.0', '1.0 Final']);
 
@@ -105,7 +109,9 @@ const tlsServer = https.createServer({ ...tlsBase }, dispatch);
 // provider.
 const mtlsServer = https.createServer(
   { ...tlsBase, ca: clientCas, requestCert: true, rejectUnauthorized: false },
-  dispatch,
+  (req, res) => (new URL(req.url, 'https://x').pathname === RESOURCE_PATH
+    ? protectedResource(req, res)
+    : dispatch(req, res)),
 );
 for (const [server, name] of [[tlsServer, 'tls'], [mtlsServer, 'mtls']]) {
   server.listenerName = name;
@@ -517,15 +523,15 @@ if (config.publish_mtls_aliases ?? true) {
   discoveryExtras.mtls_endpoint_aliases = { token_endpoint: `${MTLS_BASE}${TOKEN_PATH}` };
 }
 
+const SIGNING_KEYS = [
+  signingJwk('rsa', { modulusLength: 2048 }, 'rsa-sig'),
+  signingJwk('ec', { namedCurve: 'P-256' }, 'ec-sig'),
+];
+
 const provider = new Provider(ISSUER, {
   adapter: Adapter,
   clients: [],
-  jwks: {
-    keys: [
-      signingJwk('rsa', { modulusLength: 2048 }, 'rsa-sig'),
-      signingJwk('ec', { namedCurve: 'P-256' }, 'ec-sig'),
-    ],
-  },
+  jwks: { keys: SIGNING_KEYS },
   cookies: { keys: [crypto.randomBytes(32).toString('base64url')] },
   findAccount: async () => undefined,
   scopes: SCOPES,
@@ -656,6 +662,9 @@ function newStats() {
     errors_by_code: {},
     faulted_total: 0,
     discovery_requests_total: 0,
+    resource_accepted_total: 0,
+    resource_rejected_total: 0,
+    resource_rejected_by_reason: {},
   };
 }
 let stats = newStats();
@@ -873,6 +882,71 @@ provider.use(async (ctx, next) => {
   }
 });
 
+// ---------------------------------------------------------------------------
+// The protected resource (GET /resource on the mTLS listener).
+// ---------------------------------------------------------------------------
+
+const VERIFY_OPTIONS = {
+  PS256: (key) => ({ key, padding: crypto.constants.RSA_PKCS1_PSS_PADDING, saltLength: 32 }),
+  RS256: (key) => ({ key, padding: crypto.constants.RSA_PKCS1_PADDING }),
+  ES256: (key) => ({ key, dsaEncoding: 'ieee-p1363' }),
+};
+
+// The access token's claims if its signature, issuer, audience and lifetime are good; throws
+// an Error whose message is the reason otherwise.
+function verifiedAccessToken(token) {
+  const parts = token.split('.');
+  if (parts.length !== 3) throw new Error('not a JWT');
+  const header = JSON.parse(Buffer.from(parts[0], 'base64url').toString('utf8'));
+  const jwk = SIGNING_KEYS.find((k) => k.kid === header.kid);
+  const options = VERIFY_OPTIONS[header.alg];
+  if (!jwk || !options) throw new Error(`unknown key ${header.kid} or alg ${header.alg}`);
+  const key = crypto.createPublicKey({ key: jwk, format: 'jwk' });
+  const signed = Buffer.from(`${parts[0]}.${parts[1]}`);
+  if (!crypto.verify('sha256', signed, options(key), Buffer.from(parts[2], 'base64url'))) {
+    throw new Error('bad signature');
+  }
+  const claims = JSON.parse(Buffer.from(parts[1], 'base64url').toString('utf8'));
+  if (claims.iss !== ISSUER) throw new Error('wrong issuer');
+  const audiences = [].concat(claims.aud ?? []);
+  if (!audiences.some((a) => RESOURCES.has(a))) throw new Error('wrong audience');
+  if (!(claims.exp > Date.now() / 1000)) throw new Error('expired');
+  return claims;
+}
+
+function protectedResource(req, res) {
+  const reject = (reason) => {
+    stats.resource_rejected_total += 1;
+    bump(stats.resource_rejected_by_reason, reason);
+    if (LOG_REQUESTS) log(`mtls ${req.method} ${RESOURCE_PATH} 401 ${reason}`);
+    const body = JSON.stringify({ error: 'invalid_token', error_description: reason });
+    res.writeHead(401, {
+      'content-type': 'application/json',
+      'www-authenticate': `Bearer error="invalid_token", error_description="${reason}"`,
+    });
+    res.end(body);
+  };
+  const peer = peerInfo(req.socket);
+  if (!peer || !peer.authorized) return reject('no trusted client certificate');
+  const match = /^Bearer ([^ ]+)$/.exec(req.headers.authorization ?? '');
+  if (!match) return reject('no bearer token');
+  let claims;
+  try {
+    claims = verifiedAccessToken(match[1]);
+  } catch (error) {
+    return reject(`invalid token: ${error.message}`);
+  }
+  const thumbprint = crypto.createHash('sha256').update(peer.raw).digest('base64url');
+  const bound = claims.cnf?.['x5t#S256'];
+  if (!bound) return reject('token is not certificate-bound');
+  if (bound !== thumbprint) return reject('token is bound to another certificate');
+  stats.resource_accepted_total += 1;
+  if (LOG_REQUESTS) log(`mtls ${req.method} ${RESOURCE_PATH} 200 client=${claims.client_id}`);
+  const body = JSON.stringify({ client_id: claims.client_id, scope: claims.scope, 'x5t#S256': bound });
+  res.writeHead(200, { 'content-type': 'application/json' });
+  return res.end(body);
+}
+
 provider.on('server_error', (_ctx, err) => log(`server_error ${err.stack ?? err}`));
 // Responses carry oidc-provider's deliberately generic error_description
 // (e.g. "client authentication failed", as a production server would); the
@@ -905,6 +979,7 @@ function serverInfo() {
     token_endpoint: `${ISSUER}${TOKEN_PATH}`,
     mtls_token_endpoint: `${MTLS_BASE}${TOKEN_PATH}`,
     resource: RESOURCE,
+    protected_resource_url: `${MTLS_BASE}${RESOURCE_PATH}`,
     tls_port: tlsPort,
     mtls_port: mtlsPort,
     admin_port: adminServer.address()?.port,

@@ -136,8 +136,12 @@ class AuthServer:
         log_requests: bool = True,
         extra_config: Mapping[str, Any] | None = None,
         start_timeout: float = _START_TIMEOUT,
+        host: str | None = None,
     ) -> None:
+        """``host``: listen on that address and name it in the issuer and endpoint URLs
+        (e.g. the dev node's address, which pods can reach) instead of loopback/localhost."""
         self.workdir = workdir
+        self._host = host
         self.pki = pki
         self._clients = [dict(c) for c in clients]
         # Client certificates must chain to one of these; the test PKI's CA by
@@ -166,7 +170,8 @@ class AuthServer:
                 "node is not installed; it is needed for the test authorization server"
             )
         self.workdir.mkdir(parents=True, exist_ok=True)
-        server_cert = self.pki.server_certificate(("localhost", "127.0.0.1"))
+        names = ("localhost", "127.0.0.1", *([self._host] if self._host else []))
+        server_cert = self.pki.server_certificate(names)
         cert_path, key_path = server_cert.write(self.workdir, "authserver-tls")
         self._ready_path.unlink(missing_ok=True)
         config: dict[str, Any] = {
@@ -183,6 +188,7 @@ class AuthServer:
             "default_token_ttl": self._default_token_ttl,
             "log_requests": self._log_requests,
             "clients": self._clients,
+            **({"host": self._host, "public_host": self._host} if self._host else {}),
             **self._extra_config,
         }
         self.config_path.write_text(json.dumps(config, indent=2))
@@ -310,6 +316,17 @@ class AuthServer:
     def resource(self) -> str:
         """Audience (``aud``) of issued access tokens."""
         return str(self._value("resource"))
+
+    @property
+    def protected_resource_url(self) -> str:
+        """``GET`` it over mTLS with a token bound to the presented certificate (RFC 8705).
+
+        200 with ``{"client_id", "scope", "x5t#S256"}`` when the token is valid and its
+        ``cnf.x5t#S256`` is the thumbprint of the client certificate; 401 ``invalid_token``
+        with the reason otherwise.  ``stats()`` counts both (``resource_accepted_total``,
+        ``resource_rejected_by_reason``).
+        """
+        return str(self._value("protected_resource_url"))
 
     @property
     def admin_url(self) -> str:

@@ -243,3 +243,39 @@ def test_503_fault_with_retry_after_is_counted_and_cleared(
     assert stats["token_requests_by_client"] == {client_id: 5}
     assert stats["faulted_total"] == 2
     assert stats["issued_total"] == 3
+
+
+def test_protected_resource_accepts_a_bound_token_only_with_its_certificate(
+    clean_auth_server: AuthServer, test_pki: TestPKI, tmp_path: Path
+) -> None:
+    server = clean_auth_server
+    client_id = _unique("tls")
+    cert = test_pki.client_certificate(client_id)
+    same_subject_new_key = test_pki.client_certificate(client_id)
+    server.register_tls_client(client_id, cert)
+    with _client(server, cert, tmp_path) as http:
+        token = http.post(
+            server.mtls_token_endpoint,
+            data={"grant_type": "client_credentials", "client_id": client_id},
+        ).json()["access_token"]
+        accepted = http.get(
+            server.protected_resource_url, headers={"Authorization": f"Bearer {token}"}
+        )
+        unauthenticated = http.get(server.protected_resource_url)
+    with _client(server, same_subject_new_key, tmp_path) as http:
+        other_certificate = http.get(
+            server.protected_resource_url, headers={"Authorization": f"Bearer {token}"}
+        )
+
+    assert accepted.status_code == 200, accepted.text
+    assert accepted.json()["client_id"] == client_id
+    assert accepted.json()["x5t#S256"] == cert.x5t_s256
+    assert unauthenticated.status_code == 401
+    assert other_certificate.status_code == 401
+    assert other_certificate.json()["error_description"] == "token is bound to another certificate"
+    stats = server.stats()
+    assert stats["resource_accepted_total"] == 1
+    assert stats["resource_rejected_by_reason"] == {
+        "no bearer token": 1,
+        "token is bound to another certificate": 1,
+    }
