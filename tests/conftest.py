@@ -1,4 +1,5 @@
 pytest_plugins = [
     "raidiam_devenv.fixtures_authserver",
     "raidiam_devenv.fixtures_kube",
+    "raidiam_devenv.fixtures_node",
 ]

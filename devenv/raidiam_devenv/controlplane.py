@@ -59,6 +59,21 @@ CONTROLLERS = ",".join(
         "serviceaccount-token-controller",  # fills service-account-token Secrets
     ]
 )
+# What pods on a node need on top (see raidiam_devenv.node).
+NODE_CONTROLLERS = ",".join(
+    [
+        CONTROLLERS,
+        "deployment-controller",
+        "replicaset-controller",
+        "endpointslice-controller",  # Services -> kube-proxy
+        "endpointslice-mirroring-controller",
+        "root-ca-certificate-publisher-controller",  # kube-root-ca.crt in pods' SA volume
+        "pod-garbage-collector-controller",
+        "disruption-controller",  # the chart's PodDisruptionBudget
+        # Lifts the node.kubernetes.io/not-ready taint that kubelet registers the node with.
+        "node-lifecycle-controller",
+    ]
+)
 
 _LOG_TAIL_LINES = 60
 _PR_SET_PDEATHSIG = 1
@@ -185,9 +200,12 @@ class _Pki:
     admin_key: Path
     sa_key: Path
     sa_pub: Path
+    kubelet_client_cert: Path
+    kubelet_client_key: Path
+    authority: TestPKI
 
 
-def _generate_pki(directory: Path) -> _Pki:
+def _generate_pki(directory: Path, extra_server_ips: Sequence[str] = ()) -> _Pki:
     """The control plane's CA, serving and admin certificates and service-account key, from the
     same `TestPKI` the tests use (ECDSA P-256: supported by Go's TLS, and instant to generate)."""
     pki = TestPKI(directory, common_name="raidiam-devenv-ca", key_type="ec")
@@ -200,6 +218,7 @@ def _generate_pki(directory: Path) -> _Pki:
             "kubernetes.default.svc.cluster.local",
             "127.0.0.1",
             KUBERNETES_SERVICE_IP,
+            *extra_server_ips,
         )
     )
     # O=system:masters is bound to cluster-admin by the bootstrap RBAC
@@ -207,6 +226,8 @@ def _generate_pki(directory: Path) -> _Pki:
     admin = pki.client_certificate(
         "raidiam-devenv-admin", key_type="ec", organization="system:masters"
     )
+    # How the apiserver authenticates to kubelets (logs, exec, port-forward).
+    kubelet_client = pki.client_certificate("kube-apiserver-kubelet-client", key_type="ec")
     service_accounts = pki.signing_key("ec")
     paths = _Pki(
         ca_cert=pki.ca_path,
@@ -217,9 +238,13 @@ def _generate_pki(directory: Path) -> _Pki:
         admin_key=directory / "admin.key",
         sa_key=directory / "sa.key",
         sa_pub=directory / "sa.pub",
+        kubelet_client_cert=directory / "apiserver-kubelet-client.crt",
+        kubelet_client_key=directory / "apiserver-kubelet-client.key",
+        authority=pki,
     )
     serving.write(directory, "apiserver")
     admin.write(directory, "admin")
+    kubelet_client.write(directory, "apiserver-kubelet-client")
     paths.sa_key.touch(mode=0o600)
     paths.sa_key.write_bytes(service_accounts.private_pem)
     paths.sa_pub.write_bytes(service_accounts.public_pem)
@@ -295,6 +320,13 @@ class ControlPlane:
     ``workdir`` receives the PKI, etcd data, kubeconfigs and process logs.
     With ``audit_policy=True`` the apiserver writes a JSON audit log of every
     Secret/ConfigMap request (Metadata level) to :attr:`audit_log_path`.
+
+    With ``node_ip`` the control plane is ready for a node
+    (:class:`raidiam_devenv.node.NodeCluster`): the apiserver listens on that
+    address instead of 127.0.0.1 (pods reach it through the ``kubernetes``
+    Service), authorizes kubelets with the Node authorizer, reaches them by
+    their InternalIP, and the controller manager also runs the controllers
+    that pods need (Deployments, EndpointSlices, kube-root-ca.crt).
     """
 
     def __init__(
@@ -304,8 +336,11 @@ class ControlPlane:
         audit_policy: bool = False,
         binaries: Binaries | None = None,
         startup_timeout: float = 60.0,
+        node_ip: str | None = None,
     ) -> None:
         self.workdir = Path(workdir).resolve()
+        self.node_ip = node_ip
+        self._address = node_ip or "127.0.0.1"
         self.startup_timeout = startup_timeout
         self._binaries = binaries
         self._audit = audit_policy
@@ -336,7 +371,7 @@ class ControlPlane:
         """The apiserver URL, e.g. ``https://127.0.0.1:40123``."""
         if not self.apiserver_port:
             raise ControlPlaneError("control plane not started")
-        return f"https://127.0.0.1:{self.apiserver_port}"
+        return f"https://{self._address}:{self.apiserver_port}"
 
     @property
     def ca_cert_path(self) -> Path:
@@ -360,7 +395,7 @@ class ControlPlane:
             # etcd data would carry the previous peer URL and objects.  Use
             # stop_*/start_* to restart components with their state.
             shutil.rmtree(self.workdir / "etcd-data", ignore_errors=True)
-            self._pki = _generate_pki(self.workdir / "pki")
+            self._pki = _generate_pki(self.workdir / "pki", [self.node_ip] if self.node_ip else [])
             self.etcd_client_port = _free_port()
             self.etcd_peer_port = _free_port()
             self.apiserver_port = _free_port()
@@ -545,6 +580,51 @@ class ControlPlane:
         _write_yaml(path, config)
         return path
 
+    def issue_client_certificate(
+        self, directory: Path, name: str, common_name: str, organization: str | None = None
+    ) -> tuple[Path, Path]:
+        """A client certificate from the cluster CA (user ``common_name``, group ``organization``)."""
+        issued = self._require_pki().authority.client_certificate(
+            common_name, key_type="ec", organization=organization
+        )
+        directory.mkdir(parents=True, exist_ok=True)
+        return issued.write(directory, name)
+
+    def write_kubeconfig(self, path: Path, cert: Path, key: Path, *, user: str = "user") -> Path:
+        """A kubeconfig for this cluster that authenticates with a client certificate."""
+        pki = self._require_pki()
+        config: dict[str, Any] = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {
+                    "name": "devenv",
+                    "cluster": {
+                        "server": self.server,
+                        "certificate-authority-data": _b64(pki.ca_cert),
+                    },
+                }
+            ],
+            "users": [
+                {
+                    "name": user,
+                    "user": {
+                        "client-certificate-data": _b64(cert),
+                        "client-key-data": _b64(key),
+                    },
+                }
+            ],
+            "contexts": [
+                {
+                    "name": "devenv",
+                    "context": {"cluster": "devenv", "user": user, "namespace": "default"},
+                }
+            ],
+            "current-context": "devenv",
+        }
+        _write_yaml(path, config)
+        return path
+
     def logs(self) -> dict[str, Path]:
         """Log file of each component, for attaching to failure reports."""
         return {
@@ -632,13 +712,9 @@ class ControlPlane:
         args = [
             str(binaries.kube_apiserver),
             f"--etcd-servers=http://127.0.0.1:{self.etcd_client_port}",
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
+            f"--bind-address={self._address}",
+            f"--advertise-address={self._address}",
             f"--secure-port={self.apiserver_port}",
-            # No other apiserver will ever join, and the default reconciler
-            # would try to publish endpoints for 127.0.0.1 (rejected).
-            "--endpoint-reconciler-type=none",
-            "--authorization-mode=RBAC",
             f"--cert-dir={self.workdir / 'apiserver-certs'}",
             f"--tls-cert-file={pki.serving_cert}",
             f"--tls-private-key-file={pki.serving_key}",
@@ -650,6 +726,26 @@ class ControlPlane:
             "--allow-privileged=true",
             "--profiling=false",
         ]
+        if self.node_ip is None:
+            args += [
+                # No other apiserver will ever join, and the default reconciler
+                # would try to publish endpoints for 127.0.0.1 (rejected).
+                "--endpoint-reconciler-type=none",
+                "--authorization-mode=RBAC",
+            ]
+        else:
+            args += [
+                # The `kubernetes` Service's endpoint is the node address, which
+                # pods reach through kube-proxy's rules.
+                "--endpoint-reconciler-type=lease",
+                # Kubelets may read only what their own pods use.
+                "--authorization-mode=Node,RBAC",
+                "--enable-admission-plugins=NodeRestriction",
+                # The node's address is a /32 on lo; it has no resolvable hostname.
+                "--kubelet-preferred-address-types=InternalIP",
+                f"--kubelet-client-certificate={pki.kubelet_client_cert}",
+                f"--kubelet-client-key={pki.kubelet_client_key}",
+            ]
         if self._audit and self.audit_log_path is not None:
             policy = self.workdir / "audit-policy.yaml"
             _write_yaml(policy, _AUDIT_POLICY, mode=0o644)
@@ -678,7 +774,7 @@ class ControlPlane:
             # it up in kube-system/extension-apiserver-authentication only
             # logs an error every few seconds; client certs are not needed.
             "--authentication-skip-lookup=true",
-            f"--controllers={CONTROLLERS}",
+            f"--controllers={NODE_CONTROLLERS if self.node_ip else CONTROLLERS}",
             f"--service-account-private-key-file={pki.sa_key}",
             f"--root-ca-file={pki.ca_cert}",
             "--use-service-account-credentials=false",
@@ -701,36 +797,7 @@ class ControlPlane:
 
     def _write_admin_kubeconfig(self) -> None:
         pki = self._require_pki()
-        config: dict[str, Any] = {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [
-                {
-                    "name": "devenv",
-                    "cluster": {
-                        "server": self.server,
-                        "certificate-authority-data": _b64(pki.ca_cert),
-                    },
-                }
-            ],
-            "users": [
-                {
-                    "name": "admin",
-                    "user": {
-                        "client-certificate-data": _b64(pki.admin_cert),
-                        "client-key-data": _b64(pki.admin_key),
-                    },
-                }
-            ],
-            "contexts": [
-                {
-                    "name": "devenv",
-                    "context": {"cluster": "devenv", "user": "admin", "namespace": "default"},
-                }
-            ],
-            "current-context": "devenv",
-        }
-        _write_yaml(self.kubeconfig, config)
+        self.write_kubeconfig(self.kubeconfig, pki.admin_cert, pki.admin_key, user="admin")
 
     # -- probes: each returns False on any error, the caller owns the deadline
 

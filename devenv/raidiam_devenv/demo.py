@@ -1,8 +1,14 @@
 """`make demo`: the operator doing its job on a laptop, with nothing outside needed.
 
-Brings up a local control plane (or uses the cluster in KUBECONFIG) and the test authorization
-server, shows `raidiam-operator token` by both methods, then runs the operator on two
-RaidiamClients and prints what a user would look at.
+Where a node can start (root on Linux; see raidiam_devenv.node), it runs the real thing: a
+one-node cluster, the operator image built from the Dockerfile, `helm install` of the chart, a
+RaidiamClient, and a workload pod that prints the claims of the token it reads from its mounted
+file and calls a resource server with it over mTLS.
+
+Otherwise (or with KUBECONFIG set) it says why in one line and brings up a local control plane
+(or uses the cluster in KUBECONFIG) and the test authorization server, shows `raidiam-operator
+token` by both methods, then runs the operator as a local process on two RaidiamClients and
+prints what a user would look at.
 """
 
 from __future__ import annotations
@@ -99,6 +105,140 @@ def _show_token(label: str, document: dict[str, Any]) -> None:
     print(
         f"    token cnf.x5t#S256     = {bound}  ({'match' if bound == document.get('certificate_thumbprint') else 'MISMATCH'})"
     )
+
+
+def run_on_node(keep: bool, workdir: Path) -> int:
+    """The chart's pod on a real node, and a workload pod reading the token from its file."""
+    from raidiam_devenv.image import build_image
+    from raidiam_devenv.node import NODE_IP, NodeCluster
+    from raidiam_devenv.workload import caller_manifests, parse_log
+
+    with ExitStack() as stack:
+        _say("Starting a one-node cluster (containerd, kubelet, kube-proxy, kube-scheduler)")
+        print(
+            "  first run builds them from the Go module proxy: several minutes, cached afterwards"
+        )
+        cluster = NodeCluster(workdir / "node")
+        cluster.start()
+        stack.callback(cluster.stop)
+        kubeconfig = cluster.kubeconfig
+        print(f"  node Ready in {cluster.started_seconds:.1f}s; kubeconfig {kubeconfig}")
+
+        _say("Building the operator image from the Dockerfile (buildah) and importing it")
+        image = build_image()
+        cluster.import_image(image.archive)
+        print(f"  {image.reference} <- {image.archive} ({image.seconds:.0f}s)")
+
+        _say("Starting the test authorization server where pods can reach it")
+        pki = TestPKI(workdir / "pki")
+        server = stack.enter_context(AuthServer(workdir / "authserver", pki, host=NODE_IP))
+        print(f"  issuer {server.issuer}; protected resource {server.protected_resource_url}")
+        transport = pki.client_certificate("demo-tls-client")
+        server.register_tls_client("demo-tls-client", transport, token_ttl=120)
+
+        _say("helm install raidiam-token-operator ./charts/raidiam-token-operator --wait")
+        print(
+            _kubectl(kubeconfig, "apply", "--server-side", "-f", str(REPO_ROOT / "crds")).rstrip()
+        )
+        started = time.monotonic()
+        print(
+            cluster.helm(
+                "install",
+                "raidiam-token-operator",
+                str(REPO_ROOT / "charts" / "raidiam-token-operator"),
+                "-n",
+                "raidiam-token-operator",
+                "--create-namespace",
+                "--wait",
+                "--timeout=180s",
+                timeout=210,
+            )
+            .stdout.split("NOTES:")[0]
+            .rstrip()
+        )
+        print(
+            _kubectl(
+                kubeconfig, "get", "pods", "-n", "raidiam-token-operator", "-o", "wide"
+            ).rstrip()
+        )
+
+        _say(f"A RaidiamClient in namespace {NAMESPACE}, and a pod that mounts its token")
+        _kubectl(kubeconfig, "create", "namespace", NAMESPACE, check=False)
+        _apply(
+            kubeconfig,
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": "authserver-ca", "namespace": NAMESPACE},
+                "data": {"ca.crt": server.ca_path.read_text()},
+            },
+        )
+        _apply(
+            kubeconfig,
+            _secret(
+                "tls-transport",
+                {"tls.crt": transport.cert_pem, "tls.key": transport.key_pem},
+                "kubernetes.io/tls",
+            ),
+        )
+        _apply(
+            kubeconfig,
+            {
+                "apiVersion": "raidiam.io/v1alpha1",
+                "kind": "RaidiamClient",
+                "metadata": {"name": "directory", "namespace": NAMESPACE},
+                "spec": {
+                    "issuer": server.issuer,
+                    "scope": "directory:software",
+                    "caBundle": {"configMapName": "authserver-ca"},
+                    "clientId": "demo-tls-client",
+                    "authMethod": "tls_client_auth",
+                    "transportCertificate": {"secretName": "tls-transport"},
+                },
+            },
+        )
+        for document in caller_manifests(
+            "token-reader",
+            NAMESPACE,
+            image=image.reference,
+            token_secret="directory-token",
+            transport_secret="tls-transport",
+            server_ca_config_map="authserver-ca",
+            resource_url=server.protected_resource_url,
+            interval=5,
+        ):
+            _apply(kubeconfig, document)
+        deadline = time.monotonic() + 120
+        while not (
+            log := parse_log(
+                _kubectl(kubeconfig, "logs", "token-reader", "-n", NAMESPACE, check=False)
+            )
+        ).accepted():
+            if time.monotonic() > deadline:
+                raise SystemExit("the workload pod made no accepted call in 120 s")
+            time.sleep(1)
+        print(
+            f"  helm install -> first accepted call from the pod: {time.monotonic() - started:.1f}s"
+        )
+        _say(f"kubectl get raidiamclients -n {NAMESPACE}")
+        print(_kubectl(kubeconfig, "get", "raidiamclients", "-n", NAMESPACE).rstrip())
+        _say("kubectl logs token-reader: the claims of the token it read from its mounted file")
+        print("    " + json.dumps(log.tokens[0]["claims"], indent=2).replace("\n", "\n    "))
+        call = log.accepted()[0]
+        print(
+            f"  its call to the protected resource over mTLS: HTTP {call['status']}; token "
+            f"cnf.x5t#S256 {call['token_x5t']} {'==' if call['token_x5t'] == call['cert_x5t'] else '!='} "
+            f"mounted certificate {call['cert_x5t']}"
+        )
+        if keep:
+            _say(f"Running until Ctrl-C. export KUBECONFIG={kubeconfig} to look around.")
+            try:
+                while True:
+                    time.sleep(1)
+            except KeyboardInterrupt:
+                pass
+        _say("Done; stopping everything (and undoing the node's host changes)")
+    return 0
 
 
 def run(keep: bool, workdir: Path) -> int:
@@ -308,15 +448,45 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--workdir", type=Path, help="where to keep state (default: a temporary directory)"
     )
+    parser.add_argument(
+        "--no-node",
+        action="store_true",
+        help="run the operator as a local process against a bare control plane",
+    )
     args = parser.parse_args(argv)
     if args.workdir:
         args.workdir.mkdir(parents=True, exist_ok=True)
-        return run(args.keep, args.workdir)
+        return _run_best(args, args.workdir)
     workdir = Path(tempfile.mkdtemp(prefix="raidiam-demo-"))
     try:
-        return run(args.keep, workdir)
+        return _run_best(args, workdir)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _run_best(args: argparse.Namespace, workdir: Path) -> int:
+    reason = _why_no_node(args.no_node)
+    if reason is None:
+        from raidiam_devenv.binaries import BuildError
+        from raidiam_devenv.node import NodeError
+        from raidiam_devenv.system_packages import SystemPackageError
+
+        try:
+            return run_on_node(args.keep, workdir)
+        except (NodeError, BuildError, SystemPackageError) as error:
+            reason = f"the node did not start: {str(error).splitlines()[0]}"
+    _say(f"No node ({reason}): running the operator as a local process instead")
+    return run(args.keep, workdir)
+
+
+def _why_no_node(disabled: bool) -> str | None:
+    if disabled:
+        return "--no-node"
+    if os.environ.get("KUBECONFIG"):
+        return "KUBECONFIG is set: using that cluster"
+    if sys.platform != "linux" or os.geteuid() != 0:
+        return "a node needs root on Linux"
+    return None
 
 
 if __name__ == "__main__":
