@@ -30,7 +30,7 @@ def _process_uids(needle: str) -> set[int]:
         if not proc.name.isdigit():
             continue
         try:
-            if needle.encode() not in (proc / "cmdline").read_bytes():
+            if needle.encode() not in (proc / "cmdline").read_bytes().replace(b"\0", b" "):
                 continue
             status = (proc / "status").read_text()
         except OSError:

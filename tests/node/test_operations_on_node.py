@@ -61,12 +61,14 @@ def test_deleting_the_leader_pod_hands_over_and_no_token_expires(node_world: Nod
         timeout=90,
         what="the new leader to renew the token",
     )
-    time.sleep(3)
-
-    log = node_world.caller_log(app_ns, "caller")
+    # ... and the workload reads the renewed token from its file.
+    log = wait_for(
+        lambda: log if len((log := node_world.caller_log(app_ns, "caller")).tokens) >= 2 else None,
+        timeout=90,
+        what="the renewed token in the workload's file",
+    )
     assert log.calls
     assert not log.failed(), log.failed()
-    assert len(log.tokens) >= 2
     assert _expires_at(node_world, app_ns, "directory-token") > datetime.datetime.now(datetime.UTC)
 
 
