@@ -54,7 +54,7 @@ demo: $(STAMP) binaries
 	PYTHONPATH=devenv $(BIN)/python -m raidiam_devenv.demo
 
 ## test: lint, type-check and run every test against the real servers
-test: lint typecheck binaries
+test: lint typecheck binaries image
 	PYTHONPATH=devenv $(BIN)/python -c 'from raidiam_devenv.authserver import ensure_node_modules; ensure_node_modules()'
 	$(BIN)/python -m pytest -p no:cacheprovider -ra
 
