@@ -38,7 +38,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 import yaml
 
@@ -296,14 +296,27 @@ _AUDIT_POLICY: dict[str, Any] = {
 }
 
 
-# Control planes still running, stopped by the atexit hook.
-_LIVE: weakref.WeakSet[ControlPlane] = weakref.WeakSet()
+class _Stoppable(Protocol):
+    def stop(self) -> None: ...
+
+
+# What is still running (control planes, nodes), stopped by the atexit hook.
+_LIVE: weakref.WeakSet[_Stoppable] = weakref.WeakSet()
+
+
+def stop_at_exit(thing: _Stoppable) -> None:
+    """Have ``thing.stop()`` called when the interpreter exits, unless :func:`running_no_more`."""
+    _LIVE.add(thing)
+
+
+def running_no_more(thing: _Stoppable) -> None:
+    _LIVE.discard(thing)
 
 
 def _stop_all_live() -> None:
-    for control_plane in list(_LIVE):
+    for thing in list(_LIVE):
         with contextlib.suppress(Exception):
-            control_plane.stop()
+            thing.stop()
 
 
 atexit.register(_stop_all_live)
@@ -389,7 +402,7 @@ class ControlPlane:
         binaries = self.binaries  # may build; do it before any timer starts
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._started = True
-        _LIVE.add(self)
+        stop_at_exit(self)
         try:
             # start() always makes a fresh cluster (new PKI and ports); old
             # etcd data would carry the previous peer URL and objects.  Use
@@ -421,7 +434,7 @@ class ControlPlane:
             if process is not None:
                 process.stop()
         self._started = False
-        _LIVE.discard(self)
+        running_no_more(self)
 
     def __enter__(self) -> ControlPlane:
         self.start()
@@ -552,32 +565,9 @@ class ControlPlane:
         least-privilege behaviour.
         """
         token = self.create_token(namespace, name, duration=duration)
-        pki = self._require_pki()
-        user = f"{namespace}-{name}"
-        config: dict[str, Any] = {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [
-                {
-                    "name": "devenv",
-                    "cluster": {
-                        "server": self.server,
-                        "certificate-authority-data": _b64(pki.ca_cert),
-                    },
-                }
-            ],
-            "users": [{"name": user, "user": {"token": token}}],
-            "contexts": [
-                {
-                    "name": user,
-                    "context": {"cluster": "devenv", "user": user, "namespace": namespace},
-                }
-            ],
-            "current-context": user,
-        }
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        _write_yaml(path, config)
+        _write_yaml(path, self._kubeconfig(f"{namespace}-{name}", {"token": token}, namespace))
         return path
 
     def issue_client_certificate(
@@ -592,8 +582,20 @@ class ControlPlane:
 
     def write_kubeconfig(self, path: Path, cert: Path, key: Path, *, user: str = "user") -> Path:
         """A kubeconfig for this cluster that authenticates with a client certificate."""
-        pki = self._require_pki()
-        config: dict[str, Any] = {
+        credentials = {"client-certificate-data": _b64(cert), "client-key-data": _b64(key)}
+        _write_yaml(path, self._kubeconfig(user, credentials, "default", context="devenv"))
+        return path
+
+    def _kubeconfig(
+        self,
+        user: str,
+        credentials: dict[str, str],
+        namespace: str,
+        *,
+        context: str | None = None,
+    ) -> dict[str, Any]:
+        context = context or user
+        return {
             "apiVersion": "v1",
             "kind": "Config",
             "clusters": [
@@ -601,29 +603,19 @@ class ControlPlane:
                     "name": "devenv",
                     "cluster": {
                         "server": self.server,
-                        "certificate-authority-data": _b64(pki.ca_cert),
+                        "certificate-authority-data": _b64(self._require_pki().ca_cert),
                     },
                 }
             ],
-            "users": [
-                {
-                    "name": user,
-                    "user": {
-                        "client-certificate-data": _b64(cert),
-                        "client-key-data": _b64(key),
-                    },
-                }
-            ],
+            "users": [{"name": user, "user": credentials}],
             "contexts": [
                 {
-                    "name": "devenv",
-                    "context": {"cluster": "devenv", "user": user, "namespace": "default"},
+                    "name": context,
+                    "context": {"cluster": "devenv", "user": user, "namespace": namespace},
                 }
             ],
-            "current-context": "devenv",
+            "current-context": context,
         }
-        _write_yaml(path, config)
-        return path
 
     def logs(self) -> dict[str, Path]:
         """Log file of each component, for attaching to failure reports."""

@@ -31,7 +31,7 @@ import jwt
 from raidiam_devenv.authserver import AuthServer
 from raidiam_devenv.controlplane import ControlPlane
 from raidiam_devenv.operator_process import OperatorProcess
-from raidiam_devenv.pki import TestPKI
+from raidiam_devenv.pki import IssuedCertificate, TestPKI
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NAMESPACE = "raidiam-demo"
@@ -68,6 +68,29 @@ def _secret(name: str, data: dict[str, bytes], kind: str = "Opaque") -> dict[str
         "metadata": {"name": name, "namespace": NAMESPACE},
         "data": {k: base64.b64encode(v).decode() for k, v in data.items()},
     }
+
+
+def _apply_server_ca_and_transport(
+    kubeconfig: Path, server: AuthServer, transport: IssuedCertificate
+) -> None:
+    """ConfigMap `authserver-ca` and kubernetes.io/tls Secret `tls-transport` in the namespace."""
+    _apply(
+        kubeconfig,
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "authserver-ca", "namespace": NAMESPACE},
+            "data": {"ca.crt": server.ca_path.read_text()},
+        },
+    )
+    _apply(
+        kubeconfig,
+        _secret(
+            "tls-transport",
+            {"tls.crt": transport.cert_pem, "tls.key": transport.key_pem},
+            "kubernetes.io/tls",
+        ),
+    )
 
 
 def _cli_token(server: AuthServer, *args: str) -> dict[str, Any]:
@@ -164,23 +187,7 @@ def run_on_node(keep: bool, workdir: Path) -> int:
 
         _say(f"A RaidiamClient in namespace {NAMESPACE}, and a pod that mounts its token")
         _kubectl(kubeconfig, "create", "namespace", NAMESPACE, check=False)
-        _apply(
-            kubeconfig,
-            {
-                "apiVersion": "v1",
-                "kind": "ConfigMap",
-                "metadata": {"name": "authserver-ca", "namespace": NAMESPACE},
-                "data": {"ca.crt": server.ca_path.read_text()},
-            },
-        )
-        _apply(
-            kubeconfig,
-            _secret(
-                "tls-transport",
-                {"tls.crt": transport.cert_pem, "tls.key": transport.key_pem},
-                "kubernetes.io/tls",
-            ),
-        )
+        _apply_server_ca_and_transport(kubeconfig, server, transport)
         _apply(
             kubeconfig,
             {
@@ -320,23 +327,7 @@ def run(keep: bool, workdir: Path) -> int:
             kubeconfig, "wait", "--for", "condition=established", "crd/raidiamclients.raidiam.io"
         )
         _kubectl(kubeconfig, "create", "namespace", NAMESPACE, check=False)
-        _apply(
-            kubeconfig,
-            {
-                "apiVersion": "v1",
-                "kind": "ConfigMap",
-                "metadata": {"name": "authserver-ca", "namespace": NAMESPACE},
-                "data": {"ca.crt": server.ca_path.read_text()},
-            },
-        )
-        _apply(
-            kubeconfig,
-            _secret(
-                "tls-transport",
-                {"tls.crt": transport.cert_pem, "tls.key": transport.key_pem},
-                "kubernetes.io/tls",
-            ),
-        )
+        _apply_server_ca_and_transport(kubeconfig, server, transport)
         _apply(
             kubeconfig,
             _secret(

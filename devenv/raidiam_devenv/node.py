@@ -36,7 +36,6 @@ no ``CAP_SYS_RESOURCE`` (containerd's ``restrict_oom_score_adj``).
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import fcntl
 import hashlib
@@ -49,7 +48,6 @@ import subprocess
 import sys
 import tarfile
 import time
-import weakref
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -63,6 +61,8 @@ from raidiam_devenv.controlplane import (
     ControlPlaneError,
     _free_port,
     _Process,
+    running_no_more,
+    stop_at_exit,
 )
 from raidiam_devenv.system_packages import NODE_PACKAGES, ensure_debian_packages
 
@@ -243,19 +243,6 @@ def _remove_cgroup_tree(root: Path) -> None:
             directory.rmdir()
 
 
-# Nodes still running, stopped by the atexit hook.
-_LIVE: weakref.WeakSet[NodeCluster] = weakref.WeakSet()
-
-
-def _stop_all_live() -> None:
-    for cluster in list(_LIVE):
-        with contextlib.suppress(Exception):
-            cluster.stop()
-
-
-atexit.register(_stop_all_live)
-
-
 class NodeCluster:
     """A control plane plus one node (containerd, kubelet, kube-proxy, kube-scheduler).
 
@@ -318,7 +305,7 @@ class NodeCluster:
             f"(all removed on stop)"
         )
         self._started = True
-        _LIVE.add(self)
+        stop_at_exit(self)
         try:
             self.workdir.mkdir(parents=True, exist_ok=True)
             self._prepare_host()
@@ -340,7 +327,7 @@ class NodeCluster:
         if not self._started:
             return
         self._started = False
-        _LIVE.discard(self)
+        running_no_more(self)
         kubelet_first = sorted(self._processes, key=lambda p: p.name != "kubelet")
         for process in kubelet_first:
             if process.name == "kubelet":

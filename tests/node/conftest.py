@@ -114,6 +114,12 @@ class NodeWorld:
         )
         return time.monotonic() - started
 
+    def install_operator(self, *settings: str) -> tuple[str, str]:
+        """``helm install`` in a new namespace; returns it and a new namespace for workloads."""
+        operator_namespace = self.namespace("operator")
+        self.helm_install(operator_namespace, *settings)
+        return operator_namespace, self.namespace("payments")
+
     def helm_uninstall(self, namespace: str) -> None:
         self.cluster.helm("uninstall", RELEASE, "-n", namespace, "--wait", "--timeout=120s")
         self.releases.remove((RELEASE, namespace))

@@ -75,9 +75,7 @@ def test_helm_install_serves_every_namespace_and_a_pod_calls_the_resource_with_t
 def test_rotating_the_transport_certificate_gives_the_pod_a_token_for_the_new_certificate(
     node_world: NodeWorld,
 ) -> None:
-    operator_ns = node_world.namespace("operator")
-    app_ns = node_world.namespace("payments")
-    node_world.helm_install(operator_ns)
+    _, app_ns = node_world.install_operator()
     client_id, _ = node_world.tls_client(app_ns, "directory")
     node_world.caller(app_ns, "caller", "directory", interval=0.5)
     node_world.wait_accepted_calls(app_ns, "caller", 3)
@@ -146,10 +144,20 @@ def test_watch_namespaces_serves_only_the_listed_namespaces(node_world: NodeWorl
     assert node_world.secret_data(served, "directory-token")["access_token"]
     assert node_world.get("secret", "directory-token", other) is None
     assert not (node_world.get("raidiamclient", "directory", other) or {}).get("status")
-    rolebindings = node_world.cluster.kubectl("get", "rolebindings", "-n", served, "-o", "name")
-    assert "raidiam-token-operator" in rolebindings.stdout
-    clusterroles = node_world.cluster.kubectl("get", "clusterrolebindings", "-o", "name")
-    assert "raidiam-token-operator" not in clusterroles.stdout
+    # What its ServiceAccount may do: the watched namespace's Secrets and clients, nothing of
+    # the other namespace's.
+    account = f"system:serviceaccount:{operator_ns}:raidiam-token-operator"
+
+    def can(verb: str, resource: str, namespace: str) -> bool:
+        answer = node_world.cluster.kubectl(
+            "auth", "can-i", verb, resource, "-n", namespace, "--as", account, check=False
+        )
+        return answer.stdout.strip() == "yes"
+
+    assert can("get", "secrets", served)
+    assert can("watch", "raidiamclients.raidiam.io", served)
+    assert not can("get", "secrets", other)
+    assert not can("list", "raidiamclients.raidiam.io", other)
 
 
 def test_an_arbitrary_uid_without_a_passwd_entry_runs_the_operator(node_world: NodeWorld) -> None:

@@ -28,9 +28,7 @@ def _expires_at(world: NodeWorld, namespace: str, secret: str) -> datetime.datet
 
 
 def test_deleting_the_leader_pod_hands_over_and_no_token_expires(node_world: NodeWorld) -> None:
-    operator_ns = node_world.namespace("operator")
-    app_ns = node_world.namespace("payments")
-    node_world.helm_install(operator_ns, "replicas=2")
+    operator_ns, app_ns = node_world.install_operator("replicas=2")
     # Short-lived tokens, so that the new leader must refresh soon after taking over.
     client_id, _ = node_world.tls_client(app_ns, "directory", token_ttl=60)
     node_world.caller(app_ns, "caller", "directory")
@@ -75,9 +73,7 @@ def test_deleting_the_leader_pod_hands_over_and_no_token_expires(node_world: Nod
 def test_helm_upgrade_replaces_the_pod_without_new_tokens_and_uninstall_keeps_them(
     node_world: NodeWorld,
 ) -> None:
-    operator_ns = node_world.namespace("operator")
-    app_ns = node_world.namespace("payments")
-    node_world.helm_install(operator_ns)
+    operator_ns, app_ns = node_world.install_operator()
     client_id, _ = node_world.tls_client(app_ns, "directory")
     wait_for(lambda: node_world.client_ready(app_ns, "directory"), timeout=60, what="Ready client")
     token = node_world.secret_data(app_ns, "directory-token")["access_token"]
