@@ -1,11 +1,18 @@
 // Test authorization server for raidiam-token-operator.
 //
 // node-oidc-provider configured the way Raidiam Connect serves FAPI-grade
-// machine-to-machine clients: client_credentials only, tls_client_auth
-// (RFC 8705) and private_key_jwt (RFC 7523) client authentication,
-// certificate-bound (cnf.x5t#S256) JWT access tokens, an mTLS endpoint alias
-// listener advertised via `mtls_endpoint_aliases`, plus a plain-HTTP admin API
-// that tests use to register clients, inject faults and read counters.
+// machine-to-machine clients: client_credentials only, tls_client_auth and
+// self_signed_tls_client_auth (RFC 8705) and private_key_jwt (RFC 7523)
+// client authentication, certificate-bound (cnf.x5t#S256) JWT access tokens,
+// an mTLS endpoint alias listener advertised via `mtls_endpoint_aliases`, plus
+// a plain-HTTP admin API that tests use to register clients, inject faults and
+// read counters.
+//
+// Per client it can also behave like the other servers users point the
+// operator at: opaque access tokens (`access_token_format: "opaque"`), and
+// client assertions that must carry the token endpoint as `aud`
+// (`assertion_audience: "token_endpoint"`, refused with an error_description
+// naming the claim and the URL, as such servers do).
 //
 // Usage: node server.mjs --config <config.json>
 // devenv/raidiam_devenv/authserver.py writes the config and documents the
@@ -21,6 +28,9 @@
 //   default_token_ttl (300), log_requests (true), clients ([metadata])
 //   publish_mtls_aliases (true), discovery_issuer (publish a wrong issuer)
 //   discovery                 extra discovery metadata
+//   certificate_bound_access_tokens (true)  false: a server that binds no
+//                             token and does not advertise
+//                             tls_client_certificate_bound_access_tokens
 
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
@@ -59,6 +69,7 @@ const SCOPES = config.scopes ?? [
 const SCOPE_SET = new Set(SCOPES);
 const CLIENT_AUTH_METHODS = config.client_auth_methods ?? [
   'tls_client_auth',
+  'self_signed_tls_client_auth',
   'private_key_jwt',
   'client_secret_post',
   'client_secret_basic',
@@ -71,6 +82,9 @@ const TOKEN_PATH = '/token';
 const RESOURCE_PATH = '/resource';
 const DISCOVERY_PATHS = new Set(['/.well-known/openid-configuration', '/.well-known/oauth-authorization-server']);
 const FAPI_PROFILES = new Set(['2.0', '1.0 Final']);
+const ACCESS_TOKEN_FORMATS = new Set(['jwt', 'opaque']);
+const ASSERTION_AUDIENCES = new Set(['token_endpoint']);
+const CERTIFICATE_BOUND_ACCESS_TOKENS = config.certificate_bound_access_tokens ?? true;
 
 function log(line) {
   process.stdout.write(`${new Date().toISOString()} ${line}\n`);
@@ -390,8 +404,11 @@ function expectedDnKey(dn) {
 function getCertificate(ctx) {
   const info = peerInfo(ctx.socket);
   // Only certificates that chain to the configured client CA count, both for
-  // tls_client_auth and for binding tokens of private_key_jwt clients.
-  return info?.authorized ? info.pem : undefined;
+  // tls_client_auth and for binding tokens of private_key_jwt clients. A
+  // self_signed_tls_client_auth client chains to nothing: its certificate is
+  // checked against the one registered in its jwks (x5c) instead.
+  if (info?.authorized) return info.pem;
+  return ctx.oidc?.client?.clientAuthMethod === 'self_signed_tls_client_auth' ? info?.pem : undefined;
 }
 
 function certificateAuthorized(ctx) {
@@ -518,6 +535,29 @@ const resourceServerInfo = {
   jwt: { sign: { alg: ACCESS_TOKEN_ALG } },
 };
 
+// A server that wants its token endpoint as the client assertion's audience
+// says so in error_description, with the URL: that text is what a user gets
+// to see, so it names the claim and the value it expected.
+function assertionAudienceError(wanted, got) {
+  const error = new errors.InvalidClientAuth(`aud ${JSON.stringify(got)} is not the token endpoint`);
+  error.error_description = `The "aud" claim of the client_assertion must be the token endpoint URL ${wanted}, not ${JSON.stringify(got)}.`;
+  return error;
+}
+
+async function assertJwtClientAuthClaimsAndHeader(ctx, claims, _header, client) {
+  if (client.assertion_audience === 'token_endpoint') {
+    // The endpoint the request was sent to: the mTLS alias or the plain one.
+    const wanted = ctx.oidc.urlFor('token');
+    const audiences = Array.isArray(claims.aud) ? claims.aud : [claims.aud];
+    if (!audiences.includes(wanted)) throw assertionAudienceError(wanted, claims.aud);
+    return;
+  }
+  // node-oidc-provider's own rule, kept for every other client.
+  if (ctx.oidc.isFapi('2.0') && claims.aud !== ctx.oidc.issuer) {
+    throw new errors.InvalidClientAuth('audience (aud) must equal the issuer identifier url');
+  }
+}
+
 const discoveryExtras = { ...(config.discovery ?? {}) };
 if (config.publish_mtls_aliases ?? true) {
   discoveryExtras.mtls_endpoint_aliases = { token_endpoint: `${MTLS_BASE}${TOKEN_PATH}` };
@@ -546,7 +586,10 @@ const provider = new Provider(ISSUER, {
     // fapi_profile: "2.0" | "1.0 Final" selects the FAPI profile per client.
     // token_ttl: access token lifetime in seconds for this client. A fraction
     // (0.5) is what the response's expires_in says; the JWT's exp rounds up.
-    properties: ['fapi_profile', 'token_ttl'],
+    // access_token_format: "jwt" (default) | "opaque".
+    // assertion_audience: "token_endpoint" accepts client assertions only
+    //   with the token endpoint URL as aud.
+    properties: ['fapi_profile', 'token_ttl', 'access_token_format', 'assertion_audience'],
     validator(_ctx, key, value, metadata) {
       if (value === undefined || value === null) {
         delete metadata[key];
@@ -558,9 +601,16 @@ const provider = new Provider(ISSUER, {
       if (key === 'token_ttl' && !(Number.isFinite(value) && value > 0 && value <= 2 ** 31)) {
         throw new errors.InvalidClientMetadata('token_ttl must be a positive number of seconds');
       }
+      if (key === 'access_token_format' && !ACCESS_TOKEN_FORMATS.has(value)) {
+        throw new errors.InvalidClientMetadata(`access_token_format must be one of ${[...ACCESS_TOKEN_FORMATS].join(', ')}`);
+      }
+      if (key === 'assertion_audience' && !ASSERTION_AUDIENCES.has(value)) {
+        throw new errors.InvalidClientMetadata(`assertion_audience must be one of ${[...ASSERTION_AUDIENCES].join(', ')}`);
+      }
     },
   },
   discovery: discoveryExtras,
+  assertJwtClientAuthClaimsAndHeader,
   ttl: {
     ClientCredentials: (_ctx, _token, client) => Math.ceil(client?.token_ttl ?? DEFAULT_TOKEN_TTL),
     AccessToken: DEFAULT_TOKEN_TTL,
@@ -579,9 +629,9 @@ const provider = new Provider(ISSUER, {
     userinfo: { enabled: false },
     mTLS: {
       enabled: true,
-      certificateBoundAccessTokens: true,
+      certificateBoundAccessTokens: CERTIFICATE_BOUND_ACCESS_TOKENS,
       tlsClientAuth: true,
-      selfSignedTlsClientAuth: false,
+      selfSignedTlsClientAuth: true,
       getCertificate,
       certificateAuthorized,
       certificateSubjectMatches,
@@ -596,7 +646,7 @@ const provider = new Provider(ISSUER, {
       // having to name a resource; every token gets the one audience.
       defaultResource: async () => RESOURCE,
       useGrantedResource: async () => true,
-      getResourceServerInfo: async (ctx, resourceIndicator) => {
+      getResourceServerInfo: async (ctx, resourceIndicator, client) => {
         if (!RESOURCES.has(resourceIndicator)) throw new errors.InvalidTarget();
         // Upstream silently drops scopes the resource server does not know;
         // an authorization server is expected to refuse them instead.
@@ -605,7 +655,7 @@ const provider = new Provider(ISSUER, {
             throw new errors.InvalidScope('requested scope is not supported', scope);
           }
         }
-        return { ...resourceServerInfo };
+        return { ...resourceServerInfo, accessTokenFormat: client?.access_token_format ?? 'jwt' };
       },
     },
   },

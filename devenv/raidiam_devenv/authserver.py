@@ -9,8 +9,12 @@ Admin API (JSON, ``admin_url``):
 * ``GET /admin/health`` - issuer, endpoints, ports.
 * ``POST /admin/clients`` - one client metadata object or a list; registers
   or replaces (effective immediately). Extra metadata: ``token_ttl``
-  (seconds, default 300) and ``fapi_profile`` (``"2.0"``/``"1.0 Final"``).
-  ``GET``/``DELETE /admin/clients/<id>``.
+  (seconds, default 300), ``fapi_profile`` (``"2.0"``/``"1.0 Final"``),
+  ``access_token_format`` (``"jwt"``, default, or ``"opaque"``) and
+  ``assertion_audience`` (``"token_endpoint"``: client assertions must carry
+  the URL of the token endpoint they are sent to as ``aud``; anything else is
+  refused with ``invalid_client`` and an ``error_description`` naming the claim
+  and that URL). ``GET``/``DELETE /admin/clients/<id>``.
 * ``POST /admin/fault`` - ``mode`` is one of ``status`` (``status``,
   optional ``retry_after``, ``error``, ``body``, ``content_type``,
   ``headers``), ``response`` (arbitrary ``status``/``body``/``content_type``,
@@ -29,6 +33,10 @@ Admin API (JSON, ``admin_url``):
   token endpoint counts, faulted ones included. ``?timeline=1`` adds
   ``token_request_times_by_client``: each token request's arrival time
   (milliseconds since the epoch), by client (benchmarks).
+
+Server modes (``extra_config``): ``{"certificate_bound_access_tokens": false}``
+is a server that binds no token to a certificate and does not advertise
+``tls_client_certificate_bound_access_tokens`` in its discovery document.
 
 Set ``AUTHSERVER_NODE_ARGS`` (e.g. ``--cpu-prof``) to pass flags to node.
 """
@@ -361,6 +369,28 @@ class AuthServer:
         """Bulk registration in one admin call (benchmarks)."""
         self._call("POST", "/admin/clients", [dict(c) for c in clients])
 
+    def _register(
+        self,
+        client_id: str,
+        method: str,
+        *,
+        scope: str,
+        token_ttl: int | None,
+        **metadata: Any,
+    ) -> dict[str, Any]:
+        registration: dict[str, Any] = {
+            "client_id": client_id,
+            "token_endpoint_auth_method": method,
+            "grant_types": ["client_credentials"],
+            "response_types": [],
+            "scope": scope,
+            **{key: value for key, value in metadata.items() if value is not None},
+        }
+        if token_ttl is not None:
+            registration["token_ttl"] = token_ttl
+        self.register_client(registration)
+        return registration
+
     def register_tls_client(
         self,
         client_id: str,
@@ -374,20 +404,38 @@ class AuthServer:
         """tls_client_auth client identified by the certificate's subject DN
         (``cert`` may also be the DN string itself)."""
         subject_dn = cert if isinstance(cert, str) else cert.subject_dn
-        metadata: dict[str, Any] = {
-            "client_id": client_id,
-            "token_endpoint_auth_method": "tls_client_auth",
-            "tls_client_auth_subject_dn": subject_dn,
-            "tls_client_certificate_bound_access_tokens": bound,
-            "grant_types": ["client_credentials"],
-            "response_types": [],
-            "scope": scope,
+        return self._register(
+            client_id,
+            "tls_client_auth",
+            scope=scope,
+            token_ttl=token_ttl,
+            tls_client_auth_subject_dn=subject_dn,
+            tls_client_certificate_bound_access_tokens=bound,
             **extra,
-        }
-        if token_ttl is not None:
-            metadata["token_ttl"] = token_ttl
-        self.register_client(metadata)
-        return metadata
+        )
+
+    def register_self_signed_tls_client(
+        self,
+        client_id: str,
+        cert: IssuedCertificate,
+        *,
+        scope: str = "directory:software",
+        token_ttl: int | None = None,
+        bound: bool = True,
+        **extra: Any,
+    ) -> dict[str, Any]:
+        """self_signed_tls_client_auth client: its certificate (self-signed, see
+        ``pki.self_signed_certificate``) is registered as a JWK with ``x5c``, and
+        the one presented must be exactly that one."""
+        return self._register(
+            client_id,
+            "self_signed_tls_client_auth",
+            scope=scope,
+            token_ttl=token_ttl,
+            jwks={"keys": [cert.public_jwk()]},
+            tls_client_certificate_bound_access_tokens=bound,
+            **extra,
+        )
 
     def register_private_key_jwt_client(
         self,
@@ -410,22 +458,16 @@ class AuthServer:
             jwks = dict(jwk_or_jwks)
         else:
             jwks = {"keys": [dict(jwk_or_jwks)]}
-        metadata: dict[str, Any] = {
-            "client_id": client_id,
-            "token_endpoint_auth_method": "private_key_jwt",
-            "jwks": jwks,
-            "tls_client_certificate_bound_access_tokens": bound,
-            "grant_types": ["client_credentials"],
-            "response_types": [],
-            "scope": scope,
+        return self._register(
+            client_id,
+            "private_key_jwt",
+            scope=scope,
+            token_ttl=token_ttl,
+            jwks=jwks,
+            tls_client_certificate_bound_access_tokens=bound,
+            fapi_profile=fapi_profile,
             **extra,
-        }
-        if fapi_profile is not None:
-            metadata["fapi_profile"] = fapi_profile
-        if token_ttl is not None:
-            metadata["token_ttl"] = token_ttl
-        self.register_client(metadata)
-        return metadata
+        )
 
     def register_secret_client(
         self,
@@ -438,19 +480,9 @@ class AuthServer:
         **extra: Any,
     ) -> dict[str, Any]:
         """client_secret_post / client_secret_basic client (benchmarks)."""
-        metadata: dict[str, Any] = {
-            "client_id": client_id,
-            "client_secret": secret,
-            "token_endpoint_auth_method": method,
-            "grant_types": ["client_credentials"],
-            "response_types": [],
-            "scope": scope,
-            **extra,
-        }
-        if token_ttl is not None:
-            metadata["token_ttl"] = token_ttl
-        self.register_client(metadata)
-        return metadata
+        return self._register(
+            client_id, method, scope=scope, token_ttl=token_ttl, client_secret=secret, **extra
+        )
 
     def get_client(self, client_id: str) -> dict[str, Any]:
         result: dict[str, Any] = self._call("GET", f"/admin/clients/{client_id}")

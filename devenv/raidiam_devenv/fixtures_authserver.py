@@ -14,7 +14,7 @@ import pytest
 from raidiam_devenv.authserver import AuthServer
 from raidiam_devenv.pki import TestPKI
 
-__all__ = ["auth_server", "clean_auth_server", "test_pki"]
+__all__ = ["auth_server", "clean_auth_server", "test_pki", "unbinding_auth_server"]
 
 
 @pytest.fixture(scope="session")
@@ -39,3 +39,17 @@ def clean_auth_server(auth_server: AuthServer) -> AuthServer:
     auth_server.clear_faults()
     auth_server.reset_stats()
     return auth_server
+
+
+@pytest.fixture(scope="session")
+def unbinding_auth_server(
+    tmp_path_factory: pytest.TempPathFactory, test_pki: TestPKI
+) -> Iterator[AuthServer]:
+    """A second server, like many outside Raidiam Connect: it binds no token to a certificate and
+    its discovery document does not say tls_client_certificate_bound_access_tokens."""
+    with AuthServer(
+        tmp_path_factory.mktemp("unbinding-authserver"),
+        test_pki,
+        extra_config={"certificate_bound_access_tokens": False},
+    ) as server:
+        yield server

@@ -34,6 +34,7 @@ __all__ = [
     "SigningKey",
     "SigningKeyType",
     "TestPKI",
+    "self_signed_certificate",
 ]
 
 CertKeyType = Literal[
@@ -130,6 +131,18 @@ class IssuedCertificate:
     @property
     def not_valid_after(self) -> dt.datetime:
         return self.certificate.not_valid_after_utc
+
+    def public_jwk(self, kid: str | None = None) -> dict[str, Any]:
+        """The certificate's public key as a JWK carrying the certificate in ``x5c``: how a
+        ``self_signed_tls_client_auth`` client registers its certificate (RFC 8705 §2.2)."""
+        key = serialization.load_pem_private_key(self.key_pem, password=None)
+        assert isinstance(
+            key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
+        )
+        der = self.certificate.public_bytes(serialization.Encoding.DER)
+        jwk = SigningKey(key).public_jwk(kid)
+        jwk["x5c"] = [base64.b64encode(der).decode("ascii")]
+        return jwk
 
     def write(self, directory: Path, stem: str) -> tuple[Path, Path]:
         """Write ``<stem>.crt`` and ``<stem>.key`` into ``directory``."""
@@ -405,3 +418,31 @@ class TestPKI:
         if key_type == "ed25519":
             return SigningKey(ed25519.Ed25519PrivateKey.generate())
         raise ValueError(f"unsupported signing key type {key_type!r}")
+
+
+def self_signed_certificate(
+    common_name: str,
+    *,
+    key_type: CertKeyType | str = "rsa",
+    not_after: dt.datetime | None = None,
+) -> IssuedCertificate:
+    """A self-signed mTLS client certificate, chaining to no CA: what a
+    ``self_signed_tls_client_auth`` client presents."""
+    key = _generate_key(key_type)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    now = _now()
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(not_after or now + dt.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .sign(key, _signature_hash(key))
+    )
+    return IssuedCertificate(
+        cert.public_bytes(serialization.Encoding.PEM), _key_pem(key, "pkcs8", None)
+    )
