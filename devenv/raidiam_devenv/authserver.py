@@ -375,7 +375,7 @@ class AuthServer:
         method: str,
         *,
         scope: str,
-        token_ttl: int | None,
+        token_ttl: float | None,
         **metadata: Any,
     ) -> dict[str, Any]:
         registration: dict[str, Any] = {
@@ -420,7 +420,7 @@ class AuthServer:
         cert: IssuedCertificate,
         *,
         scope: str = "directory:software",
-        token_ttl: int | None = None,
+        token_ttl: float | None = None,
         bound: bool = True,
         **extra: Any,
     ) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Callable
@@ -14,6 +15,7 @@ import pytest
 
 from raidiam_devenv.pki import TestPKI
 from raidiam_operator.core.errors import (
+    AuthorizationServerRejection,
     ConnectionFailure,
     InvalidTokenResponse,
     ServerMetadataError,
@@ -102,7 +104,60 @@ async def test_tls_client_auth_goes_to_the_mtls_alias_with_the_form(
         {"grant_type": "client_credentials", "client_id": "client-1", "scope": "directory:software"}
     ]
     assert token.token_endpoint == "https://matls-auth.example/token"
+
+
+async def test_an_opaque_token_is_unbound_unless_discovery_says_the_server_binds(
+    client: TokenClient, server: Server, tls_request: TokenRequest
+) -> None:
+    token = await client.fetch_token(tls_request)
+
+    assert (token.binding, token.certificate_thumbprint) == ("none", None)
+
+
+async def test_an_opaque_token_from_a_server_that_binds_certificates_is_advertised(
+    client: TokenClient, server: Server, tls_request: TokenRequest
+) -> None:
+    server.discovery["tls_client_certificate_bound_access_tokens"] = True
+
+    token = await client.fetch_token(tls_request)
+
+    assert token.binding == "advertised"
     assert token.certificate_thumbprint == tls_request.certificate_thumbprint
+
+
+async def test_without_discovery_an_opaque_token_is_not_called_bound(
+    client: TokenClient, server: Server, tls_request: TokenRequest
+) -> None:
+    server.discovery["tls_client_certificate_bound_access_tokens"] = True
+    request = dataclasses.replace(tls_request, token_endpoint="https://matls-auth.example/token")
+
+    token = await client.fetch_token(request)
+
+    assert server.urls("GET") == []
+    assert (token.binding, token.certificate_thumbprint) == ("none", None)
+
+
+async def test_self_signed_tls_client_auth_takes_the_mtls_alias_like_tls_client_auth(
+    client: TokenClient, server: Server, tls_request: TokenRequest
+) -> None:
+    server.discovery["token_endpoint_auth_methods_supported"] = ["self_signed_tls_client_auth"]
+    request = dataclasses.replace(tls_request, auth_method="self_signed_tls_client_auth")
+
+    await client.fetch_token(request)
+
+    assert server.urls("POST") == ["https://matls-auth.example/token"]
+    assert "client_assertion" not in server.forms()[0]
+
+
+async def test_a_server_that_does_not_list_self_signed_tls_client_auth_is_refused_before_sending(
+    client: TokenClient, server: Server, tls_request: TokenRequest
+) -> None:
+    server.discovery["token_endpoint_auth_methods_supported"] = ["tls_client_auth"]
+    request = dataclasses.replace(tls_request, auth_method="self_signed_tls_client_auth")
+
+    with pytest.raises(ServerMetadataError, match="does not support auth method self_signed"):
+        await client.fetch_token(request)
+    assert server.urls("POST") == []
 
 
 async def test_private_key_jwt_without_certificate_uses_the_plain_endpoint(
@@ -251,3 +306,66 @@ async def test_json_error_body_of_a_401_becomes_the_oauth_code(
 
     with pytest.raises(Exception, match="invalid_client"):
         await client.fetch_token(tls_request)
+
+
+def _invalid_client(description: str) -> Callable[[], httpx.Response]:
+    return lambda: httpx.Response(
+        401, json={"error": "invalid_client", "error_description": description}
+    )
+
+
+async def test_an_invalid_client_for_private_key_jwt_names_the_aud_sent_and_how_to_change_it(
+    client: TokenClient, server: Server, jwt_request: TokenRequest
+) -> None:
+    server.token_response = _invalid_client("client authentication failed")
+
+    with pytest.raises(AuthorizationServerRejection) as rejected:
+        await client.fetch_token(jwt_request)
+
+    message = rejected.value.message
+    assert (
+        "The client assertion's aud was the issuer https://auth.example; if the server wants its "
+        "token endpoint https://auth.example/token there, set assertionAudience: tokenEndpoint in "
+        "the RaidiamClient (--audience token_endpoint on the command line)."
+    ) in message
+    # The server did not speak of the audience: the usual causes come first.
+    assert message.index("Check that the client id") < message.index("aud was the issuer")
+
+
+async def test_when_the_server_speaks_of_the_audience_that_hint_comes_first(
+    client: TokenClient, server: Server, jwt_request: TokenRequest
+) -> None:
+    server.token_response = _invalid_client("Invalid audience in client_assertion.")
+
+    with pytest.raises(AuthorizationServerRejection) as rejected:
+        await client.fetch_token(jwt_request)
+
+    message = rejected.value.message
+    assert message.index("aud was the issuer") < message.index("Check that the client id")
+    assert "client_assertion. The client assertion's aud" in message
+
+
+async def test_with_the_token_endpoint_as_aud_the_hint_offers_the_issuer(
+    client: TokenClient, server: Server, jwt_request: TokenRequest
+) -> None:
+    server.token_response = _invalid_client("bad aud")
+    request = dataclasses.replace(jwt_request, assertion_audience="tokenEndpoint")
+
+    with pytest.raises(AuthorizationServerRejection) as rejected:
+        await client.fetch_token(request)
+
+    assert (
+        "The client assertion's aud was the token endpoint https://auth.example/token; if the "
+        "server wants its issuer https://auth.example there, set assertionAudience: issuer"
+    ) in rejected.value.message
+
+
+async def test_mutual_tls_clients_get_no_audience_hint(
+    client: TokenClient, server: Server, tls_request: TokenRequest
+) -> None:
+    server.token_response = _invalid_client("audience unknown")
+
+    with pytest.raises(AuthorizationServerRejection) as rejected:
+        await client.fetch_token(tls_request)
+
+    assert "assertionAudience" not in rejected.value.message

@@ -32,6 +32,7 @@ RECORD = TokenRecord(
     token_endpoint="https://matls.example/token",
     certificate_thumbprint="thumb",
     inputs_fingerprint="f1",
+    binding="advertised",
 )
 TEMPLATE = TokenSecretTemplate(
     name="directory-token", labels={"team": "a"}, annotations={"note": "n"}
@@ -61,6 +62,39 @@ def test_rendering_is_stable_and_reads_back_to_the_same_record() -> None:
     assert token_secret(OWNER, TEMPLATE, RECORD) == secret
     assert record_from_secret(secret) == RECORD
     assert not secret_differs(secret, secret)
+
+
+def test_the_binding_is_written_to_the_secret_and_the_status() -> None:
+    secret = token_secret(OWNER, TEMPLATE, RECORD)
+
+    assert secret["metadata"]["annotations"]["raidiam.io/binding"] == "advertised"
+    assert _status()["binding"] == "advertised"
+    assert _status()["certificateThumbprint"] == "thumb"
+
+
+def test_an_unbound_token_reports_no_thumbprint() -> None:
+    unbound = replace(RECORD, binding="none", certificate_thumbprint=None)
+
+    secret = token_secret(OWNER, TEMPLATE, unbound)
+
+    assert "raidiam.io/certificate-thumbprint" not in secret["metadata"]["annotations"]
+    assert (
+        _status(record=unbound)["binding"],
+        _status(record=unbound)["certificateThumbprint"],
+    ) == ("none", None)
+
+
+def test_a_secret_written_before_bindings_were_recorded_is_bound_only_by_what_its_token_shows() -> (
+    None
+):
+    secret = token_secret(OWNER, TEMPLATE, RECORD)
+    del secret["metadata"]["annotations"]["raidiam.io/binding"]
+
+    record = record_from_secret(secret)
+
+    # An opaque token next to a thumbprint annotation: nothing proves the binding.
+    assert record is not None
+    assert (record.binding, record.certificate_thumbprint) == ("none", None)
 
 
 def test_a_hand_edited_token_is_seen_as_drift() -> None:

@@ -48,6 +48,18 @@ def test_both_renew_options_are_refused() -> None:
         )
 
 
+@pytest.mark.parametrize("method", ["tls_client_auth", "self_signed_tls_client_auth"])
+def test_mutual_tls_methods_need_a_transport_certificate(method: str) -> None:
+    spec = {**BASE, "authMethod": method}
+    assert parse_spec(spec, name="x").auth_method == method
+
+    del spec["transportCertificate"]
+    with pytest.raises(
+        ConfigurationError, match=rf"spec\.transportCertificate is required for {method}"
+    ):
+        parse_spec(spec, name="x")
+
+
 def test_private_key_jwt_needs_a_signing_key() -> None:
     with pytest.raises(ConfigurationError, match=r"spec\.signingKey is required"):
         parse_spec({**BASE, "authMethod": "private_key_jwt"}, name="x")

@@ -27,10 +27,20 @@ def _jwt(claims: dict[str, object]) -> str:
     return jwt.encode(claims, "k" * 32, algorithm="HS256")
 
 
-def _parse(document: object, *, thumbprint: str | None = THUMBPRINT, raw: bytes | None = None):  # type: ignore[no-untyped-def]
+def _parse(  # type: ignore[no-untyped-def]
+    document: object,
+    *,
+    thumbprint: str | None = THUMBPRINT,
+    raw: bytes | None = None,
+    server_binds: bool = False,
+):
     body = raw if raw is not None else json.dumps(document).encode()
     return parse_token_response(
-        body, now=NOW, token_endpoint=ENDPOINT, certificate_thumbprint=thumbprint
+        body,
+        now=NOW,
+        token_endpoint=ENDPOINT,
+        certificate_thumbprint=thumbprint,
+        server_binds_certificates=server_binds,
     )
 
 
@@ -47,7 +57,6 @@ def test_a_good_response_becomes_a_token_with_expiry_and_granted_scope() -> None
     assert token.token_type == "Bearer"
     assert token.expires_at == NOW + timedelta(seconds=300)
     assert token.scope == "directory:software"
-    assert token.certificate_thumbprint == THUMBPRINT
     assert "opaque" not in repr(token)
 
 
@@ -183,3 +192,115 @@ def test_a_plain_error_code_is_still_a_rejection() -> None:
 
     assert isinstance(error, AuthorizationServerRejection)
     assert error.error == "invalid_scope"
+
+
+def test_a_jwt_bound_to_our_certificate_is_verified_and_reports_the_thumbprint() -> None:
+    token = _parse(
+        {"access_token": _jwt({"cnf": {"x5t#S256": THUMBPRINT}}), "token_type": "Bearer"},
+        server_binds=False,
+    )
+
+    assert (token.binding, token.certificate_thumbprint) == ("verified", THUMBPRINT)
+
+
+def test_a_jwt_without_cnf_is_unbound_whatever_discovery_says() -> None:
+    token = _parse({"access_token": _jwt({"sub": "c"}), "token_type": "Bearer"}, server_binds=True)
+
+    assert (token.binding, token.certificate_thumbprint) == ("none", None)
+
+
+@pytest.mark.parametrize(
+    ("server_binds", "thumbprint", "binding"),
+    [
+        (True, THUMBPRINT, "advertised"),
+        (False, THUMBPRINT, "none"),
+        (True, None, "none"),
+    ],
+)
+def test_an_opaque_token_is_bound_only_as_far_as_the_server_says_and_a_certificate_went(
+    server_binds: bool, thumbprint: str | None, binding: str
+) -> None:
+    token = _parse(
+        {"access_token": "2YotnFZFEjr1zCsicMWpAA", "token_type": "Bearer"},
+        thumbprint=thumbprint,
+        server_binds=server_binds,
+    )
+
+    assert token.binding == binding
+    assert token.certificate_thumbprint == (thumbprint if binding != "none" else None)
+
+
+@pytest.mark.parametrize("opaque", ["a.b.c", "x" * 4000, "abc.def.ghi.jkl.mno", "not.a.jwt", "..."])
+def test_opaque_tokens_never_fail_for_being_opaque(opaque: str) -> None:
+    token = _parse({"access_token": opaque, "token_type": "Bearer"}, server_binds=True)
+
+    assert token.binding == "advertised"
+    assert token.expires_in == 300
+
+
+LONG_DESCRIPTION = (
+    "The client assertion was refused because its audience does not match. "
+    + "This server accepts only the URL of its token endpoint as the audience of a client assertion. "
+    * 10
+    + "Set the aud claim to https://auth.example.com/oauth2/token and try again."
+)
+
+
+def _rejection(description: str) -> AuthorizationServerRejection:
+    body = json.dumps({"error": "invalid_client", "error_description": description}).encode()
+    error = classify_error_response(401, {}, body, now=NOW)
+    assert isinstance(error, AuthorizationServerRejection)
+    return error
+
+
+def test_a_long_error_description_is_kept_whole_with_the_url_it_names() -> None:
+    assert len(LONG_DESCRIPTION) > 1000
+
+    error = _rejection(LONG_DESCRIPTION)
+
+    assert LONG_DESCRIPTION in error.message
+    assert "https://auth.example.com/oauth2/token" in error.message
+
+
+def test_a_description_ending_in_a_full_stop_is_not_doubled_before_the_hint() -> None:
+    error = _rejection("client authentication failed.")
+
+    assert "client authentication failed. Check that the client id" in error.message
+    assert ".." not in error.message
+
+
+def test_control_characters_in_a_description_are_removed() -> None:
+    error = _rejection("bad\x1b[31m client\r\nInjected: line\u202e\x00 here")
+
+    assert error.description == "bad[31m client Injected: line here"
+    assert "\x1b" not in error.message
+    assert "\n" not in error.message
+
+
+def test_an_endless_description_is_cut_at_a_word_boundary() -> None:
+    error = _rejection("word " * 2000)
+
+    assert error.description is not None
+    assert 1000 <= len(error.description) <= 1200
+    assert error.description.endswith("word…")
+
+
+def test_an_event_note_fits_one_kib_by_cutting_the_server_text_never_the_hint() -> None:
+    error = _rejection(LONG_DESCRIPTION)
+    error.add_hint("Note: set spec.assertionAudience to tokenEndpoint.")
+
+    note = error.note()
+
+    assert len(note.encode()) <= 1024
+    assert note.startswith(
+        "the authorization server rejected the token request with invalid_client"
+    )
+    assert note.endswith("Note: set spec.assertionAudience to tokenEndpoint.")
+    assert "Check that the client id is registered" in note
+    assert "…" in note
+
+
+def test_a_short_message_is_its_own_note() -> None:
+    error = _rejection("unknown client")
+
+    assert error.note() == error.message

@@ -1,13 +1,15 @@
 """`raidiam-operator check -f`: a RaidiamClient manifest against the live authorization server.
 
 Reads the referenced Secrets from the cluster and talks to the authorization server, but writes
-nothing and requests no token.
+nothing and requests no token, unless asked to try both client-assertion audiences: then it
+requests one token per audience and throws it away.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import sys
 from collections.abc import Callable
 from datetime import timedelta
@@ -28,11 +30,18 @@ from raidiam_operator.cli.shared import (
     gateway,
 )
 from raidiam_operator.cli.tables import human
-from raidiam_operator.core.errors import ConfigurationError, RaidiamOperatorError, TransientError
+from raidiam_operator.core.errors import (
+    AuthorizationServerRejection,
+    ConfigurationError,
+    RaidiamOperatorError,
+    TransientError,
+)
 from raidiam_operator.core.options import CERTIFICATE_EXPIRY_WARNING
+from raidiam_operator.core.rules import AssertionAudience
 from raidiam_operator.core.spec import KIND, parse_spec
 from raidiam_operator.core.times import rfc3339, utc_now
 from raidiam_operator.protocol.client import TokenClient
+from raidiam_operator.protocol.request import TokenRequest, assertion_audience
 from raidiam_operator.refresh.inputs import expiring_certificates, read_inputs
 
 if TYPE_CHECKING:
@@ -46,6 +55,8 @@ def add_parser(commands: Commands[argparse.ArgumentParser]) -> None:
         description="Checks a RaidiamClient manifest without writing anything and without requesting "
         "a token: the spec, the referenced Secrets and certificates (read from the cluster), the "
         "discovery document, the auth method and algorithm, and that the token endpoint answers. "
+        "With --try-audiences, a private_key_jwt client also gets one token request per "
+        "client-assertion audience (the tokens are discarded). "
         "Exit codes: 0 all good, 2 something to fix, 4 the server could not be reached.",
     )
     check.add_argument(
@@ -59,6 +70,12 @@ def add_parser(commands: Commands[argparse.ArgumentParser]) -> None:
     # The operator's flag, so `check` warns about exactly what the operator will warn about.
     add_expiry_warning_flag(check)
     add_cluster_flags(check)
+    check.add_argument(
+        "--try-audiences",
+        action="store_true",
+        help="for private_key_jwt clients: request one token with each client-assertion audience "
+        "(issuer, tokenEndpoint) and say which one the server accepts; the tokens are discarded",
+    )
     check.set_defaults(handler=check_command)
 
 
@@ -81,6 +98,7 @@ def check_command(args: argparse.Namespace) -> int:
                 gateway_factory=lambda: gateway(args),
                 expiry_warning=warning,
                 prog=args.prog,
+                try_audiences=args.try_audiences,
             )
         )
     except ConfigurationError as problem:  # no kubeconfig to read the Secrets with
@@ -97,6 +115,9 @@ class _Report:
 
     def warn(self, message: str) -> None:
         print(f"  warn  {message}")
+
+    def info(self, message: str) -> None:
+        print(f"  info  {message}")
 
     def fail(self, error: RaidiamOperatorError | str, *, transient: bool = False) -> None:
         if transient or isinstance(error, TransientError):
@@ -115,6 +136,7 @@ async def check_manifests(
     gateway_factory: Callable[[], KubernetesGateway],
     expiry_warning: timedelta = CERTIFICATE_EXPIRY_WARNING,
     prog: str = "raidiam-operator",
+    try_audiences: bool = False,
 ) -> int:
     path = source
     try:
@@ -131,7 +153,9 @@ async def check_manifests(
     try:
         async with TokenClient() as tokens:
             for client in clients:
-                await _check_one(client, namespace, gateway, tokens, report, expiry_warning)
+                await _check_one(
+                    client, namespace, gateway, tokens, report, expiry_warning, try_audiences
+                )
     finally:
         gateway.close()
     if report.configuration_problems or report.unreachable:
@@ -151,6 +175,7 @@ async def _check_one(
     tokens: TokenClient,
     report: _Report,
     expiry_warning: timedelta,
+    try_audiences: bool = False,
 ) -> None:
     metadata = client.get("metadata") or {}
     name = metadata.get("name", "<unnamed>")
@@ -194,6 +219,8 @@ async def _check_one(
                 spec.issuer, ca_bundle=inputs.request.ca_bundle
             )
             report.ok(f"discovery: issuer {metadata_document.issuer} matches")
+            if inputs.request.transport is not None:
+                _report_binding(report, metadata_document.certificate_bound_access_tokens)
         endpoint, status = await tokens.probe(inputs.request)
     except RaidiamOperatorError as error:
         report.fail(error)
@@ -208,8 +235,62 @@ async def _check_one(
             )
         )
     report.ok(f"token endpoint {endpoint} answers (HTTP {status} to a GET)")
+    if try_audiences and inputs.request.auth_method == "private_key_jwt":
+        await _try_audiences(inputs.request, endpoint, tokens, report)
 
 
 def _period(period: timedelta) -> str:
     """14 days, or 36h: the --certificate-expiry-warning as a person reads it."""
     return f"{period.days} days" if period == timedelta(days=period.days) else human(period)
+
+
+def _report_binding(report: _Report, server_binds: bool) -> None:
+    if server_binds:
+        report.ok(
+            "the server binds tokens to the transport certificate "
+            "(tls_client_certificate_bound_access_tokens)"
+        )
+    else:
+        report.warn(
+            "the server does not say it binds tokens to certificates "
+            "(no tls_client_certificate_bound_access_tokens): status.binding will be none unless "
+            "its tokens are JWTs carrying cnf.x5t#S256"
+        )
+
+
+_AUDIENCES: tuple[AssertionAudience, ...] = ("issuer", "tokenEndpoint")
+
+
+async def _try_audiences(
+    request: TokenRequest, endpoint: str, tokens: TokenClient, report: _Report
+) -> None:
+    """One token request per client-assertion audience, to say which one the server accepts.
+    The tokens are thrown away."""
+    refused: dict[AssertionAudience, AuthorizationServerRejection] = {}
+    for audience in _AUDIENCES:
+        attempt = dataclasses.replace(request, assertion_audience=audience)
+        aud = assertion_audience(attempt, token_endpoint=endpoint)
+        try:
+            await tokens.fetch_token(attempt)
+        except AuthorizationServerRejection as error:
+            refused[audience] = error
+            report.info(f"assertionAudience: {audience} (aud {aud}): refused with {error.error}")
+        except RaidiamOperatorError as error:
+            report.fail(error)
+            return
+        else:
+            report.info(f"assertionAudience: {audience} (aud {aud}): a token was issued")
+    accepted = [audience for audience in _AUDIENCES if audience not in refused]
+    configured = request.assertion_audience
+    if configured in accepted:
+        report.ok(f"the server accepts the configured assertionAudience: {configured}")
+    elif accepted:
+        report.fail(
+            f"the server refuses assertionAudience: {configured} but accepts {accepted[0]}; "
+            f"set assertionAudience: {accepted[0]} in the RaidiamClient"
+        )
+    else:
+        report.fail(
+            "the server refuses both audiences, so the audience is not the cause; "
+            f"{refused[configured].reason}: {refused[configured].message}"
+        )

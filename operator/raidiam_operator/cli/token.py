@@ -104,6 +104,7 @@ def token_document(token: IssuedToken) -> dict[str, object]:
         "expires_at": rfc3339(token.expires_at),
         "scope": token.scope,
         "token_endpoint": token.token_endpoint,
+        "binding": token.binding,
     }
     if token.certificate_thumbprint:
         document["certificate_thumbprint"] = token.certificate_thumbprint

@@ -28,7 +28,10 @@ request or response bodies beyond the OAuth `error` and `error_description` fiel
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
+
+from raidiam_operator.core.texts import EVENT_NOTE_LIMIT, cut_bytes, sentences
 
 
 class RaidiamOperatorError(Exception):
@@ -39,6 +42,10 @@ class RaidiamOperatorError(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+
+    def note(self, limit: int = EVENT_NOTE_LIMIT) -> str:
+        """The message in at most `limit` bytes, for an Event."""
+        return cut_bytes(self.message, limit)
 
 
 class ConfigurationError(RaidiamOperatorError):
@@ -78,18 +85,37 @@ class AuthorizationServerRejection(RaidiamOperatorError):
 
     def __init__(self, error: str, description: str | None, *, status_code: int) -> None:
         self.error = error
+        #: the server's error_description, already cleaned (see texts.server_text)
         self.description = description
         self.status_code = status_code
-        detail = f": {description}" if description else ""
-        super().__init__(
-            f"the authorization server rejected the token request with "
-            f"{error} (HTTP {status_code}){detail}. {_hint_for(error)}"
-        )
+        self.hints = [_hint_for(error)]
+        super().__init__(self._compose(description))
 
-    def add_hint(self, hint: str) -> None:
-        """Say more about the likely cause, from what the client knows about the server."""
-        self.message = f"{self.message} {hint}"
+    def add_hint(self, hint: str, *, first: bool = False) -> None:
+        """Say more about the likely cause, from what the client knows about the request and the
+        server; `first` when the server's own words point at this cause."""
+        if first:
+            self.hints.insert(0, hint)
+        else:
+            self.hints.append(hint)
+        self.message = self._compose(self.description)
         self.args = (self.message,)
+
+    def mentions(self, pattern: re.Pattern[str]) -> bool:
+        """Whether the server's description says something matching `pattern`."""
+        return bool(self.description and pattern.search(self.description))
+
+    def note(self, limit: int = EVENT_NOTE_LIMIT) -> str:
+        """The message in at most `limit` bytes: the server's description gives way, the hints
+        that say what to fix stay whole."""
+        if len(self.message.encode()) <= limit or not self.description:
+            return super().note(limit)
+        room = limit - len(self._compose("").encode()) - len(b": ")
+        return cut_bytes(self._compose(cut_bytes(self.description, max(room, 0))), limit)
+
+    def _compose(self, description: str | None) -> str:
+        summary = f"the authorization server rejected the token request with {self.error} (HTTP {self.status_code})"
+        return sentences(f"{summary}: {description}" if description else summary, *self.hints)
 
 
 class TransientError(RaidiamOperatorError):

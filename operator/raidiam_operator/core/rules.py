@@ -12,8 +12,19 @@ from typing import Literal, TypeGuard
 
 from raidiam_operator.core.errors import ConfigurationError
 
-AuthMethod = Literal["tls_client_auth", "private_key_jwt"]
-AUTH_METHODS: tuple[AuthMethod, ...] = ("tls_client_auth", "private_key_jwt")
+AuthMethod = Literal["tls_client_auth", "self_signed_tls_client_auth", "private_key_jwt"]
+AUTH_METHODS: tuple[AuthMethod, ...] = (
+    "tls_client_auth",
+    "self_signed_tls_client_auth",
+    "private_key_jwt",
+)
+#: RFC 8705 §2: the client authenticates with its TLS certificate, which it must have. With a
+#: certificate issued by a CA the server trusts (tls_client_auth), or one it registered (x5c in
+#: its JWKS) and may have signed itself (self_signed_tls_client_auth). The same certificate, sent
+#: the same way, to the same mTLS endpoint alias: they differ only in how the server checks it.
+MUTUAL_TLS_METHODS: frozenset[AuthMethod] = frozenset(
+    {"tls_client_auth", "self_signed_tls_client_auth"}
+)
 AssertionAudience = Literal["issuer", "tokenEndpoint"]
 
 # Form fields we set ourselves; extra parameters may not override them.
@@ -95,9 +106,9 @@ def check_client_id(client_id: str, names: FieldNames) -> str:
 def check_credentials(
     method: AuthMethod, *, transport: bool, signing_key: bool, names: FieldNames
 ) -> None:
-    """tls_client_auth authenticates with the transport certificate, private_key_jwt with an
-    assertion signed by the signing key: each needs its own."""
-    if method == "tls_client_auth" and not transport:
+    """The mutual-TLS methods authenticate with the transport certificate, private_key_jwt with
+    an assertion signed by the signing key: each needs its own."""
+    if method in MUTUAL_TLS_METHODS and not transport:
         raise ConfigurationError(names.missing.format(field=names.transport, method=method))
     if method == "private_key_jwt" and not signing_key:
         raise ConfigurationError(names.missing.format(field=names.signing_key, method=method))

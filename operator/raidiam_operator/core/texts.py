@@ -13,11 +13,15 @@ import json
 ERROR_CODE_LIMIT = 64
 #: a value from a discovery document or token response quoted in a message (issuer, token_type)
 SERVER_VALUE_LIMIT = 100
-#: the server's `error_description`
-ERROR_DESCRIPTION_LIMIT = 300
+#: the server's `error_description`: kept whole where there is room (conditions, the CLI), since it
+#: often names what the server wanted (a claim, a URL)
+ERROR_DESCRIPTION_LIMIT = 1200
+#: bytes of an Event's note (the events.k8s.io limit); the server's text is cut to fit, never a hint
+EVENT_NOTE_LIMIT = 1024
 #: a word boundary this close to the limit is worth cutting at; further back, cut mid-word
 _WORD_SEARCH = 40
 ELLIPSIS = "…"
+_SENTENCE_END = (".", "!", "?", "…")
 
 
 def server_text(value: object, *, limit: int = SERVER_VALUE_LIMIT) -> str:
@@ -46,6 +50,31 @@ def quoted_server_text(value: object, *, limit: int = SERVER_VALUE_LIMIT) -> str
     """`server_text` in quotes when it was a string, so an empty or odd value is still visible."""
     text = server_text(value, limit=limit)
     return repr(text) if isinstance(value, str) else text
+
+
+def cut_bytes(text: str, limit: int) -> str:
+    """`text` in at most `limit` UTF-8 bytes: cut at a word boundary near the end, with an
+    ellipsis, when it is longer."""
+    encoded = text.encode()
+    if len(encoded) <= limit:
+        return text
+    head = encoded[: max(limit - len(ELLIPSIS.encode()), 0)].decode(errors="ignore")
+    boundary = head.rfind(" ", max(0, len(head) - _WORD_SEARCH))
+    if boundary > 0:
+        head = head[:boundary]
+    return head.rstrip(" .,;:") + ELLIPSIS
+
+
+def sentence(text: str) -> str:
+    """`text` ending in exactly one full stop (or its own ?, ! or …): "failed." stays "failed."."""
+    text = text.rstrip()
+    return text if text.endswith(_SENTENCE_END) else text + "."
+
+
+def sentences(*parts: str) -> str:
+    """Join sentences with single spaces, each ending in one full stop: a server's description
+    and the hints after it read as one text, without ".." between them."""
+    return " ".join(sentence(part) for part in parts if part.strip())
 
 
 def _as_json(value: object) -> str:

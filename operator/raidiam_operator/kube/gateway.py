@@ -37,6 +37,7 @@ from raidiam_operator.core.errors import (
 )
 from raidiam_operator.core.issuers import ISSUER_PLURAL
 from raidiam_operator.core.spec import GROUP, KIND, PLURAL, VERSION, Owner
+from raidiam_operator.core.texts import EVENT_NOTE_LIMIT, cut_bytes
 from raidiam_operator.core.times import Clock, parse_retry_after, rfc3339, utc_now
 
 logger = logging.getLogger(__name__)
@@ -350,7 +351,7 @@ class KubernetesGateway:
             },
             "type": "Warning" if warning else "Normal",
             "reason": reason,
-            "message": message[:1024],
+            "message": cut_bytes(message, EVENT_NOTE_LIMIT),
             "firstTimestamp": now,
             "lastTimestamp": now,
             "count": 1,

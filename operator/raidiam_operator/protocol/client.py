@@ -19,6 +19,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import ssl
 import tempfile
 import time
@@ -50,7 +51,7 @@ from raidiam_operator.protocol.metadata import (
     parse_metadata,
     token_endpoint_for,
 )
-from raidiam_operator.protocol.request import TokenRequest, token_form
+from raidiam_operator.protocol.request import TokenRequest, assertion_audience_hint, token_form
 from raidiam_operator.protocol.tokens import (
     MAX_RESPONSE_BYTES,
     IssuedToken,
@@ -61,6 +62,9 @@ from raidiam_operator.protocol.tokens import (
 logger = logging.getLogger(__name__)
 _K = TypeVar("_K")
 _V = TypeVar("_V")
+
+# A server's error_description that speaks of the assertion's audience.
+AUDIENCE = re.compile(r"\baud(ience)?\b", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -213,13 +217,17 @@ class TokenClient:
 
     async def token_endpoint(self, request: TokenRequest) -> str:
         """Where this client's token request goes; checks the server supports our method."""
+        return (await self._destination(request))[0]
+
+    async def _destination(self, request: TokenRequest) -> tuple[str, ServerMetadata | None]:
+        """The token endpoint, and the server's metadata unless the spec named the endpoint."""
         if request.token_endpoint:
-            return request.token_endpoint
+            return request.token_endpoint, None
         metadata = await self.discover(request.issuer, ca_bundle=request.ca_bundle)
         check_server_supports(
             metadata, auth_method=request.auth_method, signing_algorithm=request.signing_algorithm
         )
-        return token_endpoint_for(metadata, mutual_tls=request.transport is not None)
+        return token_endpoint_for(metadata, mutual_tls=request.transport is not None), metadata
 
     def discovered(self, request: TokenRequest) -> bool:
         """Whether a token request for `request` would go out without a discovery first."""
@@ -243,7 +251,7 @@ class TokenClient:
             return await self._fetch_token(request)
 
     async def _fetch_token(self, request: TokenRequest) -> IssuedToken:
-        endpoint = await self.token_endpoint(request)
+        endpoint, metadata = await self._destination(request)
         sent_at = self._clock()
         form = token_form(request, token_endpoint=endpoint, now=sent_at)
         async with self._client(request.transport, request.ca_bundle) as client:
@@ -252,6 +260,15 @@ class TokenClient:
             )
         if status != 200:
             error = classify_error_response(status, headers, body, now=self._clock())
+            if (
+                isinstance(error, AuthorizationServerRejection)
+                and error.error == "invalid_client"
+                and request.auth_method == "private_key_jwt"
+            ):
+                error.add_hint(
+                    assertion_audience_hint(request, token_endpoint=endpoint),
+                    first=error.mentions(AUDIENCE),
+                )
             if isinstance(error, AuthorizationServerRejection) and await self._without_mtls_alias(
                 request
             ):
@@ -267,6 +284,9 @@ class TokenClient:
             now=sent_at,
             token_endpoint=endpoint,
             certificate_thumbprint=request.certificate_thumbprint,
+            # Without discovery (spec.tokenEndpoint) nothing says an opaque token is bound.
+            server_binds_certificates=metadata is not None
+            and metadata.certificate_bound_access_tokens,
         )
 
     async def _without_mtls_alias(self, request: TokenRequest) -> bool:

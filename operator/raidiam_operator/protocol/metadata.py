@@ -22,6 +22,8 @@ class ServerMetadata:
     mtls_token_endpoint: str | None = None
     auth_methods_supported: tuple[str, ...] | None = None
     signing_algs_supported: tuple[str, ...] | None = None
+    #: the server says it binds access tokens to the client's certificate (RFC 8705 §3.3)
+    certificate_bound_access_tokens: bool = False
 
 
 def discovery_url(issuer: str) -> str:
@@ -71,6 +73,8 @@ def parse_metadata(document: object, *, expected_issuer: str) -> ServerMetadata:
         signing_algs_supported=_strings(
             document.get("token_endpoint_auth_signing_alg_values_supported")
         ),
+        certificate_bound_access_tokens=document.get("tls_client_certificate_bound_access_tokens")
+        is True,
     )
 
 

@@ -55,6 +55,28 @@ class TokenRequest:
         return self.transport.thumbprint if self.transport else None
 
 
+def assertion_audience(request: TokenRequest, *, token_endpoint: str) -> str:
+    """The `aud` of this client's assertions when sent to `token_endpoint`."""
+    return request.issuer if request.assertion_audience == "issuer" else token_endpoint
+
+
+def assertion_audience_hint(request: TokenRequest, *, token_endpoint: str) -> str:
+    """After an invalid_client for private_key_jwt: the aud that was sent, and how to send the
+    other one (RFC 7523 lets a server accept only its token endpoint; FAPI 2.0 wants the issuer)."""
+    sent = assertion_audience(request, token_endpoint=token_endpoint)
+    if request.assertion_audience == "issuer":
+        return (
+            f"The client assertion's aud was the issuer {sent}; if the server wants its token "
+            f"endpoint {token_endpoint} there, set assertionAudience: tokenEndpoint in the "
+            "RaidiamClient (--audience token_endpoint on the command line)"
+        )
+    return (
+        f"The client assertion's aud was the token endpoint {sent}; if the server wants its "
+        f"issuer {request.issuer} there, set assertionAudience: issuer in the RaidiamClient "
+        "(--audience issuer on the command line)"
+    )
+
+
 def token_form(request: TokenRequest, *, token_endpoint: str, now: datetime) -> dict[str, str]:
     """The form body of one token request. Call it per attempt: assertions are single-use."""
     form: dict[str, str] = {"grant_type": "client_credentials", "client_id": request.client_id}
@@ -63,9 +85,11 @@ def token_form(request: TokenRequest, *, token_endpoint: str, now: datetime) -> 
     form.update(request.parameters)
     if request.auth_method == "private_key_jwt":
         assert request.signing_key is not None  # enforced in __post_init__
-        audience = request.issuer if request.assertion_audience == "issuer" else token_endpoint
         form["client_assertion_type"] = CLIENT_ASSERTION_TYPE
         form["client_assertion"] = client_assertion(
-            request.signing_key, client_id=request.client_id, audience=audience, now=now
+            request.signing_key,
+            client_id=request.client_id,
+            audience=assertion_audience(request, token_endpoint=token_endpoint),
+            now=now,
         )
     return form

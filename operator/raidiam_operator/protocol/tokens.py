@@ -8,6 +8,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Literal
 
 import jwt
 
@@ -24,6 +25,13 @@ from raidiam_operator.core.texts import (
     server_text,
 )
 from raidiam_operator.core.times import parse_retry_after
+
+#: Whether a token is bound to the transport certificate it was requested with (RFC 8705 §3):
+#: "verified": a JWT whose cnf.x5t#S256 is that certificate's thumbprint; "advertised": an opaque
+#: token from a server whose discovery says tls_client_certificate_bound_access_tokens, with a
+#: certificate sent; "none": anything else. Only a bound token reports a certificate thumbprint.
+Binding = Literal["verified", "advertised", "none"]
+BINDINGS: tuple[Binding, ...] = ("verified", "advertised", "none")
 
 MAX_RESPONSE_BYTES = 1024 * 1024
 DEFAULT_LIFETIME = timedelta(seconds=300)
@@ -44,7 +52,9 @@ class IssuedToken:
     lifetime: timedelta
     scope: str | None
     token_endpoint: str
+    #: x5t#S256 of the certificate the token is bound to; None unless `binding` says it is bound
     certificate_thumbprint: str | None
+    binding: Binding = "none"
 
     @property
     def expires_in(self) -> int:
@@ -94,8 +104,13 @@ def parse_token_response(
     now: datetime,
     token_endpoint: str,
     certificate_thumbprint: str | None,
+    server_binds_certificates: bool = False,
 ) -> IssuedToken:
-    """Validate a 200 response. Raises rather than return a token we should not hand out."""
+    """Validate a 200 response. Raises rather than return a token we should not hand out.
+
+    `certificate_thumbprint` is that of the transport certificate the request was sent with;
+    `server_binds_certificates`, what the server's discovery document says about binding.
+    """
     if len(body) > MAX_RESPONSE_BYTES:
         raise InvalidTokenResponse(
             f"the token response is larger than {MAX_RESPONSE_BYTES} bytes; refusing to read it"
@@ -120,7 +135,11 @@ def parse_token_response(
         )
     claims = unverified_claims(access_token)
     lifetime = _lifetime(document.get("expires_in"), claims, now=now)
-    _check_binding(claims, certificate_thumbprint)
+    binding = token_binding(
+        claims,
+        certificate_thumbprint=certificate_thumbprint,
+        server_binds_certificates=server_binds_certificates,
+    )
     scope = document.get("scope")
     return IssuedToken(
         access_token=access_token,
@@ -129,7 +148,8 @@ def parse_token_response(
         lifetime=lifetime,
         scope=scope if isinstance(scope, str) else None,
         token_endpoint=token_endpoint,
-        certificate_thumbprint=certificate_thumbprint,
+        certificate_thumbprint=certificate_thumbprint if binding != "none" else None,
+        binding=binding,
     )
 
 
@@ -177,13 +197,22 @@ def _bounded(seconds: float) -> timedelta:
     return timedelta(seconds=seconds)
 
 
-def _check_binding(claims: Mapping[str, object] | None, thumbprint: str | None) -> None:
+def token_binding(
+    claims: Mapping[str, object] | None,
+    *,
+    certificate_thumbprint: str | None,
+    server_binds_certificates: bool,
+) -> Binding:
+    """How the token is bound to the certificate sent (see `Binding`). An opaque token (`claims`
+    None) is never an error: it is bound as far as the server says it binds, when a certificate
+    went with the request. A JWT bound to another certificate is refused, never handed out."""
+    thumbprint = certificate_thumbprint
     if claims is None:
-        return
+        return "advertised" if thumbprint is not None and server_binds_certificates else "none"
     confirmation = claims.get("cnf")
     bound_to = confirmation.get("x5t#S256") if isinstance(confirmation, dict) else None
     if bound_to is None:
-        return
+        return "none"
     if thumbprint is None:
         raise InvalidTokenResponse(
             "the access token is bound to a client certificate (cnf.x5t#S256), but no transport "
@@ -194,6 +223,7 @@ def _check_binding(claims: Mapping[str, object] | None, thumbprint: str | None) 
             f"the access token is bound to another certificate (cnf.x5t#S256 {_printable(bound_to)}, "
             f"ours {thumbprint}); refusing to hand it out"
         )
+    return "verified"
 
 
 def _oauth_error(body: bytes, document: object = None) -> tuple[str, str | None] | None:
@@ -212,7 +242,7 @@ def _oauth_error(body: bytes, document: object = None) -> tuple[str, str | None]
     description = document.get("error_description")
     return (
         server_text(error, limit=ERROR_CODE_LIMIT),
-        server_text(description, limit=ERROR_DESCRIPTION_LIMIT)
+        (server_text(description, limit=ERROR_DESCRIPTION_LIMIT) or None)
         if isinstance(description, str)
         else None,
     )

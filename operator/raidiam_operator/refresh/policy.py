@@ -177,10 +177,10 @@ def after_failure(
     attempts = backoff.failed_attempts + 1
     not_before = expired_retry_at = None
     if isinstance(error, AuthorizationServerRejection):
-        problem = Problem(error.error, error.message)
+        problem = Problem(error.error, error.message, error.note())
         retry_at = now + REJECTION_RETRY
     elif isinstance(error, TransientError):
-        problem = Problem(error.reason, error.message)
+        problem = Problem(error.reason, error.message, error.note())
         valid = record is not None and record.valid_at(now)
         retry_at = now + retry_delay(
             attempts, retry_after=error.retry_after, rng=rng, token_expired=not valid
@@ -192,7 +192,7 @@ def after_failure(
         if error.retry_after:
             not_before = now + timedelta(seconds=error.retry_after)
     else:
-        problem = Problem(error.reason, error.message)
+        problem = Problem(error.reason, error.message, error.note())
         retry_at = now + CONFIGURATION_RETRY
     return Backoff(
         failure=problem,

@@ -210,7 +210,7 @@ class Reconciler:
     ) -> None:
         observed, notices = state.observed, state.notices
         key = observed.key
-        problem = Problem(error.reason, error.message)
+        problem = Problem(error.reason, error.message, error.note())
         state.backoff = policy.after_blocked(state.backoff)
         not_after = error.not_after if isinstance(error, CredentialError) else None
         if not_after is not None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from raidiam_operator.core.errors import ConfigurationError
+from raidiam_operator.core.errors import ConfigurationError, InvalidTokenResponse
 from raidiam_operator.core.spec import (
     GROUP,
     KIND,
@@ -25,12 +25,19 @@ from raidiam_operator.core.spec import (
 from raidiam_operator.core.templating import render_templates
 from raidiam_operator.core.times import parse_rfc3339, rfc3339
 from raidiam_operator.protocol.credentials import CertificateFiles
-from raidiam_operator.protocol.tokens import IssuedToken
+from raidiam_operator.protocol.tokens import (
+    BINDINGS,
+    Binding,
+    IssuedToken,
+    token_binding,
+    unverified_claims,
+)
 
 ANNOTATION_PREFIX = "raidiam.io/"
 EXPIRES_AT = ANNOTATION_PREFIX + "expires-at"
 ISSUED_AT = ANNOTATION_PREFIX + "issued-at"
 CERTIFICATE_THUMBPRINT = ANNOTATION_PREFIX + "certificate-thumbprint"
+BINDING = ANNOTATION_PREFIX + "binding"
 INPUTS_FINGERPRINT = ANNOTATION_PREFIX + "inputs-fingerprint"
 TOKEN_ENDPOINT = ANNOTATION_PREFIX + "token-endpoint"
 CLIENT_LABEL = ANNOTATION_PREFIX + "client"
@@ -49,6 +56,7 @@ class TokenRecord:
     issued_at: datetime
     expires_at: datetime
     token_endpoint: str
+    #: x5t#S256 of the certificate the token is bound to; None when `binding` is "none"
     certificate_thumbprint: str | None
     #: digest of the spec, signing key and CA bundle the token was issued for
     inputs_fingerprint: str
@@ -58,6 +66,7 @@ class TokenRecord:
     #: Secret carries them (spec.tokenSecret.includeCertificate): they are written with this
     #: token and with no other
     certificate: CertificateFiles | None = field(default=None, repr=False)
+    binding: Binding = "none"
 
     def valid_at(self, now: datetime) -> bool:
         return now < self.expires_at
@@ -84,6 +93,7 @@ class TokenRecord:
             inputs_fingerprint=inputs_fingerprint,
             refresh_requested_at=refresh_requested_at,
             certificate=certificate,
+            binding=token.binding,
         )
 
 
@@ -118,6 +128,7 @@ def token_secret(
         ISSUED_AT: rfc3339(record.issued_at),
         INPUTS_FINGERPRINT: record.inputs_fingerprint,
         TOKEN_ENDPOINT: record.token_endpoint,
+        BINDING: record.binding,
     }
     if record.certificate_thumbprint:
         annotations[CERTIFICATE_THUMBPRINT] = record.certificate_thumbprint
@@ -211,6 +222,11 @@ def record_from_secret(secret: Mapping[str, Any]) -> TokenRecord | None:
     if not access_token or expires_at is None or issued_at is None or not fingerprint:
         return None
     certificate = _certificate_files(data)
+    thumbprint = annotations.get(CERTIFICATE_THUMBPRINT)
+    binding = next((b for b in BINDINGS if b == annotations.get(BINDING)), None)
+    if binding is None:
+        # Written before bindings were recorded: only what the token itself shows counts.
+        binding = _binding_of(access_token, thumbprint)
     return TokenRecord(
         access_token=access_token,
         token_type=token_type,
@@ -218,11 +234,23 @@ def record_from_secret(secret: Mapping[str, Any]) -> TokenRecord | None:
         issued_at=issued_at,
         expires_at=expires_at,
         token_endpoint=annotations.get(TOKEN_ENDPOINT, ""),
-        certificate_thumbprint=annotations.get(CERTIFICATE_THUMBPRINT),
+        certificate_thumbprint=thumbprint if binding != "none" else None,
         inputs_fingerprint=fingerprint,
         refresh_requested_at=annotations.get(REFRESH_REQUESTED_AT),
         certificate=certificate,
+        binding=binding,
     )
+
+
+def _binding_of(access_token: str, thumbprint: str | None) -> Binding:
+    try:
+        return token_binding(
+            unverified_claims(access_token),
+            certificate_thumbprint=thumbprint,
+            server_binds_certificates=False,
+        )
+    except InvalidTokenResponse:
+        return "none"
 
 
 def _certificate_files(data: Mapping[str, str]) -> CertificateFiles | None:
@@ -288,6 +316,12 @@ class Problem:
 
     reason: str
     message: str
+    #: the message within an Event's 1 KiB, when it is longer (the server's text cut, not the hint)
+    note: str | None = None
+
+    @property
+    def event_note(self) -> str:
+        return self.note or self.message
 
 
 @dataclass(frozen=True)
@@ -398,6 +432,7 @@ def client_status(view: StatusView, *, now: datetime) -> RenderedStatus:
         "tokenSecretName": view.token_secret_name,
         "tokenEndpoint": record.token_endpoint if record else None,
         "certificateThumbprint": record.certificate_thumbprint if record else None,
+        "binding": record.binding if record else None,
         "failedAttempts": view.failed_attempts,
         "lastFailureTime": _moment(view.last_failure_time),
         "certificateNotAfter": _moment(view.certificate_not_after),

@@ -59,7 +59,7 @@ class Writes:
             return
         last_events[key] = now
         await self._kube.post_event(
-            state.observed.owner, warning=warning, reason=problem.reason, message=problem.message
+            state.observed.owner, warning=warning, reason=problem.reason, message=problem.event_note
         )
 
     async def secret(
