@@ -4,6 +4,7 @@ real authorization server. Each test gets its own namespace and its own operator
 from __future__ import annotations
 
 import base64
+import json
 import os
 import re
 import subprocess
@@ -261,6 +262,23 @@ class World:
 
     def requests_for(self, client_id: str) -> int:
         return int(self.auth.stats()["token_requests_by_client"].get(client_id, 0))
+
+    # -- the command line ------------------------------------------------------------------
+
+    def manifest(self, directory: Path, name: str, spec: dict[str, Any]) -> Path:
+        """A RaidiamClient manifest in this test's namespace, written to a file (not applied)."""
+        path = directory / f"{name}.yaml"
+        path.write_text(
+            json.dumps(
+                {
+                    "apiVersion": f"{GROUP}/{VERSION}",
+                    "kind": "RaidiamClient",
+                    "metadata": {"name": name, "namespace": self.namespace},
+                    "spec": spec,
+                }
+            )
+        )
+        return path
 
 
 @pytest.fixture(scope="session")

@@ -463,7 +463,10 @@ def test_garbage_from_the_server_gets_a_clear_condition_and_the_old_token_is_kep
         what="a Warning event",
     )
     assert fragment in warnings[0].message
-    assert len(degraded["message"]) < 1024, "server text is cut short"
+    # A server's text is kept up to 1,200 characters in the condition, and cut to fit an
+    # Event's 1 KiB there.
+    assert len(degraded["message"]) < 2048, "server text is bounded"
+    assert len(warnings[0].message.encode()) <= 1024, "an Event note fits 1 KiB"
     log = world.operator.log_text()
     assert not any(line.startswith(FORGED_LOG_LINE) for line in log.splitlines())
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from pathlib import Path
 
@@ -95,21 +94,6 @@ def test_refresh_without_a_name_says_what_to_do(world: World) -> None:
     assert "name one or more RaidiamClients, or pass --all" in result.stderr
 
 
-def _manifest(world: World, tmp_path: Path, name: str, spec: dict[str, object]) -> Path:
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(
-        json.dumps(
-            {
-                "apiVersion": "raidiam.io/v1alpha1",
-                "kind": "RaidiamClient",
-                "metadata": {"name": name, "namespace": world.namespace},
-                "spec": spec,
-            }
-        )
-    )
-    return path
-
-
 def test_check_validates_a_good_spec_without_writing_or_requesting_anything(
     world: World, tmp_path: Path
 ) -> None:
@@ -117,8 +101,7 @@ def test_check_validates_a_good_spec_without_writing_or_requesting_anything(
     issued = world.pki.client_certificate(client_id)
     world.auth.register_tls_client(client_id, issued)
     world.tls_secret("checked-transport", issued)
-    manifest = _manifest(
-        world,
+    manifest = world.manifest(
         tmp_path,
         "checked",
         world.spec(client_id, transportCertificate={"secretName": "checked-transport"}),
@@ -138,8 +121,7 @@ def test_check_validates_a_good_spec_without_writing_or_requesting_anything(
 def test_check_reports_what_to_fix(world: World, tmp_path: Path) -> None:
     signing = world.pki.signing_key("ec")
     world.signing_secret("ec-signing", signing)
-    manifest = _manifest(
-        world,
+    manifest = world.manifest(
         tmp_path,
         "wrong",
         world.spec(
@@ -166,7 +148,7 @@ def test_check_reports_an_unreachable_issuer_with_exit_4(world: World, tmp_path:
         **world.spec("nowhere", transportCertificate={"secretName": "nowhere-transport"}),
         "issuer": "https://127.0.0.1:1",
     }
-    manifest = _manifest(world, tmp_path, "nowhere", spec)
+    manifest = world.manifest(tmp_path, "nowhere", spec)
 
     result = kubectl_raidiam(world.control_plane, "check", "-f", str(manifest))
 

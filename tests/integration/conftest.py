@@ -82,21 +82,52 @@ class CliResult:
         return document
 
 
+def mtls_args(files: Files, method: str = "tls_client_auth") -> list[str]:
+    """`token` arguments for a mutual-TLS client."""
+    return [
+        "--client-id",
+        files.client_id,
+        "--auth-method",
+        method,
+        "--cert",
+        str(files.cert),
+        "--key",
+        str(files.key),
+        "--scope",
+        "directory:software",
+    ]
+
+
+def private_key_jwt_args(files: Files) -> list[str]:
+    """`token` arguments for a private_key_jwt client with a transport certificate."""
+    return [
+        "--client-id",
+        files.client_id,
+        "--auth-method",
+        "private_key_jwt",
+        "--signing-key",
+        str(files.signing_key),
+        "--kid",
+        str(files.kid),
+        "--cert",
+        str(files.cert),
+        "--key",
+        str(files.key),
+        "--scope",
+        "directory:software",
+    ]
+
+
 @pytest.fixture
 def cli(clean_auth_server: AuthServer) -> Callable[..., CliResult]:
-    """Run `raidiam-operator token` in a subprocess, as a user would."""
+    """Run `raidiam-operator token` in a subprocess, as a user would (against `server`, by
+    default the session's test server)."""
 
-    def run(*args: str, ca: bool = True) -> CliResult:
-        command = [
-            sys.executable,
-            "-m",
-            "raidiam_operator",
-            "token",
-            "--issuer",
-            clean_auth_server.issuer,
-        ]
+    def run(*args: str, ca: bool = True, server: AuthServer | None = None) -> CliResult:
+        server = server or clean_auth_server
+        command = [sys.executable, "-m", "raidiam_operator", "token", "--issuer", server.issuer]
         if ca:
-            command += ["--ca-file", str(clean_auth_server.ca_path)]
+            command += ["--ca-file", str(server.ca_path)]
         completed = subprocess.run(
             [*command, *args], capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL
         )

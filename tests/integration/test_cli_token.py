@@ -10,51 +10,23 @@ import pytest
 from raidiam_devenv.authserver import AuthServer
 from raidiam_devenv.pki import TestPKI
 
-from .conftest import CliResult, Files
+from .conftest import CliResult, Files, mtls_args, private_key_jwt_args
 
 pytestmark = pytest.mark.authserver
 Cli = Callable[..., CliResult]
-
-
-def _tls_args(files: Files) -> list[str]:
-    return [
-        "--client-id",
-        files.client_id,
-        "--auth-method",
-        "tls_client_auth",
-        "--cert",
-        str(files.cert),
-        "--key",
-        str(files.key),
-        "--scope",
-        "directory:software",
-    ]
-
-
-def _jwt_args(files: Files) -> list[str]:
-    return [
-        "--client-id",
-        files.client_id,
-        "--auth-method",
-        "private_key_jwt",
-        "--signing-key",
-        str(files.signing_key),
-        "--kid",
-        str(files.kid),
-        "--cert",
-        str(files.cert),
-        "--key",
-        str(files.key),
-        "--scope",
-        "directory:software",
-    ]
 
 
 @pytest.mark.parametrize("method", ["tls_client_auth", "private_key_jwt"])
 def test_token_prints_json_with_a_token_bound_to_the_printed_thumbprint(
     cli: Cli, tls_client: Files, jwt_client: Files, clean_auth_server: AuthServer, method: str
 ) -> None:
-    result = cli(*(_tls_args(tls_client) if method == "tls_client_auth" else _jwt_args(jwt_client)))
+    result = cli(
+        *(
+            mtls_args(tls_client)
+            if method == "tls_client_auth"
+            else private_key_jwt_args(jwt_client)
+        )
+    )
 
     assert result.code == 0, result.stderr
     document = result.json()
@@ -70,7 +42,7 @@ def test_token_prints_json_with_a_token_bound_to_the_printed_thumbprint(
 def test_extra_parameters_reach_the_server(
     cli: Cli, tls_client: Files, clean_auth_server: AuthServer
 ) -> None:
-    result = cli(*_tls_args(tls_client), "--param", f"resource={clean_auth_server.resource}")
+    result = cli(*mtls_args(tls_client), "--param", f"resource={clean_auth_server.resource}")
 
     assert result.code == 0, result.stderr
     claims = jwt.decode(result.json()["access_token"], options={"verify_signature": False})
@@ -112,14 +84,14 @@ def test_an_unknown_auth_method_is_a_usage_error(cli: Cli) -> None:
 
 
 def test_an_untrusted_server_exits_2_and_says_to_set_the_ca(cli: Cli, tls_client: Files) -> None:
-    result = cli(*_tls_args(tls_client), ca=False)
+    result = cli(*mtls_args(tls_client), ca=False)
 
     assert result.code == 2
     assert "not trusted" in result.stderr
 
 
 def test_a_rejection_exits_3_with_the_oauth_error_on_stderr(cli: Cli, tls_client: Files) -> None:
-    args = _tls_args(tls_client)
+    args = mtls_args(tls_client)
     args[1] = "not-registered"
 
     result = cli(*args)
@@ -130,7 +102,7 @@ def test_a_rejection_exits_3_with_the_oauth_error_on_stderr(cli: Cli, tls_client
 
 
 def test_invalid_scope_exits_3(cli: Cli, tls_client: Files) -> None:
-    result = cli(*_tls_args(tls_client)[:-2], "--scope", "accounts:all-of-them")
+    result = cli(*mtls_args(tls_client)[:-2], "--scope", "accounts:all-of-them")
 
     assert result.code == 3
     assert "invalid_scope" in result.stderr
@@ -141,7 +113,7 @@ def test_a_server_that_stays_unavailable_exits_4_after_one_quick_retry(
 ) -> None:
     clean_auth_server.set_fault(mode="status", status=503, retry_after="1")
 
-    result = cli(*_tls_args(tls_client))
+    result = cli(*mtls_args(tls_client))
 
     assert result.code == 4
     assert "HTTP 503" in result.stderr
@@ -153,7 +125,7 @@ def test_a_single_blip_is_absorbed_by_the_quick_retry(
 ) -> None:
     clean_auth_server.set_fault(mode="status", status=503, count=1)
 
-    result = cli(*_tls_args(tls_client))
+    result = cli(*mtls_args(tls_client))
 
     assert result.code == 0, result.stderr
 
@@ -163,7 +135,7 @@ def test_rate_limiting_that_asks_for_a_long_wait_exits_4_at_once(
 ) -> None:
     clean_auth_server.set_fault(mode="status", status=429, retry_after="3600")
 
-    result = cli(*_tls_args(tls_client))
+    result = cli(*mtls_args(tls_client))
 
     assert result.code == 4
     assert "3600" in result.stderr
@@ -184,7 +156,7 @@ def test_an_unreachable_server_exits_4(
             "token",
             "--issuer",
             "https://127.0.0.1:1",
-            *_tls_args(tls_client),
+            *mtls_args(tls_client),
             "--ca-file",
             str(test_pki.ca_path),
         ],
