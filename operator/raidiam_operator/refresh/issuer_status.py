@@ -236,7 +236,7 @@ def issuer_status(
         alias = (
             f", mTLS alias {result.mtls_token_endpoint}"
             if result.mtls_token_endpoint
-            else "; it publishes no mtls_endpoint_aliases, so tls_client_auth requests go to the "
+            else "; it publishes no mtls_endpoint_aliases, so mutual-TLS requests go to the "
             "plain token endpoint"
         )
         ready = Condition(
