@@ -205,9 +205,18 @@ def test_kubectl_get_and_status_show_failing_renewals_beside_a_still_valid_token
     ]
 
     wide = world.control_plane.kubectl("get", "raidiamclients", "-n", world.namespace, "-o", "wide")
-    columns = [*default_columns, "SECRET", "FAILURES", "CERTIFICATE EXPIRES", "MESSAGE"]
+    columns = [
+        *default_columns,
+        "SECRET",
+        "METHOD",
+        "BINDING",
+        "FAILURES",
+        "CERTIFICATE EXPIRES",
+        "MESSAGE",
+    ]
     flaky = _table(wide.stdout, columns)["flaky"]
     assert flaky["SECRET"] == "flaky-token"
+    assert (flaky["METHOD"], flaky["BINDING"]) == ("tls_client_auth", "verified")
     assert flaky["FAILURES"] == "1"
     assert flaky["CERTIFICATE EXPIRES"] == world.client("flaky")["status"]["certificateNotAfter"]
     assert "rejected the token request with invalid_client" in flaky["MESSAGE"]
