@@ -185,7 +185,7 @@ def test_an_endpoint_url_of_a_megabyte_is_refused() -> None:
 
 
 def test_a_long_error_description_is_one_line_cut_at_a_word() -> None:
-    description = "the client\nassertion\x1b[31m audience is wrong: " + "word " * 200
+    description = "the client\nassertion\x1b[31m audience is wrong: " + "word " * 400
     error = classify_error_response(
         400,
         {},

@@ -272,7 +272,7 @@ def test_a_description_ending_in_a_full_stop_is_not_doubled_before_the_hint() ->
 def test_control_characters_in_a_description_are_removed() -> None:
     error = _rejection("bad\x1b[31m client\r\nInjected: line\u202e\x00 here")
 
-    assert error.description == "bad[31m client Injected: line here"
+    assert error.description == "bad [31m client Injected: line here"
     assert "\x1b" not in error.message
     assert "\n" not in error.message
 
