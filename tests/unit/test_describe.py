@@ -119,3 +119,28 @@ def test_unbound_opaque_and_missing_tokens_say_so(pki: TestPKI) -> None:
     assert "opaque-token-value" not in format_detail(opaque, now=NOW)
     assert missing["token"]["present"] is False
     assert "the Secret holds no token" in format_detail(missing, now=NOW)
+
+
+def test_an_opaque_token_the_server_binds_is_checked_against_the_recorded_thumbprint(
+    pki: TestPKI,
+) -> None:
+    issued, other = pki.client_certificate("describe-adv"), pki.client_certificate("describe-new")
+    client = _client()
+    client["status"].update(binding="advertised", certificateThumbprint=_thumbprint(issued))
+
+    same = client_detail(
+        client,
+        token_secret=_secret(access_token=b"opaque-token-value"),
+        transport_secret=_secret(**{"tls.crt": issued.cert_pem}),
+        now=NOW,
+    )
+    rotated = client_detail(
+        client,
+        token_secret=_secret(access_token=b"opaque-token-value"),
+        transport_secret=_secret(**{"tls.crt": other.cert_pem}),
+        now=NOW,
+    )
+
+    assert same["binding"]["result"] == "bound"
+    assert rotated["binding"]["result"] == "mismatch"
+    assert "when issued: advertised (status.binding)" in format_detail(same, now=NOW)

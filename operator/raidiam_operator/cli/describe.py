@@ -82,7 +82,19 @@ def client_detail(
             "notAfter": rfc3339(certificate.not_after) if certificate else None,
             "thumbprint": certificate.thumbprint if certificate else None,
         },
-        "binding": binding_check(claims, certificate, transport_ref is not None, now=now),
+        "binding": {
+            **binding_check(
+                claims,
+                certificate,
+                transport_ref is not None,
+                now=now,
+                advertised_thumbprint=status.get("certificateThumbprint")
+                if status.get("binding") == "advertised"
+                else None,
+            ),
+            # How the operator judged the token when it was issued (protocol.tokens.Binding).
+            "whenIssued": status.get("binding"),
+        },
     }
 
 
@@ -92,16 +104,20 @@ def binding_check(
     uses_certificate: bool,
     *,
     now: datetime,
+    advertised_thumbprint: str | None = None,
 ) -> JSON:
     """Does the token's `cnf.x5t#S256` name the certificate now in the transport Secret?
 
     `result` is one of: bound (it does), mismatch (it names another one: calls with the current
     certificate will be refused until the operator has a new token), unbound (the token carries
-    no binding), unknown (an opaque token, or no certificate to compare with).
+    no binding), unknown (an opaque token, or no certificate to compare with). An opaque token
+    whose binding the server advertised (status.binding) is bound to `advertised_thumbprint`.
     """
     confirmation = claims.get("cnf") if claims else None
     bound_to = confirmation.get("x5t#S256") if isinstance(confirmation, Mapping) else None
     current = certificate.thumbprint if certificate else None
+    if claims is None and advertised_thumbprint is not None:
+        claims, bound_to = {}, advertised_thumbprint
     if claims is None:
         return _binding("unknown", bound_to, current, "the token is not a JWT (or there is none)")
     if not isinstance(bound_to, str):
@@ -186,6 +202,8 @@ def format_detail(detail: Mapping[str, Any], *, now: datetime) -> str:
         ]
     binding = detail["binding"]
     lines += ["Binding:", f"  {binding['result']}: {binding['message']}"]
+    if binding.get("whenIssued"):
+        lines.append(f"  when issued: {binding['whenIssued']} (status.binding)")
     return "\n".join(lines)
 
 
