@@ -4,6 +4,7 @@ bind them, and a server that wants its token endpoint as the client assertion's 
 
 from __future__ import annotations
 
+import json
 import uuid
 from pathlib import Path
 from typing import Any
@@ -122,6 +123,12 @@ def test_an_opaque_token_from_a_server_that_advertises_binding_is_advertised(
     status = world.client("opaque")["status"]
     assert (status["binding"], status["certificateThumbprint"]) == ("advertised", issued.x5t_s256)
     assert _annotations(world, "opaque")["raidiam.io/binding"] == "advertised"
+    described = kubectl_raidiam(
+        world.control_plane, "describe", "opaque", "-n", world.namespace, "-o", "json"
+    )
+    assert described.returncode == 0, described.stderr
+    binding = json.loads(described.stdout)["binding"]
+    assert (binding["result"], binding["whenIssued"]) == ("bound", "advertised")
 
 
 def test_an_opaque_token_from_a_server_that_binds_nothing_shows_no_thumbprint(
