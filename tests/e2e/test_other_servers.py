@@ -161,6 +161,13 @@ def test_a_server_wanting_the_token_endpoint_as_aud_is_quoted_whole_until_the_sp
     )
     assert server_text in degraded["message"]
     assert ".." not in degraded["message"]
+    hint = (
+        f"The client assertion's aud was the issuer {world.auth.issuer}; if the server wants its "
+        f"token endpoint {wanted} there, set assertionAudience: tokenEndpoint in the RaidiamClient"
+    )
+    assert hint in degraded["message"]
+    # The server named the audience: that hint comes before the usual invalid_client causes.
+    assert degraded["message"].index(hint) < degraded["message"].index("Check that the client id")
     warning = wait_for(
         lambda: next((e for e in world.events("tokenaud") if e.reason == "invalid_client"), None),
         timeout=15,
@@ -168,6 +175,7 @@ def test_a_server_wanting_the_token_endpoint_as_aud_is_quoted_whole_until_the_sp
     )
     assert warning.type == "Warning"
     assert server_text in warning.message
+    assert hint in warning.message
     assert len(warning.message.encode()) <= 1024
 
     world.patch_client("tokenaud", {"spec": {"assertionAudience": "tokenEndpoint"}})
