@@ -39,8 +39,8 @@ from pathlib import Path
 
 import httpx
 
-TOKEN = Path(os.environ["TOKEN_DIR"]) / "access_token"
-TRANSPORT = Path(os.environ["TRANSPORT_DIR"])
+TOKEN_DIR = Path(os.environ["TOKEN_DIR"])
+TRANSPORT_DIR = Path(os.environ["TRANSPORT_DIR"])
 URL = os.environ.get("RESOURCE_URL", "")
 INTERVAL = float(os.environ.get("INTERVAL", "1"))
 SHOWN = ("iss", "aud", "client_id", "scope", "iat", "exp", "cnf")
@@ -56,10 +56,24 @@ def thumbprint(pem):
     return base64.urlsafe_b64encode(hashlib.sha256(der).digest()).rstrip(b"=").decode()
 
 
-def call(token):
+def version(directory):
+    # One version of a Secret volume: the kubelet writes each into a new directory and swaps
+    # the ..data link in one step. With the bundle (TOKEN_DIR == TRANSPORT_DIR) the token and the
+    # certificate come from the same version, as docs/using-the-token.md says to read them.
+    return Path(os.path.realpath(directory / "..data"))
+
+
+def read_token():
+    # The token, and the version of the certificate volume to use with it.
+    token_version = version(TOKEN_DIR)
+    transport = token_version if TOKEN_DIR == TRANSPORT_DIR else version(TRANSPORT_DIR)
+    return (token_version / "access_token").read_text(), transport
+
+
+def call(token, transport):
     # Load the certificate for every call: after a rotation the new one is used at once.
     tls = ssl.create_default_context()
-    tls.load_cert_chain(TRANSPORT / "tls.crt", TRANSPORT / "tls.key")
+    tls.load_cert_chain(transport / "tls.crt", transport / "tls.key")
     with httpx.Client(verify=tls, timeout=10, trust_env=False) as http:
         return http.get(URL, headers={"Authorization": f"Bearer {token}"})
 
@@ -71,26 +85,31 @@ def emit(line):
 seen = None
 while True:
     line = {"at": round(time.time(), 3)}
+    read_from = (version(TOKEN_DIR), version(TRANSPORT_DIR))
     try:
-        token = TOKEN.read_text()  # read the file for every call
+        token, transport = read_token()  # read the file for every call
         token_claims = claims(token)
         if token != seen:
             emit({"at": line["at"], "claims": {k: token_claims[k] for k in SHOWN if k in token_claims}})
             seen = token
         line["token"] = hashlib.sha256(token.encode()).hexdigest()[:12]
         line["token_x5t"] = (token_claims.get("cnf") or {}).get("x5t#S256")
-        if (TRANSPORT / "tls.crt").exists():
-            line["cert_x5t"] = thumbprint((TRANSPORT / "tls.crt").read_text())
+        if (transport / "tls.crt").exists():
+            line["cert_x5t"] = thumbprint((transport / "tls.crt").read_text())
         if URL:
-            response = call(token)
+            response = call(token, transport)
             line["retried"] = False
             if response.status_code == 401:  # renewed a moment ago? one retry with the new file
-                token = TOKEN.read_text()
-                response = call(token)
+                token, transport = read_token()
+                response = call(token, transport)
                 line["retried"] = True
             line["status"] = response.status_code
             if response.status_code != 200:
                 line["error"] = response.json().get("error_description", response.text[:200])
+    except FileNotFoundError as error:
+        if (version(TOKEN_DIR), version(TRANSPORT_DIR)) != read_from:
+            continue  # the version read from was replaced meanwhile: read the new one
+        line["error"] = f"{type(error).__name__}: {error}"
     except Exception as error:  # a failed call is data here, not the end of the pod
         line["error"] = f"{type(error).__name__}: {error}"
     emit(line)
@@ -123,13 +142,18 @@ def caller_manifests(
     interval: float = 1.0,
     once: bool = False,
     run_as_user: int | None = 65532,
+    bundle: bool = False,
 ) -> list[dict[str, Any]]:
     """ConfigMap with the caller script, and the Pod that runs it.
 
     Without ``resource_url`` the pod only prints the claims of each token it reads
     (``once``: of the first one, then exits).  ``server_ca_config_map`` (key ``ca.crt``)
-    is the trust anchor for the resource server's TLS certificate.
+    is the trust anchor for the resource server's TLS certificate.  With ``bundle`` the
+    certificate comes from the token Secret (``spec.tokenSecret.includeCertificate``), read
+    from the same version of the volume as the token, and there is no transport volume.
     """
+    if bundle and transport_secret:
+        raise ValueError("with bundle, the certificate comes from the token Secret")
     volumes: list[dict[str, Any]] = [
         {"name": "token", "secret": {"secretName": token_secret}},
         {"name": "caller", "configMap": {"name": f"{name}-script"}},
@@ -140,7 +164,7 @@ def caller_manifests(
     ]
     env: list[dict[str, str]] = [
         {"name": "TOKEN_DIR", "value": TOKEN_DIR},
-        {"name": "TRANSPORT_DIR", "value": TRANSPORT_DIR},
+        {"name": "TRANSPORT_DIR", "value": TOKEN_DIR if bundle else TRANSPORT_DIR},
         {"name": "RESOURCE_URL", "value": resource_url},
         {"name": "INTERVAL", "value": str(interval)},
     ]
@@ -203,13 +227,29 @@ class CallerLog:
     def failed(self) -> list[dict[str, Any]]:
         return [c for c in self.calls if c.get("status") != 200]
 
+    def mismatch_seconds(self) -> float:
+        """How long the calls saw the two files disagree: from each first mismatched call to
+        the next call that saw them agree (to the last call, if none did)."""
+        total, since = 0.0, None
+        for call in self.calls:
+            mismatched = _mismatched(call)
+            if mismatched and since is None:
+                since = call["at"]
+            elif not mismatched and since is not None and call.get("token_x5t"):
+                total, since = total + call["at"] - since, None
+        if since is not None and self.calls:
+            total += self.calls[-1]["at"] - since
+        return total
+
     def mismatched(self) -> list[dict[str, Any]]:
         """Calls whose mounted token was bound to another certificate than the mounted one."""
-        return [
-            c
-            for c in self.calls
-            if c.get("token_x5t") and c.get("cert_x5t") and c["token_x5t"] != c["cert_x5t"]
-        ]
+        return [c for c in self.calls if _mismatched(c)]
+
+
+def _mismatched(call: Mapping[str, Any]) -> bool:
+    return bool(
+        call.get("token_x5t") and call.get("cert_x5t") and call["token_x5t"] != call["cert_x5t"]
+    )
 
 
 def parse_log(text: str) -> CallerLog:

@@ -169,9 +169,15 @@ class NodeWorld:
         )
 
     def tls_client(
-        self, namespace: str, name: str, *, token_ttl: int | None = None
+        self,
+        namespace: str,
+        name: str,
+        *,
+        token_ttl: int | None = None,
+        include_certificate: bool = False,
     ) -> tuple[str, IssuedCertificate]:
-        """Register a tls_client_auth client and apply its Secret and RaidiamClient."""
+        """Register a tls_client_auth client and apply its Secret and RaidiamClient
+        (`include_certificate`: its token Secret also carries the certificate)."""
         client_id = f"{name}-{uuid.uuid4().hex[:8]}"
         issued = self.pki.client_certificate(client_id)
         self.auth.register_tls_client(client_id, issued, token_ttl=token_ttl)
@@ -188,6 +194,7 @@ class NodeWorld:
                     "authMethod": "tls_client_auth",
                     "transportCertificate": {"secretName": f"{name}-transport"},
                     "caBundle": {"configMapName": self.server_ca_config_map(namespace)},
+                    "tokenSecret": {"includeCertificate": include_certificate},
                 },
             }
         )
@@ -202,17 +209,26 @@ class NodeWorld:
     # -- workloads ---------------------------------------------------------------------------
 
     def caller(
-        self, namespace: str, name: str, client: str, *, interval: float = 1.0, **options: Any
+        self,
+        namespace: str,
+        name: str,
+        client: str,
+        *,
+        interval: float = 1.0,
+        bundle: bool = False,
+        **options: Any,
     ) -> None:
-        """A pod that mounts ``<client>-token`` and ``<client>-transport`` and calls the
-        protected resource with them (raidiam_devenv.workload)."""
+        """A pod that mounts ``<client>-token`` and ``<client>-transport`` (with ``bundle``, only
+        ``<client>-token``, which then holds the certificate too) and calls the protected
+        resource with them (raidiam_devenv.workload)."""
         self.apply(
             *caller_manifests(
                 name,
                 namespace,
                 image=self.image.reference,
                 token_secret=f"{client}-token",
-                transport_secret=f"{client}-transport",
+                transport_secret=None if bundle else f"{client}-transport",
+                bundle=bundle,
                 server_ca_config_map=self.server_ca_config_map(namespace),
                 resource_url=self.auth.protected_resource_url,
                 interval=interval,
