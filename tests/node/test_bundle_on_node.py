@@ -34,9 +34,7 @@ OUTAGE = 25.0  # seconds; the node's kubelet syncs every 10 s
 
 
 def test_the_bundle_never_pairs_a_token_with_another_certificate(node_world: NodeWorld) -> None:
-    operator_ns = node_world.namespace("operator")
-    app_ns = node_world.namespace("payments")
-    node_world.helm_install(operator_ns)
+    _, app_ns = node_world.install_operator()
     client_id, _ = node_world.tls_client(app_ns, "directory", include_certificate=True)
     node_world.caller(app_ns, "two-volumes", "directory", interval=0.2)
     node_world.caller(app_ns, "bundle", "directory", interval=0.2, bundle=True)
