@@ -58,6 +58,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--no-live", action="store_true", help="skip the live burst (created while it runs)"
     )
+    parser.add_argument(
+        "--no-floor", action="store_true", help="skip the floor (for memory-only runs)"
+    )
     parser.add_argument("--out", type=Path, help="results JSON (default: under the work dir)")
     parser.add_argument("--workdir", type=Path, help="logs and cluster data (default: a temp dir)")
     parser.add_argument("--label", default="", help="a name for this run in the results")
@@ -115,8 +118,9 @@ def main(argv: list[str] | None = None) -> int:
         if "burst" in wanted:
             for n in args.sizes:
                 for repeat in range(args.repeats):
-                    results["floor"].append(scenarios.floor(bench, n, repeat))
-                    log(f"floor {n} #{repeat}: {results['floor'][-1]['seconds']:.1f} s")
+                    if not args.no_floor:
+                        results["floor"].append(scenarios.floor(bench, n, repeat))
+                        log(f"floor {n} #{repeat}: {results['floor'][-1]['seconds']:.1f} s")
                     burst, restart = scenarios.burst_and_restart(bench, n, repeat)
                     results["burst"].append(burst)
                     results["restart"].append(restart)

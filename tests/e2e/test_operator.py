@@ -45,7 +45,14 @@ def test_each_auth_method_leads_to_a_secret_holding_a_certificate_bound_token(
     assert status["certificateThumbprint"] == issued.x5t_s256
     assert status["tokenEndpoint"] == world.auth.mtls_token_endpoint
     assert status["observedGeneration"] == 1
-    assert any(e.reason == "TokenIssued" and e.type == "Normal" for e in world.events("directory"))
+    # The Event follows the writes that made the client Ready.
+    wait_for(
+        lambda: any(
+            e.reason == "TokenIssued" and e.type == "Normal" for e in world.events("directory")
+        ),
+        timeout=10,
+        what="the TokenIssued Event",
+    )
 
 
 def test_a_short_lived_token_is_refreshed_before_expiry_exactly_once_per_cycle(

@@ -19,6 +19,7 @@ async def test_first_reconcile_issues_a_token_writes_the_secret_status_and_an_ev
     engine.observe(BODY)
 
     await engine.reconcile(KEY)
+    await engine.events_posted()  # Normal Events follow the attempt
 
     assert server.token_requests == 1
     assert base64.b64decode(kube.secrets["directory-token"]["data"]["access_token"]) == b"token-1"

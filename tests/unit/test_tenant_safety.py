@@ -65,6 +65,7 @@ async def test_a_short_lived_token_costs_one_warning_and_few_events(
     await engine.reconcile(KEY)
 
     await _run_for(engine, clock, 120)
+    await engine.events_posted()
 
     reasons = [reason for _, reason, _ in kube.events]
     assert reasons.count("ShortTokenLifetime") == 1
@@ -289,3 +290,18 @@ async def test_clients_that_need_one_secret_at_once_share_one_read(
 
     assert reads.count("transport") == 1
     assert server.token_requests == 20
+
+
+async def test_a_token_issued_event_follows_the_attempt_that_made_the_client_ready(
+    kube: FakeKube, server: Server, clock: Clock
+) -> None:
+    """In a burst, the API server's time goes first to the writes that make clients Ready."""
+    engine = _engine(kube, server, clock)
+    engine.observe(BODY)
+
+    await engine.reconcile(KEY)
+    ready_before_event = kube.ready()["status"] == "True" and not kube.events
+    await engine.events_posted()
+
+    assert ready_before_event
+    assert [reason for _, reason, _ in kube.events] == ["TokenIssued"]

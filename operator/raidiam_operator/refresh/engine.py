@@ -185,6 +185,10 @@ class RefreshEngine:
             return
         await self._reconciler.reconcile(state)
 
+    async def events_posted(self) -> None:
+        """Wait for the Normal Events that attempts left to be posted behind them."""
+        await self._reconciler.events_posted()
+
     def _issuer_of(self, key: Key) -> str:
         state = self._watch.clients.get(key)
         return str((state.observed.spec_body if state else {}).get("issuer") or "")

@@ -136,6 +136,9 @@ class Reconciler:
             return
         await self._succeeded(state, spec, inputs, issued, existing, reason=reason, started=started)
 
+    async def events_posted(self) -> None:
+        await self._writes.events_posted()
+
     async def discover_first(self, state: ClientState) -> None:
         """Fetch the issuer's discovery document, if a token request is coming and it is not
         known yet, before the attempt takes a shared slot (the scheduler calls this): a slow

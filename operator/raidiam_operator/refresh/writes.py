@@ -6,12 +6,13 @@ flood them (the API server stores each one).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from raidiam_operator.core.spec import ClientSpec
+from raidiam_operator.core.spec import ClientSpec, Owner
 from raidiam_operator.kube.gateway import KubeGateway
 from raidiam_operator.metrics import Metrics
 from raidiam_operator.refresh import policy
@@ -30,12 +31,25 @@ logger = logging.getLogger(__name__)
 
 # One Event per client and reason at most this often, Normal or Warning.
 EVENT_REPEAT = timedelta(minutes=5)
+# Normal Events (TokenIssued) are posted behind the attempt, this many at once: a burst of new
+# clients spends the API server's time first on the Secrets and statuses that make them Ready,
+# and the Events follow. Warnings go out at once. Beyond MAX_PENDING_EVENTS waiting, a Normal
+# Event is dropped (logged): Events are best effort, and the status says the same.
+BACKGROUND_EVENTS = 4
+MAX_PENDING_EVENTS = 10_000
 
 
 class Writes:
     def __init__(self, kube: KubeGateway, metrics: Metrics) -> None:
         self._kube = kube
         self._metrics = metrics
+        self._background = asyncio.Semaphore(BACKGROUND_EVENTS)
+        self._pending: set[asyncio.Task[None]] = set()
+
+    async def events_posted(self) -> None:
+        """Wait for the Normal Events posted behind attempts (tests, shutdown)."""
+        while self._pending:
+            await asyncio.gather(*list(self._pending), return_exceptions=True)
 
     async def warn(self, state: ClientState, problem: Problem, *, now: datetime) -> None:
         state.notices.last_warning = (problem.reason, now)
@@ -58,9 +72,23 @@ class Writes:
         if last is not None and now - last < EVENT_REPEAT:
             return
         last_events[key] = now
-        await self._kube.post_event(
-            state.observed.owner, warning=warning, reason=problem.reason, message=problem.event_note
-        )
+        owner = state.observed.owner
+        if warning:
+            await self._kube.post_event(
+                owner, warning=True, reason=problem.reason, message=problem.event_note
+            )
+        elif len(self._pending) < MAX_PENDING_EVENTS:
+            task = asyncio.create_task(self._post_behind(owner, problem))
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
+        else:
+            logger.debug("%s/%s: Event %s dropped", owner.namespace, owner.name, problem.reason)
+
+    async def _post_behind(self, owner: Owner, problem: Problem) -> None:
+        async with self._background:
+            await self._kube.post_event(
+                owner, warning=False, reason=problem.reason, message=problem.event_note
+            )
 
     async def secret(
         self,
