@@ -122,6 +122,7 @@ class TokenClient:
         # waited for it get the same answer rather than queueing one slow fetch each.
         self._discovery_failures: dict[tuple[str, str], tuple[int, Exception]] = {}
         self._fetches = 0
+        self._issuers_known: dict[str, datetime] = {}
 
     async def aclose(self) -> None:
         clients, self._clients = list(self._clients.values()), OrderedDict()
@@ -175,6 +176,7 @@ class TokenClient:
             self._discovery_failures.pop(key, None)
             self._fetches += 1
             _bounded_put(self._metadata, key, _CachedMetadata(metadata, self._clock()))
+            _bounded_put(self._issuers_known, issuer, self._clock())
             return metadata
 
     def forget_metadata(self, issuer: str) -> None:
@@ -228,6 +230,12 @@ class TokenClient:
             metadata, auth_method=request.auth_method, signing_algorithm=request.signing_algorithm
         )
         return token_endpoint_for(metadata, mutual_tls=request.transport is not None), metadata
+
+    def knows_issuer(self, issuer: str) -> bool:
+        """Whether a fresh discovery document of `issuer` is at hand (for some CA bundle): a
+        cheap test before the inputs are built."""
+        fetched_at = self._issuers_known.get(issuer)
+        return fetched_at is not None and self._clock() - fetched_at < self.settings.discovery_ttl
 
     def discovered(self, request: TokenRequest) -> bool:
         """Whether a token request for `request` would go out without a discovery first."""

@@ -148,6 +148,8 @@ class Reconciler:
         spec = state.observed.spec
         if isinstance(spec, ConfigurationError) or spec.token_endpoint or spec.suspend:
             return
+        if self._tokens.knows_issuer(spec.issuer):
+            return  # nothing to wait for; the inputs are built once, in the attempt
         now = self._clock()
         namespace = state.observed.owner.namespace
         try:
