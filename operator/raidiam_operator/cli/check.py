@@ -36,13 +36,14 @@ from raidiam_operator.core.errors import (
     RaidiamOperatorError,
     TransientError,
 )
+from raidiam_operator.core.issuers import IssuerPolicy
 from raidiam_operator.core.options import CERTIFICATE_EXPIRY_WARNING
 from raidiam_operator.core.rules import AssertionAudience
 from raidiam_operator.core.spec import KIND, parse_spec
 from raidiam_operator.core.times import rfc3339, utc_now
 from raidiam_operator.protocol.client import TokenClient
 from raidiam_operator.protocol.request import TokenRequest, assertion_audience
-from raidiam_operator.refresh.inputs import expiring_certificates, read_inputs
+from raidiam_operator.refresh.inputs import expiring_certificates, read_inputs, resolve_issuer
 
 if TYPE_CHECKING:
     from raidiam_operator.kube.gateway import KubernetesGateway
@@ -67,6 +68,13 @@ def add_parser(commands: Commands[argparse.ArgumentParser]) -> None:
         help="manifest file (YAML, one or more documents)",
     )
     check.add_argument("-n", "--namespace", help="namespace for manifests that name none")
+    check.add_argument(
+        "--operator-namespace",
+        default="raidiam-token-operator",
+        metavar="NS",
+        help="the operator's namespace, where ClusterRaidiamIssuers' CA bundles live "
+        "(default %(default)s)",
+    )
     # The operator's flag, so `check` warns about exactly what the operator will warn about.
     add_expiry_warning_flag(check)
     add_cluster_flags(check)
@@ -99,6 +107,7 @@ def check_command(args: argparse.Namespace) -> int:
                 expiry_warning=warning,
                 prog=args.prog,
                 try_audiences=args.try_audiences,
+                operator_namespace=args.operator_namespace,
             )
         )
     except ConfigurationError as problem:  # no kubeconfig to read the Secrets with
@@ -137,6 +146,7 @@ async def check_manifests(
     expiry_warning: timedelta = CERTIFICATE_EXPIRY_WARNING,
     prog: str = "raidiam-operator",
     try_audiences: bool = False,
+    operator_namespace: str = "raidiam-token-operator",
 ) -> int:
     path = source
     try:
@@ -154,7 +164,14 @@ async def check_manifests(
         async with TokenClient() as tokens:
             for client in clients:
                 await _check_one(
-                    client, namespace, gateway, tokens, report, expiry_warning, try_audiences
+                    client,
+                    namespace,
+                    gateway,
+                    tokens,
+                    report,
+                    expiry_warning,
+                    try_audiences=try_audiences,
+                    operator_namespace=operator_namespace,
                 )
     finally:
         gateway.close()
@@ -176,6 +193,7 @@ async def _check_one(
     report: _Report,
     expiry_warning: timedelta,
     try_audiences: bool = False,
+    operator_namespace: str = "raidiam-token-operator",
 ) -> None:
     metadata = client.get("metadata") or {}
     name = metadata.get("name", "<unnamed>")
@@ -187,6 +205,23 @@ async def _check_one(
     except ConfigurationError as error:
         report.fail(error)
         return
+    if spec.issuer_ref is not None:
+        try:
+            # The operator's --issuer-policy is not known here; a reference passes every policy.
+            spec = await resolve_issuer(
+                spec,
+                namespace=ns,
+                reader=gateway,
+                policy=IssuerPolicy(),
+                cluster_resource_namespace=operator_namespace,
+            )
+        except ConfigurationError as problem:
+            report.fail(problem)
+            return
+        except RaidiamOperatorError as problem:  # the API server refused or was not there
+            report.fail(f"cannot read ClusterRaidiamIssuer {spec.issuer_ref}: {problem.message}")
+            return
+        report.ok(f"ClusterRaidiamIssuer {spec.issuer_ref} serves namespace {ns}")
     report.ok(f"spec: {spec.auth_method} for client {spec.client_id} at {spec.issuer}")
     try:
         inputs = await read_inputs(spec, namespace=ns, reader=gateway, now=now)
