@@ -67,7 +67,11 @@ async def start_engine(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: An
     engine = RefreshEngine(
         kube,
         tokens,
-        EngineSettings(certificate_expiry_warning=options.certificate_expiry_warning),
+        EngineSettings(
+            certificate_expiry_warning=options.certificate_expiry_warning,
+            issuer_policy=options.issuer_policy,
+            cluster_resource_namespace=options.cluster_resource_namespace,
+        ),
         metrics=metrics,
         secret_names=secrets,
     )
@@ -138,9 +142,12 @@ async def cluster_issuer_event(
     type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any
 ) -> None:
     if type == "DELETED":
+        memo.engine.issuer_deleted(body.metadata.name)
         memo.issuers.forget(body.metadata.name)
     else:
-        memo.issuers.observe(copy.deepcopy(dict(body)))
+        issuer = copy.deepcopy(dict(body))
+        memo.engine.issuer_changed(issuer)
+        memo.issuers.observe(issuer)
 
 
 @kopf.on.probe(id="refresh-engine")

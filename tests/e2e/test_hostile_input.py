@@ -729,6 +729,34 @@ def _plain(ca_variant: int = 0, **spec: Any) -> Callable[[World, str], None]:
     return setup
 
 
+#: ClusterRaidiamIssuers the runtime cases create (cluster-scoped: deleted after the module)
+CLUSTER_ISSUERS: list[str] = []
+
+
+def _through_issuer(issuer_spec: dict[str, Any] | None) -> Callable[[World, str], None]:
+    """A client naming a ClusterRaidiamIssuer of the test server with `issuer_spec` added, or
+    naming one that does not exist (None)."""
+
+    def setup(world: World, name: str) -> None:
+        issuer = f"hostile-{uuid.uuid4().hex[:8]}"
+        if issuer_spec is not None:
+            world.custom.create_cluster_custom_object(
+                GROUP,
+                VERSION,
+                "clusterraidiamissuers",
+                {
+                    "apiVersion": f"{GROUP}/{VERSION}",
+                    "kind": "ClusterRaidiamIssuer",
+                    "metadata": {"name": issuer},
+                    "spec": {"issuer": world.auth.issuer, **issuer_spec},
+                },
+            )
+            CLUSTER_ISSUERS.append(issuer)
+        _plain(issuer=None, caBundle=None, issuerRef={"name": issuer})(world, name)
+
+    return setup
+
+
 def _der_cert(issued: IssuedCertificate) -> bytes:
     return issued.certificate.public_bytes(serialization.Encoding.DER)
 
@@ -1110,6 +1138,43 @@ RUNTIME: dict[str, Runtime] = {
         ("rejected the token request with invalid_client",),
         _untrusted_client_certificate,
     ),
+    # -- a ClusterRaidiamIssuer in spec.issuerRef
+    "an issuerRef to no issuer": Runtime(
+        "IssuerNotFound",
+        (
+            "(from spec.issuerRef) does not exist; kubectl get clusterraidiamissuers lists those "
+            "there are",
+        ),
+        _through_issuer(None),
+    ),
+    "an issuer that does not serve the namespace": Runtime(
+        "IssuerNotAllowed",
+        ("may not be used from namespace", "it serves namespaces someone-else"),
+        _through_issuer({"namespaces": ["someone-else"]}),
+    ),
+    "an issuer whose selector the namespace does not match": Runtime(
+        "IssuerNotAllowed",
+        ("it serves namespaces labelled tier In (gold, platinum)",),
+        _through_issuer(
+            {
+                "namespaceSelector": {
+                    "matchExpressions": [
+                        {"key": "tier", "operator": "In", "values": ["gold", "platinum"]}
+                    ]
+                }
+            }
+        ),
+    ),
+    "an issuer that does not allow the auth method": Runtime(
+        "IssuerNotAllowed",
+        ("allows only private_key_jwt, not tls_client_auth; change spec.authMethod",),
+        _through_issuer({"allowedAuthMethods": ["private_key_jwt"]}),
+    ),
+    "an issuer whose CA bundle ConfigMap is missing": Runtime(
+        "ConfigMapNotFound",
+        ("/no-such-issuer-ca (from spec.caBundle) does not exist; create it",),
+        _through_issuer({"caBundle": {"configMapName": "no-such-issuer-ca"}}),
+    ),
     # -- the token Secret it would write
     "a token Secret label value with spaces": Runtime(
         "InvalidTokenSecret",
@@ -1191,6 +1256,12 @@ def runtime(
             yield world
     finally:
         drop_namespace(control_plane, namespace)
+        import kubernetes
+
+        custom = kubernetes.client.CustomObjectsApi(kube_api)
+        for issuer in CLUSTER_ISSUERS:
+            custom.delete_cluster_custom_object(GROUP, VERSION, "clusterraidiamissuers", issuer)
+        CLUSTER_ISSUERS.clear()
 
 
 def _observe(world: World, cases: list[str], *, timeout: float) -> None:

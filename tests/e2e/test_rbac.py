@@ -257,6 +257,21 @@ def _issuer_lifecycle(world: World, operator_namespace: str) -> None:
             return next((c["reason"] for c in conditions if c["type"] == "Ready"), "")
 
         wait_for(lambda: ready() == "Discovered", timeout=30, what="the issuer to be checked")
+        # A client through it: the namespace's labels are read for the selector.
+        client_id = f"through-{uuid.uuid4().hex[:8]}"
+        issued = world.pki.client_certificate(client_id)
+        world.auth.register_tls_client(client_id, issued)
+        world.tls_secret("through-transport", issued)
+        world.create_client(
+            "through",
+            {
+                "issuerRef": {"name": name},
+                "clientId": client_id,
+                "scope": "directory:software",
+                "transportCertificate": {"secretName": "through-transport"},
+            },
+        )
+        world.wait_ready("through")
     finally:
         world.custom.delete_cluster_custom_object(
             "raidiam.io", "v1alpha1", "clusterraidiamissuers", name

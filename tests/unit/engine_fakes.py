@@ -36,6 +36,7 @@ class FakeKube:
     def __init__(self) -> None:
         self.secrets: dict[str, dict[str, Any]] = {}
         self.config_maps: dict[str, dict[str, Any]] = {}
+        self.namespace_labels: dict[str, dict[str, str]] = {}
         self.statuses: list[dict[str, Any]] = []
         self.events: list[tuple[bool, str, str]] = []
         self.writes = 0
@@ -53,6 +54,9 @@ class FakeKube:
 
     async def read_config_map(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self.config_maps.get(name)
+
+    async def read_namespace(self, name: str) -> dict[str, Any] | None:
+        return {"metadata": {"name": name, "labels": self.namespace_labels.get(name, {})}}
 
     async def create_secret(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
         if body["metadata"]["name"] in self.secrets:
@@ -97,9 +101,11 @@ class FakeKube:
 class Server:
     def __init__(self) -> None:
         self.token_requests = 0
+        self.requests = 0
         self.response: httpx.Response | None = None
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests += 1
         if request.url.path.endswith("openid-configuration"):
             return httpx.Response(200, json={"issuer": ISSUER, "token_endpoint": f"{ISSUER}/token"})
         self.token_requests += 1

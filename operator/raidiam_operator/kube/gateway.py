@@ -54,6 +54,7 @@ class KubeGateway(Protocol):
     async def create_secret(self, namespace: str, body: JSON) -> JSON: ...
     async def replace_secret(self, namespace: str, name: str, body: JSON) -> JSON: ...
     async def patch_status(self, owner: Owner, status: JSON) -> None: ...
+    async def read_namespace(self, name: str) -> JSON | None: ...
     async def post_event(
         self, owner: Owner, *, warning: bool, reason: str, message: str
     ) -> None: ...
@@ -167,6 +168,17 @@ class KubernetesGateway:
             ISSUER_PLURAL,
         )
         return list(listing.get("items", []))
+
+    async def read_issuer(self, name: str) -> JSON | None:
+        """One ClusterRaidiamIssuer (for `raidiam-operator check`, with the user's rights)."""
+        return await self._read(
+            f"reading ClusterRaidiamIssuer {name}",
+            self._custom.get_cluster_custom_object,
+            GROUP,
+            VERSION,
+            ISSUER_PLURAL,
+            name,
+        )
 
     async def patch_issuer_status(self, name: str, status: JSON) -> None:
         try:

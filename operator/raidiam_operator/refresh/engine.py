@@ -12,11 +12,12 @@ import asyncio
 import logging
 import random
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from raidiam_operator.core.errors import Conflict, RaidiamOperatorError
+from raidiam_operator.core.issuers import IssuerPolicy
 from raidiam_operator.core.options import CERTIFICATE_EXPIRY_WARNING
 from raidiam_operator.core.times import Clock, utc_now
 from raidiam_operator.kube.gateway import KubeGateway
@@ -47,6 +48,10 @@ class EngineSettings:
     seed: int | None = None
     #: warn (condition, Event, metric) when a certificate expires sooner than this
     certificate_expiry_warning: timedelta = CERTIFICATE_EXPIRY_WARNING
+    #: which inline issuers clients may name
+    issuer_policy: IssuerPolicy = field(default_factory=IssuerPolicy)
+    #: where ClusterRaidiamIssuers' CA bundle ConfigMaps live
+    cluster_resource_namespace: str = "default"
 
 
 class RefreshEngine:
@@ -80,6 +85,8 @@ class RefreshEngine:
             self._scheduler,
             self._metrics,
             certificate_expiry_warning=self.settings.certificate_expiry_warning,
+            issuer_policy=self.settings.issuer_policy,
+            cluster_resource_namespace=self.settings.cluster_resource_namespace,
             clock=clock,
             rng=random.Random(self.settings.seed),  # noqa: S311 - jitter, not secrecy
         )
@@ -139,6 +146,17 @@ class RefreshEngine:
             if resource_version is None or resource_version != token.written_secret_version:
                 token.secret_unverified = True
                 self._scheduler.schedule(owner_key, self._clock())
+
+    def issuer_changed(self, body: Mapping[str, Any]) -> None:
+        """A ClusterRaidiamIssuer was listed, created or changed: its clients look again at once
+        (and ask for a token only if what they would send changed)."""
+        for key in self._watch.issuer_changed(body):
+            self._scheduler.schedule(key, self._clock())
+
+    def issuer_deleted(self, name: str) -> None:
+        """A ClusterRaidiamIssuer was deleted: its clients report it, keeping their tokens."""
+        for key in self._watch.issuer_deleted(name):
+            self._scheduler.schedule(key, self._clock())
 
     def set_active(self, active: bool) -> None:
         """Start or stop refreshing, as leadership comes and goes."""

@@ -1,8 +1,8 @@
 """From a RaidiamClient spec and the Secrets it names to a ready `TokenRequest`.
 
-`build_inputs` is pure. `read_inputs` reads what the spec names through a reader it is given,
-the watch cache in the operator, the API server in `raidiam-operator check`: one path from spec
-to request for both.
+`build_inputs` is pure. `resolve_issuer` and `read_inputs` read what the spec names through a
+reader they are given, the watch cache in the operator, the API server in `raidiam-operator
+check`: one path from spec to request for both.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from raidiam_operator.core.errors import ConfigurationError
+from raidiam_operator.core.issuers import IssuerPolicy, effective_spec, parse_issuer
 from raidiam_operator.core.spec import ClientSpec
 from raidiam_operator.protocol.credentials import (
     CertificateFiles,
@@ -40,6 +41,35 @@ MAX_CA_BUNDLE_BYTES = 512 * 1024
 class InputReader(Protocol):
     async def read_secret(self, namespace: str, name: str) -> JSON | None: ...
     async def read_config_map(self, namespace: str, name: str) -> JSON | None: ...
+
+
+class IssuerReader(Protocol):
+    async def read_issuer(self, name: str) -> JSON | None: ...
+    async def read_namespace(self, name: str) -> JSON | None: ...
+
+
+async def resolve_issuer(
+    spec: ClientSpec,
+    *,
+    namespace: str,
+    reader: IssuerReader,
+    policy: IssuerPolicy,
+    cluster_resource_namespace: str,
+) -> ClientSpec:
+    """The spec with its ClusterRaidiamIssuer's settings in place, or IssuerNotAllowed /
+    IssuerNotFound before anything else is read. The namespace is read only when the issuer
+    selects by label."""
+    issuer = None
+    if spec.issuer_ref is not None:
+        body = await reader.read_issuer(spec.issuer_ref)
+        if body is not None:
+            issuer = parse_issuer(body, cluster_resource_namespace=cluster_resource_namespace)
+    labels: Mapping[str, str] = {}
+    if issuer is not None and issuer.selection.needs_labels(namespace):
+        labels = ((await reader.read_namespace(namespace) or {}).get("metadata") or {}).get(
+            "labels"
+        ) or {}
+    return effective_spec(spec, namespace=namespace, policy=policy, issuer=issuer, labels=labels)
 
 
 @dataclass(frozen=True)
@@ -126,7 +156,10 @@ async def read_inputs(
         name: await reader.read_secret(namespace, name) for name in spec.referenced_secrets()
     }
     ca = (
-        await reader.read_config_map(namespace, spec.ca_bundle.config_map_name)
+        # A ClusterRaidiamIssuer's CA bundle lives in the operator's namespace.
+        await reader.read_config_map(
+            spec.ca_bundle.namespace or namespace, spec.ca_bundle.config_map_name
+        )
         if spec.ca_bundle
         else None
     )
@@ -206,7 +239,7 @@ def build_inputs(
     if spec.ca_bundle:
         ca_bundle = config_map_value(
             ca_config_map,
-            namespace=namespace,
+            namespace=spec.ca_bundle.namespace or namespace,
             name=spec.ca_bundle.config_map_name,
             key=spec.ca_bundle.key,
         )

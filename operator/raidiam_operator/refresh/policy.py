@@ -43,6 +43,9 @@ from raidiam_operator.refresh.state import Backoff
 CERTIFICATE_WARNING_REPEAT = timedelta(days=1)
 # A missing Secret wakes the client through the watch when it appears; this is a safety net.
 SECRET_NOT_FOUND_RETRY = timedelta(seconds=60)
+# Problems someone else may fix soon without touching the client: a Secret created, an issuer
+# created or widened, a namespace labelled (labels are not watched: this is how it is noticed).
+SOON_FIXED = frozenset({"SecretNotFound", "IssuerNotAllowed", "IssuerNotFound"})
 
 
 @dataclass(frozen=True)
@@ -217,7 +220,7 @@ def after_blocked(backoff: Backoff) -> Backoff:
 
 def blocked_retry(error: ConfigurationError) -> timedelta:
     """Secret events wake a blocked client when its input appears; the timer is a safety net."""
-    return SECRET_NOT_FOUND_RETRY if error.reason == "SecretNotFound" else CONFIGURATION_RETRY
+    return SECRET_NOT_FOUND_RETRY if error.reason in SOON_FIXED else CONFIGURATION_RETRY
 
 
 def conflict(namespace: str, name: str) -> ConfigurationError:

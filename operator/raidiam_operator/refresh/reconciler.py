@@ -30,6 +30,7 @@ from raidiam_operator.core.errors import (
     RaidiamOperatorError,
     TransientError,
 )
+from raidiam_operator.core.issuers import IssuerPolicy
 from raidiam_operator.core.spec import ClientSpec
 from raidiam_operator.core.times import Clock, rfc3339
 from raidiam_operator.kube.gateway import KubeGateway
@@ -37,7 +38,7 @@ from raidiam_operator.metrics import Metrics
 from raidiam_operator.protocol.client import TokenClient
 from raidiam_operator.protocol.tokens import IssuedToken
 from raidiam_operator.refresh import policy
-from raidiam_operator.refresh.inputs import Inputs, read_inputs
+from raidiam_operator.refresh.inputs import Inputs, read_inputs, resolve_issuer
 from raidiam_operator.refresh.policy import ClientView, Reason
 from raidiam_operator.refresh.render import (
     Problem,
@@ -65,6 +66,8 @@ class Reconciler:
         metrics: Metrics,
         *,
         certificate_expiry_warning: timedelta,
+        issuer_policy: IssuerPolicy,
+        cluster_resource_namespace: str,
         clock: Clock,
         rng: random.Random,
     ) -> None:
@@ -75,6 +78,8 @@ class Reconciler:
         self._metrics = metrics
         self._writes = Writes(kube, metrics)
         self._certificate_expiry_warning = certificate_expiry_warning
+        self._issuer_policy = issuer_policy
+        self._cluster_resource_namespace = cluster_resource_namespace
         self._clock = clock
         self._rng = rng
 
@@ -105,6 +110,14 @@ class Reconciler:
                     ) or policy.next_renewal(token.record, spec.refresh, rng=self._rng)
 
         try:
+            # Which server, and whether this client may use it, before its keys are read.
+            spec = await resolve_issuer(
+                spec,
+                namespace=namespace,
+                reader=self._watch,
+                policy=self._issuer_policy,
+                cluster_resource_namespace=self._cluster_resource_namespace,
+            )
             inputs = await read_inputs(spec, namespace=namespace, reader=self._watch, now=now)
         except ConfigurationError as error:
             await self._blocked(state, error, now=now)

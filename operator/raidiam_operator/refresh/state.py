@@ -39,6 +39,8 @@ class Observed:
     token_secret_name: str | None = None
     #: the CA bundle ConfigMap the spec reads, if any: the watch cache's third index
     ca_config_map_name: str | None = None
+    #: the ClusterRaidiamIssuer the spec names: the watch cache's issuer index key
+    issuer_ref: str | None = None
 
     @property
     def key(self) -> Key:

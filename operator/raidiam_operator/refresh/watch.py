@@ -8,6 +8,9 @@ the keys its clients use are kept (the others by name, for messages), so an atte
 restart of thousands of clients) reads it from memory. Unreferenced Secrets are never read.
 ConfigMaps are not watched: a CA bundle read moments ago is reused instead, again only the key
 its clients use. What is kept of a Secret or ConfigMap goes with the last client that names it.
+Namespaces' labels are read, not watched, and reused for a few seconds. ClusterRaidiamIssuers
+are kept as delivered, with the clients that name each, so that a change to one reaches exactly
+those.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from raidiam_operator.refresh.state import ClientState, Key, Notices, Observed
 # A CA bundle ConfigMap read this recently is used again: a burst or a restart of thousands of
 # clients that share one would otherwise read it once each.
 CONFIG_MAP_REUSE = timedelta(seconds=5)
+# Likewise a Namespace's labels, for a ClusterRaidiamIssuer's namespaceSelector.
+NAMESPACE_REUSE = timedelta(seconds=5)
 
 
 class Change(enum.Enum):
@@ -68,6 +73,9 @@ class WatchCache:
     def kept(self) -> tuple[int, int]:
         """How many Secrets and ConfigMaps are kept in memory, for the liveness probe."""
         return len(self._input_secrets), len(self._config_maps)
+        self.issuers: dict[str, Mapping[str, Any]] = {}
+        self.by_issuer: dict[str, set[Key]] = {}
+        self._namespaces: dict[str, tuple[datetime, Mapping[str, Any] | None]] = {}
 
     # -- clients ---------------------------------------------------------------------------
 
@@ -112,6 +120,8 @@ class WatchCache:
         observed.refresh_requested_at = requested
         if changed:
             self._index(observed)
+            # A user who labels the namespace and asks for a refresh wants the labels read now.
+            self._namespaces.pop(key[0], None)
         return state, Change.CHANGED if changed else Change.SAME
 
     def forget(self, key: Key) -> ClientState | None:
@@ -124,6 +134,7 @@ class WatchCache:
         self._unindex(observed)
         observed.referenced_secrets, observed.token_secret_name = frozenset(), None
         observed.ca_config_map_name = None
+        observed.issuer_ref = None
         if isinstance(observed.spec, ConfigurationError):
             return
         spec = observed.spec
@@ -131,6 +142,9 @@ class WatchCache:
         observed.referenced_secrets = spec.referenced_secrets()
         observed.token_secret_name = spec.token_secret.name
         observed.ca_config_map_name = spec.ca_bundle.config_map_name if spec.ca_bundle else None
+        observed.issuer_ref = spec.issuer_ref
+        if observed.issuer_ref is not None:
+            self.by_issuer.setdefault(observed.issuer_ref, set()).add(key)
         for secret in observed.referenced_secrets:
             self.by_input_secret.setdefault((namespace, secret), set()).add(key)
         self.by_token_secret.setdefault((namespace, observed.token_secret_name), set()).add(key)
@@ -146,6 +160,12 @@ class WatchCache:
             names.append((self.by_token_secret, observed.token_secret_name))
         if observed.ca_config_map_name is not None:
             names.append((self.by_config_map, observed.ca_config_map_name))
+        if observed.issuer_ref is not None:
+            clients = self.by_issuer.get(observed.issuer_ref)
+            if clients is not None:
+                clients.discard(key)
+                if not clients:
+                    del self.by_issuer[observed.issuer_ref]
         for index, name in names:
             keys = index.get((namespace, name))
             if keys is not None:
@@ -157,6 +177,37 @@ class WatchCache:
                         self._input_secrets.pop((namespace, name), None)
                     elif index is self.by_config_map:
                         self._config_maps.pop((namespace, name), None)
+
+    # -- ClusterRaidiamIssuers and Namespaces ---------------------------------------------
+
+    def issuer_changed(self, body: Mapping[str, Any]) -> set[Key]:
+        """A ClusterRaidiamIssuer was listed, created or changed. Returns the clients that name
+        it, unless only its status changed (the issuer check writes it every few minutes)."""
+        name = body["metadata"]["name"]
+        previous = self.issuers.get(name)
+        self.issuers[name] = copy.deepcopy(dict(body))
+        if previous is not None and previous.get("spec") == body.get("spec"):
+            return set()
+        return set(self.by_issuer.get(name, ()))
+
+    def issuer_deleted(self, name: str) -> set[Key]:
+        self.issuers.pop(name, None)
+        return set(self.by_issuer.get(name, ()))
+
+    async def read_issuer(self, name: str) -> Mapping[str, Any] | None:
+        """A ClusterRaidiamIssuer as the watch delivered it; None if there is none."""
+        return self.issuers.get(name)
+
+    async def read_namespace(self, name: str) -> Mapping[str, Any] | None:
+        """A Namespace, read again when the last read is older than NAMESPACE_REUSE (labels are
+        not watched: that would take list and watch on every namespace)."""
+        cached = self._namespaces.get(name)
+        if cached is not None and self._clock() - cached[0] < NAMESPACE_REUSE:
+            return cached[1]
+        read_at = self._clock()
+        namespace = await self._kube.read_namespace(name)
+        self._namespaces[name] = (read_at, namespace)
+        return namespace
 
     # -- Secrets ---------------------------------------------------------------------------
 
