@@ -98,6 +98,7 @@ async def test_who_may_use_an_issuer_changes_no_token_but_where_it_sends_does(
     await engine.reconcile(KEY)
     assert server.token_requests == 1
 
+    clock.advance(10)  # past the minimum interval between two requests of one client
     engine.issuer_changed(_issuer(3, tokenEndpoint=f"{ISSUER}/token"))
     await engine.reconcile(KEY)
     assert server.token_requests == 2

@@ -111,13 +111,7 @@ class Reconciler:
 
         try:
             # Which server, and whether this client may use it, before its keys are read.
-            spec = await resolve_issuer(
-                spec,
-                namespace=namespace,
-                reader=self._watch,
-                policy=self._issuer_policy,
-                cluster_resource_namespace=self._cluster_resource_namespace,
-            )
+            spec = await self._resolve_issuer(spec, namespace)
             inputs = await read_inputs(spec, namespace=namespace, reader=self._watch, now=now)
         except ConfigurationError as error:
             await self._blocked(state, error, now=now)
@@ -159,13 +153,16 @@ class Reconciler:
         share. A failure is kept for the attempt that follows, which reports it without asking
         the server again."""
         spec = state.observed.spec
-        if isinstance(spec, ConfigurationError) or spec.token_endpoint or spec.suspend:
+        if isinstance(spec, ConfigurationError) or spec.suspend:
             return
         if self._tokens.knows_issuer(spec.issuer):
             return  # nothing to wait for; the inputs are built once, in the attempt
         now = self._clock()
         namespace = state.observed.owner.namespace
         try:
+            spec = await self._resolve_issuer(spec, namespace)
+            if spec.token_endpoint:
+                return
             inputs = await read_inputs(spec, namespace=namespace, reader=self._watch, now=now)
         except ConfigurationError:
             return
@@ -180,6 +177,15 @@ class Reconciler:
             await self._tokens.prepare(inputs.request)
         except RaidiamOperatorError as error:
             state.token.discovery_failure = error
+
+    async def _resolve_issuer(self, spec: ClientSpec, namespace: str) -> ClientSpec:
+        return await resolve_issuer(
+            spec,
+            namespace=namespace,
+            reader=self._watch,
+            policy=self._issuer_policy,
+            cluster_resource_namespace=self._cluster_resource_namespace,
+        )
 
     def _surely_absent(self, state: ClientState, spec: ClientSpec) -> bool:
         """The token Secret does not exist, by the Secret watch's complete list of names: no

@@ -16,6 +16,7 @@ those.
 from __future__ import annotations
 
 import asyncio
+import copy
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -68,14 +69,14 @@ class WatchCache:
         # Reads under way: the clients of a Secret that arrive meanwhile (a burst, a restart)
         # share the one read instead of each making their own.
         self._reading: dict[Key, asyncio.Future[Mapping[str, Any] | None]] = {}
+        self.issuers: dict[str, Mapping[str, Any]] = {}
+        self.by_issuer: dict[str, set[Key]] = {}
+        self._namespaces: dict[str, tuple[datetime, Mapping[str, Any] | None]] = {}
 
     @property
     def kept(self) -> tuple[int, int]:
         """How many Secrets and ConfigMaps are kept in memory, for the liveness probe."""
         return len(self._input_secrets), len(self._config_maps)
-        self.issuers: dict[str, Mapping[str, Any]] = {}
-        self.by_issuer: dict[str, set[Key]] = {}
-        self._namespaces: dict[str, tuple[datetime, Mapping[str, Any] | None]] = {}
 
     # -- clients ---------------------------------------------------------------------------
 
