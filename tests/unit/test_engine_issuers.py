@@ -102,7 +102,6 @@ async def test_who_may_use_an_issuer_changes_no_token_but_where_it_sends_does(
     engine.issuer_changed(_issuer(3, tokenEndpoint=f"{ISSUER}/token"))
     await engine.reconcile(KEY)
     assert server.token_requests == 2
-    assert kube.events[-1][1] == "TokenIssued"
 
 
 async def test_a_status_update_of_the_issuer_reschedules_no_client(
