@@ -155,14 +155,12 @@ class Reconciler:
         spec = state.observed.spec
         if isinstance(spec, ConfigurationError) or spec.suspend:
             return
-        if self._tokens.knows_issuer(spec.issuer):
-            return  # nothing to wait for; the inputs are built once, in the attempt
         now = self._clock()
         namespace = state.observed.owner.namespace
         try:
             spec = await self._resolve_issuer(spec, namespace)
-            if spec.token_endpoint:
-                return
+            if spec.token_endpoint or self._tokens.knows_issuer(spec.issuer):
+                return  # nothing to wait for; the inputs are built once, in the attempt
             inputs = await read_inputs(spec, namespace=namespace, reader=self._watch, now=now)
         except ConfigurationError:
             return
