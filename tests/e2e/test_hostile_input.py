@@ -75,7 +75,7 @@ ADMISSION: dict[str, Rejected] = {
         "FieldValueNotSupported",
         "spec.authMethod",
         'Unsupported value: "client_secret_basic": supported values: "tls_client_auth", '
-        '"private_key_jwt"',
+        '"self_signed_tls_client_auth", "private_key_jwt"',
     ),
     "assertionAudience not in the enum": Rejected(
         _with(assertionAudience="everyone"),
@@ -460,7 +460,7 @@ ISSUER_ADMISSION: dict[str, Rejected] = {
         _issuer(allowedAuthMethods=["client_secret_basic"]),
         "FieldValueNotSupported",
         "spec.allowedAuthMethods[0]",
-        'supported values: "tls_client_auth", "private_key_jwt"',
+        'supported values: "tls_client_auth", "self_signed_tls_client_auth", "private_key_jwt"',
     ),
     "an auth method twice": Rejected(
         _issuer(allowedAuthMethods=["tls_client_auth", "tls_client_auth"]),
