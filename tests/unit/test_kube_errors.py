@@ -49,6 +49,20 @@ def test_forbidden_says_to_look_at_the_rbac() -> None:
     assert "check their RBAC" in error.message
 
 
+def test_a_namespace_being_deleted_is_not_called_an_rbac_problem() -> None:
+    error = ApiException(status=403, reason="Forbidden")
+    error.body = (
+        '{"kind": "Status", "reason": "Forbidden", "message": "unable to create new content in'
+        ' namespace payments because it is being terminated", "details": {"causes":'
+        ' [{"reason": "NamespaceTerminating", "field": "metadata.namespace"}]}}'
+    )
+
+    translated_error = translated(error, what=WHAT, now=lambda: NOW)
+
+    assert isinstance(translated_error, Forbidden)
+    assert translated_error.message == f"{WHAT} failed: the namespace is being deleted"
+
+
 @pytest.mark.parametrize("status", [429, 500, 503])
 def test_an_overloaded_api_server_is_transient_and_its_retry_after_is_kept(status: int) -> None:
     error = translated(

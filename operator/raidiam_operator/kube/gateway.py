@@ -397,6 +397,9 @@ def translated(error: Exception, *, what: str, now: Clock) -> RaidiamOperatorErr
         return ObjectNotFound(answered, status_code=status)
     if status == 409:
         return Conflict(f"{answered}: it changed since it was read", status_code=status)
+    if status == 403 and "NamespaceTerminating" in _cause_reasons(error):
+        # Not a missing permission: the namespace is going away, with everything in it.
+        return Forbidden(f"{what} failed: the namespace is being deleted", status_code=status)
     if status == 403:
         return Forbidden(
             f"{answered}: the credentials in use may not do this; check their RBAC",
@@ -408,6 +411,16 @@ def translated(error: Exception, *, what: str, now: Clock) -> RaidiamOperatorErr
             answered, retry_after=parse_retry_after(headers.get("Retry-After"), now=now())
         )
     return KubernetesError(answered, status_code=status)
+
+
+def _cause_reasons(error: ApiException) -> set[str]:
+    """The machine-readable reasons of a refusal (`details.causes[].reason` of the Status the
+    API server answered), read without quoting anything else of the body."""
+    try:
+        details = json.loads(error.body or "{}").get("details") or {}
+        return {str(cause.get("reason")) for cause in details.get("causes") or []}
+    except (ValueError, AttributeError, TypeError):
+        return set()
 
 
 # -- Secrets, as metadata only ------------------------------------------------------------------
