@@ -433,6 +433,18 @@ _METADATA_WATCH = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
 _PAGE = 500
 #: a watch request ends after this long (the server's side), and is started again
 _WATCH_SECONDS = 300
+#: the longest pause before listing Secrets again after a failure
+_RELIST_PAUSE_CAP = 5.0
+
+
+def relist_pause(failures: int) -> float:
+    """Seconds to wait before listing again after `failures` failures in a row.
+
+    Doubling from 0.5 s, capped at a few seconds: a failed list is one cheap request, and the
+    usual cause is an API server restart, after which a token Secret deleted or changed must be
+    noticed at once. A longer cap left the watch down for up to 30 s after the API server was
+    back (the fault suite's restart case)."""
+    return min(_RELIST_PAUSE_CAP, 0.5 * 2 ** max(0, failures - 1))
 
 
 class SecretMetadataWatch:
@@ -503,7 +515,7 @@ class SecretMetadataWatch:
                     f"HTTP {status}" if status else type(error).__name__,
                     exc_info=logger.isEnabledFor(logging.DEBUG),
                 )
-                self._stopping.wait(min(30.0, float(2**failures)))
+                self._stopping.wait(relist_pause(failures))
 
     def _list(self, scope: str | None) -> str:
         """List every Secret's metadata, page by page; report what changed since we last knew."""
