@@ -155,6 +155,15 @@ def test_an_expired_token_is_not_ready() -> None:
     assert _condition(status, "Ready")["status"] == "False"
 
 
+def test_an_expired_short_lived_token_says_the_lifetime_is_why() -> None:
+    short = Problem("ShortTokenLifetime", "the server's tokens live 0.5 s, less than 30 s")
+    status = _status(now=NOW + timedelta(minutes=6), lifetime_warning=short)
+
+    ready = _condition(status, "Ready")
+    assert ready["reason"] == "TokenExpired"
+    assert ready["message"].endswith("; the server's tokens live 0.5 s, less than 30 s")
+
+
 def test_blocking_input_is_not_ready_with_its_reason() -> None:
     status = _status(blocked=Problem("SecretNotFound", "Secret payments/transport does not exist"))
 

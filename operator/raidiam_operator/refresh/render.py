@@ -379,7 +379,10 @@ def client_status(view: StatusView, *, now: datetime) -> RenderedStatus:
             False,
             "TokenExpired",
             f"the token in the Secret expired at {rfc3339(record.expires_at)}"
-            + (f"; refreshing failed: {failure.message}" if failure else ""),
+            + (f"; refreshing failed: {failure.message}" if failure else "")
+            # A token that lives less than the minimum interval between requests is expired most
+            # of the time: say why, or the user sees only TokenExpired.
+            + (f"; {view.lifetime_warning.message}" if view.lifetime_warning else ""),
         )
     elif current and record is not None:
         short = view.lifetime_warning if not suspended else None
