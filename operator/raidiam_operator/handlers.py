@@ -45,11 +45,11 @@ async def start_engine(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: An
     settings.watching.chunk_size = 500
     settings.queueing.idle_timeout = 0.5
     # At the default level kopf logs every event it hands us, httpx every request and aiohttp
-    # every liveness, readiness and startup probe (three a minute that say nothing): with
-    # thousands of clients, three lines per refresh where our own one says more. --verbose keeps
-    # them (it sets DEBUG).
+    # every liveness, readiness and startup probe (three a minute that say nothing), and kopf
+    # "Activity 'refresh-engine' succeeded" for each probe it runs: with thousands of clients,
+    # three lines per refresh where our own one says more. --verbose keeps them (it sets DEBUG).
     if logging.getLogger().getEffectiveLevel() >= logging.INFO:
-        for noisy in ("kopf.objects", "httpx", "aiohttp.access"):
+        for noisy in ("kopf.objects", "httpx", "aiohttp.access", "kopf.activities.probe"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
     options: OperatorOptions = memo.get("options") or OperatorOptions()
     metrics = Metrics()
