@@ -125,12 +125,17 @@ class Kube:
             match = _SAMPLE.match(line)
             if not match:
                 continue
-            labels = dict(_LABEL.findall(match.group("labels")))
-            resource = labels.get("resource", "")
-            if labels.get("subresource"):
-                resource += "/" + labels["subresource"]
-            counts[(labels.get("verb", ""), resource)] += int(float(match.group("value")))
+            counts[_verb_and_resource(match.group("labels"))] += int(float(match.group("value")))
         return counts
+
+
+def _verb_and_resource(labels_text: str) -> tuple[str, str]:
+    """(verb, resource[/subresource]) from an apiserver metric sample's labels."""
+    labels = dict(_LABEL.findall(labels_text))
+    resource = labels.get("resource", "")
+    if labels.get("subresource"):
+        resource += "/" + labels["subresource"]
+    return labels.get("verb", ""), resource
 
 
 _DURATION = re.compile(
@@ -146,11 +151,7 @@ def request_latency(kube: Kube) -> dict[tuple[str, str], tuple[float, float]]:
         match = _DURATION.match(line)
         if not match:
             continue
-        labels = dict(_LABEL.findall(match.group("labels")))
-        resource = labels.get("resource", "")
-        if labels.get("subresource"):
-            resource += "/" + labels["subresource"]
-        entry = totals.setdefault((labels.get("verb", ""), resource), [0.0, 0.0])
+        entry = totals.setdefault(_verb_and_resource(match.group("labels")), [0.0, 0.0])
         entry[0 if match.group("kind") == "sum" else 1] += float(match.group("value"))
     return {key: (value[0], value[1]) for key, value in totals.items()}
 
