@@ -178,11 +178,34 @@ class _Process:
             return "(no log)"
         return "\n".join(text.splitlines()[-lines:])
 
-    def failure(self, reason: str) -> ControlPlaneError:
-        return ControlPlaneError(
+    def failure(
+        self, reason: str, error: type[ControlPlaneError] = ControlPlaneError
+    ) -> ControlPlaneError:
+        return error(
             f"{self.name} {reason}; log: {self.log_path}\n"
             f"--- last lines of {self.log_path.name} ---\n{self.log_tail()}"
         )
+
+    def wait_until(
+        self,
+        probe: Callable[[], bool],
+        what: str,
+        *,
+        timeout: float,
+        error: type[ControlPlaneError] = ControlPlaneError,
+    ) -> None:
+        """Poll ``probe`` until it holds; raise ``error`` with the log's tail if the process
+        exits first, or (after stopping it) if ``timeout`` seconds pass."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if not self.running:
+                raise self.failure(f"exited with code {self.returncode} during startup", error)
+            if probe():
+                return
+            if time.monotonic() > deadline:
+                self.stop()
+                raise self.failure(f"{what} within {timeout:.0f}s", error)
+            time.sleep(0.2)
 
 
 # --------------------------------------------------------------------------- #
@@ -664,16 +687,7 @@ class ControlPlane:
         return process
 
     def _wait_until(self, process: _Process, probe: Callable[[], bool], what: str) -> None:
-        deadline = time.monotonic() + self.startup_timeout
-        while True:
-            if not process.running:
-                raise process.failure(f"exited with code {process.returncode} during startup")
-            if probe():
-                return
-            if time.monotonic() > deadline:
-                process.stop()
-                raise process.failure(f"{what} within {self.startup_timeout:.0f}s")
-            time.sleep(0.2)
+        process.wait_until(probe, what, timeout=self.startup_timeout)
 
     def _etcd_process(self, binaries: Binaries) -> _Process:
         client = f"http://127.0.0.1:{self.etcd_client_port}"

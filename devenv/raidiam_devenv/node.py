@@ -48,7 +48,7 @@ import subprocess
 import sys
 import tarfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TextIO
@@ -468,23 +468,14 @@ class NodeCluster:
         process.start()
         return process
 
-    def _wait(self, process: _Process, probe: Any, what: str) -> None:
-        deadline = time.monotonic() + self.startup_timeout
-        while True:
-            if not process.running:
-                raise NodeError(
-                    f"{process.name} exited with code {process.returncode} during startup; "
-                    f"log {process.log_path}:\n{process.log_tail()}"
-                )
+    def _wait(self, process: _Process, probe: Callable[[], object], what: str) -> None:
+        # These probes (ctr, kubectl, urlopen) raise until the component answers.
+        def answers() -> bool:
             with contextlib.suppress(Exception):
-                if probe():
-                    return
-            if time.monotonic() > deadline:
-                raise NodeError(
-                    f"{process.name} {what} within {self.startup_timeout:.0f}s; "
-                    f"log {process.log_path}:\n{process.log_tail()}"
-                )
-            time.sleep(0.2)
+                return bool(probe())
+            return False
+
+        process.wait_until(answers, what, timeout=self.startup_timeout, error=NodeError)
 
     def _start_containerd(self, binaries: NodeBinaries) -> None:
         base = self.workdir / "containerd"
