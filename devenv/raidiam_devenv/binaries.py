@@ -47,7 +47,7 @@ import tarfile
 import tempfile
 import time
 import zipfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -265,6 +265,38 @@ def _install(root: Path, name: str, version: str, built: Path) -> None:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def ensure_cached(
+    name: str, files: Sequence[str], fill: Callable[[Path], None], *, lock: str
+) -> Path:
+    """``<cache root>/<name>/``, holding ``files``; on first use ``fill`` writes them.
+
+    ``fill`` writes into a fresh staging directory that is renamed into place once it is
+    complete, and under the lock file ``lock``: a reader never sees half a download, and two
+    test runs never fetch the same thing at once.
+    """
+    root = cache_root()
+    directory = root / name
+
+    def present() -> bool:
+        return all((directory / file).is_file() for file in files)
+
+    if present():
+        return directory
+    root.mkdir(parents=True, exist_ok=True)
+    with _file_lock(root / lock):
+        if present():
+            return directory
+        staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=root))
+        try:
+            # mkdtemp makes it 0700; the cache should be usable like any bin dir.
+            staging.chmod(0o755)
+            fill(staging)
+            staging.rename(directory)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return directory
 
 
 @contextlib.contextmanager

@@ -20,12 +20,11 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from raidiam_devenv.binaries import BuildError, _file_lock, cache_root
+from raidiam_devenv.binaries import BuildError, ensure_cached
 
 KUBECONFORM_VERSION = "v0.8.0"
 KUBECONFORM_PACKAGE = "github.com/yannh/kubeconform/cmd/kubeconform"
@@ -36,40 +35,28 @@ _INT_OR_STRING = {"oneOf": [{"type": "string"}, {"type": "integer"}]}
 _QUANTITY = {"oneOf": [{"type": "string"}, {"type": "number"}]}
 
 
-def kubeconform_path() -> Path:
-    return cache_root() / f"kubeconform-{KUBECONFORM_VERSION}" / "kubeconform"
-
-
 def ensure_kubeconform() -> Path:
     """The cached kubeconform binary, built from the Go module proxy on first use."""
-    binary = kubeconform_path()
-    if binary.is_file() and os.access(binary, os.X_OK):
-        return binary
-    root = cache_root()
-    root.mkdir(parents=True, exist_ok=True)
-    with _file_lock(root / ".lock"):
-        if binary.is_file():
-            return binary
-        staging = Path(tempfile.mkdtemp(prefix=f".kubeconform-{KUBECONFORM_VERSION}.", dir=root))
-        try:
-            staging.chmod(0o755)
-            result = subprocess.run(
-                [_go(), "install", f"{KUBECONFORM_PACKAGE}@{KUBECONFORM_VERSION}"],
-                env=_go_install_env(staging),
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            if result.returncode != 0 or not (staging / "kubeconform").is_file():
-                raise BuildError(
-                    f"go install {KUBECONFORM_PACKAGE}@{KUBECONFORM_VERSION} failed "
-                    f"(exit {result.returncode}):\n{result.stdout}\n{result.stderr}"
-                )
-            staging.rename(binary.parent)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-    return binary
+    directory = ensure_cached(
+        f"kubeconform-{KUBECONFORM_VERSION}", ["kubeconform"], _build_kubeconform, lock=".lock"
+    )
+    return directory / "kubeconform"
+
+
+def _build_kubeconform(staging: Path) -> None:
+    result = subprocess.run(
+        [_go(), "install", f"{KUBECONFORM_PACKAGE}@{KUBECONFORM_VERSION}"],
+        env=_go_install_env(staging),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0 or not (staging / "kubeconform").is_file():
+        raise BuildError(
+            f"go install {KUBECONFORM_PACKAGE}@{KUBECONFORM_VERSION} failed "
+            f"(exit {result.returncode}):\n{result.stdout}\n{result.stderr}"
+        )
 
 
 def _go() -> str:

@@ -16,10 +16,9 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
-from raidiam_devenv.binaries import BuildError, _file_lock, cache_root
+from raidiam_devenv.binaries import BuildError, ensure_cached
 from raidiam_devenv.kubeconform import _go
 
 VERSION = "v0.85.0"
@@ -29,41 +28,35 @@ CRDS = ("monitoring.coreos.com_servicemonitors.yaml", "monitoring.coreos.com_pro
 
 def ensure_prometheus_operator_crds() -> list[Path]:
     """Paths of the cached ServiceMonitor and PrometheusRule CRDs, fetched on first use."""
-    directory = cache_root() / f"prometheus-operator-crds-{VERSION}"
-    paths = [directory / name for name in CRDS]
-    if all(path.is_file() for path in paths):
-        return paths
-    root = cache_root()
-    root.mkdir(parents=True, exist_ok=True)
-    with _file_lock(root / ".prometheus-operator.lock"):
-        if all(path.is_file() for path in paths):
-            return paths
-        staging = Path(tempfile.mkdtemp(prefix=f".prometheus-operator-crds-{VERSION}.", dir=root))
-        try:
-            staging.chmod(0o755)
-            module_cache = staging / "gomodcache"
-            result = subprocess.run(
-                [_go(), "mod", "download", "-json", f"{MODULE}@{VERSION}"],
-                env={**os.environ, "GOMODCACHE": str(module_cache), "GOFLAGS": "-modcacherw"},
-                cwd=staging,
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            if result.returncode != 0:
-                raise BuildError(
-                    f"go mod download {MODULE}@{VERSION} failed (exit {result.returncode}):\n"
-                    f"{result.stdout}\n{result.stderr}"
-                )
-            source = Path(json.loads(result.stdout)["Dir"]) / "example" / "prometheus-operator-crd"
-            for name in CRDS:
-                shutil.copyfile(source / name, staging / name)
-            shutil.rmtree(module_cache)
-            staging.rename(directory)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-    return paths
+    directory = ensure_cached(
+        f"prometheus-operator-crds-{VERSION}",
+        CRDS,
+        _download_crds,
+        lock=".prometheus-operator.lock",
+    )
+    return [directory / name for name in CRDS]
+
+
+def _download_crds(staging: Path) -> None:
+    module_cache = staging / "gomodcache"
+    result = subprocess.run(
+        [_go(), "mod", "download", "-json", f"{MODULE}@{VERSION}"],
+        env={**os.environ, "GOMODCACHE": str(module_cache), "GOFLAGS": "-modcacherw"},
+        cwd=staging,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise BuildError(
+            f"go mod download {MODULE}@{VERSION} failed (exit {result.returncode}):\n"
+            f"{result.stdout}\n{result.stderr}"
+        )
+    source = Path(json.loads(result.stdout)["Dir"]) / "example" / "prometheus-operator-crd"
+    for name in CRDS:
+        shutil.copyfile(source / name, staging / name)
+    shutil.rmtree(module_cache)
 
 
 def main() -> int:

@@ -13,15 +13,13 @@ version is whatever the configured mirror offers; an empty package list is refre
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
-from raidiam_devenv.binaries import BuildError, _file_lock, cache_root
+from raidiam_devenv.binaries import BuildError, cache_root, ensure_cached
 
 PACKAGE = "prometheus"
 
@@ -37,29 +35,24 @@ def ensure_promtool() -> Path:
             f"apt offers no {PACKAGE!r} package, so promtool cannot be fetched: is this Debian "
             "(bookworm or newer) with the main component enabled?"
         )
-    binary = cache_root() / f"promtool-{version}" / "promtool"
-    if binary.is_file() and os.access(binary, os.X_OK):
-        return binary
-    root = cache_root()
-    root.mkdir(parents=True, exist_ok=True)
-    # A lock of its own: the control plane's Go builds hold the shared one for minutes.
-    with _file_lock(root / ".promtool.lock"):
-        if binary.is_file():
-            return binary
-        staging = Path(tempfile.mkdtemp(prefix=f".promtool-{version}.", dir=root))
-        try:
-            staging.chmod(0o755)
-            _apt("download", f"{PACKAGE}={version}", cwd=staging)
-            (deb,) = staging.glob("*.deb")
-            unpacked = staging / "unpacked"
-            _run(["dpkg-deb", "-x", str(deb), str(unpacked)])
-            shutil.move(str(unpacked / "usr" / "bin" / "promtool"), staging / "promtool")
-            shutil.rmtree(unpacked)
-            deb.unlink()
-            staging.rename(binary.parent)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-    return binary
+    directory = ensure_cached(
+        f"promtool-{version}",
+        ["promtool"],
+        lambda staging: _fetch_promtool(version, staging),
+        # A lock of its own: the control plane's Go builds hold the shared one for minutes.
+        lock=".promtool.lock",
+    )
+    return directory / "promtool"
+
+
+def _fetch_promtool(version: str, staging: Path) -> None:
+    _apt("download", f"{PACKAGE}={version}", cwd=staging)
+    (deb,) = staging.glob("*.deb")
+    unpacked = staging / "unpacked"
+    _run(["dpkg-deb", "-x", str(deb), str(unpacked)])
+    shutil.move(str(unpacked / "usr" / "bin" / "promtool"), staging / "promtool")
+    shutil.rmtree(unpacked)
+    deb.unlink()
 
 
 def _candidate_version() -> str | None:
