@@ -46,17 +46,16 @@ def tls_client(
     return Files(client_id=client_id, cert=cert, key=key, issued=issued)
 
 
-@pytest.fixture
-def jwt_client(
-    clean_auth_server: AuthServer, test_pki: TestPKI, tmp_path: Path, unique: Callable[[str], str]
+def jwt_files(
+    server: AuthServer, pki: TestPKI, tmp_path: Path, client_id: str, **metadata: object
 ) -> Files:
-    """A private_key_jwt client whose tokens are bound to a transport certificate."""
-    client_id = unique("pkjwt")
-    signing = test_pki.signing_key("rsa")
-    clean_auth_server.register_private_key_jwt_client(
-        client_id, {"keys": [signing.public_jwk("sig-1")]}, bound=True
+    """A private_key_jwt client registered on `server` (with `metadata`), with a signing key
+    (kid sig-1) and a transport certificate from `pki` written to `tmp_path`."""
+    signing = pki.signing_key("rsa")
+    server.register_private_key_jwt_client(
+        client_id, {"keys": [signing.public_jwk("sig-1")]}, **metadata
     )
-    issued = test_pki.client_certificate(client_id)
+    issued = pki.client_certificate(client_id)
     cert, key = issued.write(tmp_path, client_id)
     signing_path = tmp_path / f"{client_id}-signing.pem"
     signing_path.write_bytes(signing.private_pem)
@@ -69,6 +68,14 @@ def jwt_client(
         issued=issued,
         signing=signing,
     )
+
+
+@pytest.fixture
+def jwt_client(
+    clean_auth_server: AuthServer, test_pki: TestPKI, tmp_path: Path, unique: Callable[[str], str]
+) -> Files:
+    """A private_key_jwt client whose tokens are bound to a transport certificate."""
+    return jwt_files(clean_auth_server, test_pki, tmp_path, unique("pkjwt"), bound=True)
 
 
 @dataclass

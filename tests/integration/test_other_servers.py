@@ -14,7 +14,7 @@ import pytest
 from raidiam_devenv.authserver import AuthServer
 from raidiam_devenv.pki import TestPKI, self_signed_certificate
 
-from .conftest import CliResult, Files, mtls_args, private_key_jwt_args
+from .conftest import CliResult, Files, jwt_files, mtls_args, private_key_jwt_args
 
 pytestmark = pytest.mark.authserver
 Cli = Callable[..., CliResult]
@@ -31,26 +31,12 @@ def self_signed_client(
     return Files(client_id=client_id, cert=cert, key=key, issued=issued)
 
 
-def _jwt_files(
-    server: AuthServer, pki: TestPKI, tmp_path: Path, client_id: str, **metadata: object
-) -> Files:
-    signing = pki.signing_key("rsa")
-    server.register_private_key_jwt_client(
-        client_id, {"keys": [signing.public_jwk("sig-1")]}, **metadata
-    )
-    issued = pki.client_certificate(client_id)
-    cert, key = issued.write(tmp_path, client_id)
-    signing_path = tmp_path / f"{client_id}-signing.pem"
-    signing_path.write_bytes(signing.private_pem)
-    return Files(client_id, cert, key, signing_path, "sig-1", issued, signing)
-
-
 @pytest.fixture
 def token_endpoint_aud_client(
     clean_auth_server: AuthServer, test_pki: TestPKI, tmp_path: Path, unique: Callable[[str], str]
 ) -> Files:
     """A private_key_jwt client whose assertions must carry the token endpoint as aud."""
-    return _jwt_files(
+    return jwt_files(
         clean_auth_server,
         test_pki,
         tmp_path,
@@ -127,7 +113,7 @@ def test_an_opaque_token_from_a_server_that_advertises_binding_is_reported_adver
         cert, key = issued.write(tmp_path, client_id)
         args = mtls_args(Files(client_id, cert, key), method)
     else:
-        files = _jwt_files(
+        files = jwt_files(
             clean_auth_server, test_pki, tmp_path, client_id, access_token_format="opaque"
         )
         issued = files.issued  # type: ignore[assignment]
@@ -151,7 +137,7 @@ def test_an_opaque_token_from_a_server_that_binds_nothing_reports_no_thumbprint(
 ) -> None:
     """The case that used to claim a binding: private_key_jwt with a transport certificate
     against a server that issues opaque tokens and binds nothing."""
-    files = _jwt_files(
+    files = jwt_files(
         unbinding_auth_server,
         test_pki,
         tmp_path,
@@ -176,7 +162,7 @@ def test_a_jwt_from_a_server_that_binds_nothing_reports_no_thumbprint(
     tmp_path: Path,
     unique: Callable[[str], str],
 ) -> None:
-    files = _jwt_files(unbinding_auth_server, test_pki, tmp_path, unique("unbound"), bound=False)
+    files = jwt_files(unbinding_auth_server, test_pki, tmp_path, unique("unbound"), bound=False)
 
     result = cli(*private_key_jwt_args(files), server=unbinding_auth_server)
 
