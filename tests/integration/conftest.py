@@ -8,6 +8,7 @@ import sys
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,9 @@ import pytest
 
 from raidiam_devenv.authserver import AuthServer
 from raidiam_devenv.pki import IssuedCertificate, SigningKey, TestPKI
+from raidiam_operator.core.rules import AssertionAudience
+from raidiam_operator.protocol.credentials import load_signing_key, load_transport_certificate
+from raidiam_operator.protocol.request import TokenRequest
 
 
 @dataclass
@@ -76,6 +80,55 @@ def jwt_client(
 ) -> Files:
     """A private_key_jwt client whose tokens are bound to a transport certificate."""
     return jwt_files(clean_auth_server, test_pki, tmp_path, unique("pkjwt"), bound=True)
+
+
+def tls_request(server: AuthServer, files: Files, **overrides: object) -> TokenRequest:
+    """The token request the operator would send for the tls_client_auth client `files`."""
+    assert files.issued is not None
+    fields: dict[str, object] = {
+        "issuer": server.issuer,
+        "client_id": files.client_id,
+        "auth_method": "tls_client_auth",
+        "transport": load_transport_certificate(
+            files.issued.cert_pem, files.issued.key_pem, now=datetime.now(UTC)
+        ),
+        "scope": "directory:software",
+        "ca_bundle": server.ca_path.read_bytes(),
+    }
+    fields.update(overrides)
+    return TokenRequest(**fields)  # type: ignore[arg-type]
+
+
+def jwt_request(
+    server: AuthServer,
+    files: Files,
+    *,
+    bound: bool = True,
+    audience: AssertionAudience = "issuer",
+    **overrides: object,
+) -> TokenRequest:
+    """The token request for the private_key_jwt client `files` (without `bound`: no transport
+    certificate)."""
+    assert files.signing is not None
+    assert files.issued is not None
+    fields: dict[str, object] = {
+        "issuer": server.issuer,
+        "client_id": files.client_id,
+        "auth_method": "private_key_jwt",
+        "signing_key": load_signing_key(
+            files.signing.private_pem, key_id=files.kid or "", algorithm=None
+        ),
+        "transport": load_transport_certificate(
+            files.issued.cert_pem, files.issued.key_pem, now=datetime.now(UTC)
+        )
+        if bound
+        else None,
+        "scope": "directory:software",
+        "assertion_audience": audience,
+        "ca_bundle": server.ca_path.read_bytes(),
+    }
+    fields.update(overrides)
+    return TokenRequest(**fields)  # type: ignore[arg-type]
 
 
 @dataclass

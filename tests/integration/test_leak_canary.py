@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import logging
 import re
-from datetime import UTC, datetime
 
 import pytest
 
 from raidiam_devenv.authserver import AuthServer
 from raidiam_operator.core.errors import RaidiamOperatorError
 from raidiam_operator.protocol.client import TokenClient
-from raidiam_operator.protocol.credentials import load_signing_key, load_transport_certificate
 from raidiam_operator.protocol.request import TokenRequest
 
-from .conftest import Files
+from .conftest import Files, jwt_request, tls_request
 
 pytestmark = pytest.mark.authserver
 
@@ -33,31 +31,11 @@ async def test_no_token_assertion_or_key_reaches_logs_or_exception_texts(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    now = datetime.now(UTC)
     assert tls_client.issued
     assert jwt_client.issued
     assert jwt_client.signing
-    tls = TokenRequest(
-        issuer=clean_auth_server.issuer,
-        client_id=tls_client.client_id,
-        auth_method="tls_client_auth",
-        transport=load_transport_certificate(
-            tls_client.issued.cert_pem, tls_client.issued.key_pem, now=now
-        ),
-        ca_bundle=clean_auth_server.ca_path.read_bytes(),
-    )
-    signed = TokenRequest(
-        issuer=clean_auth_server.issuer,
-        client_id=jwt_client.client_id,
-        auth_method="private_key_jwt",
-        signing_key=load_signing_key(
-            jwt_client.signing.private_pem, key_id="sig-1", algorithm=None
-        ),
-        transport=load_transport_certificate(
-            jwt_client.issued.cert_pem, jwt_client.issued.key_pem, now=now
-        ),
-        ca_bundle=clean_auth_server.ca_path.read_bytes(),
-    )
+    tls = tls_request(clean_auth_server, tls_client)
+    signed = jwt_request(clean_auth_server, jwt_client)
     tokens: list[str] = []
     errors: list[str] = []
     async with TokenClient() as client:

@@ -22,55 +22,9 @@ from raidiam_operator.protocol.client import TokenClient
 from raidiam_operator.protocol.credentials import load_signing_key, load_transport_certificate
 from raidiam_operator.protocol.request import TokenRequest
 
-from .conftest import Files
+from .conftest import Files, jwt_request, tls_request
 
 pytestmark = pytest.mark.authserver
-
-
-def _tls_request(server: AuthServer, files: Files, **overrides: object) -> TokenRequest:
-    assert files.issued is not None
-    fields: dict[str, object] = {
-        "issuer": server.issuer,
-        "client_id": files.client_id,
-        "auth_method": "tls_client_auth",
-        "transport": load_transport_certificate(
-            files.issued.cert_pem, files.issued.key_pem, now=datetime.now(UTC)
-        ),
-        "scope": "directory:software",
-        "ca_bundle": server.ca_path.read_bytes(),
-    }
-    fields.update(overrides)
-    return TokenRequest(**fields)  # type: ignore[arg-type]
-
-
-def _jwt_request(
-    server: AuthServer,
-    files: Files,
-    *,
-    bound: bool = True,
-    audience: AssertionAudience = "issuer",
-    **overrides: object,
-) -> TokenRequest:
-    assert files.signing is not None
-    assert files.issued is not None
-    fields: dict[str, object] = {
-        "issuer": server.issuer,
-        "client_id": files.client_id,
-        "auth_method": "private_key_jwt",
-        "signing_key": load_signing_key(
-            files.signing.private_pem, key_id=files.kid or "", algorithm=None
-        ),
-        "transport": load_transport_certificate(
-            files.issued.cert_pem, files.issued.key_pem, now=datetime.now(UTC)
-        )
-        if bound
-        else None,
-        "scope": "directory:software",
-        "assertion_audience": audience,
-        "ca_bundle": server.ca_path.read_bytes(),
-    }
-    fields.update(overrides)
-    return TokenRequest(**fields)  # type: ignore[arg-type]
 
 
 def _cnf(token: str) -> object:
@@ -81,7 +35,7 @@ async def test_tls_client_auth_gets_a_token_bound_to_the_transport_certificate(
     clean_auth_server: AuthServer, tls_client: Files
 ) -> None:
     async with TokenClient() as client:
-        token = await client.fetch_token(_tls_request(clean_auth_server, tls_client))
+        token = await client.fetch_token(tls_request(clean_auth_server, tls_client))
 
     assert token.token_endpoint == clean_auth_server.mtls_token_endpoint
     assert _cnf(token.access_token) == token.certificate_thumbprint == tls_client.issued.x5t_s256  # type: ignore[union-attr]
@@ -93,7 +47,7 @@ async def test_private_key_jwt_with_a_transport_certificate_gets_a_bound_token(
     clean_auth_server: AuthServer, jwt_client: Files
 ) -> None:
     async with TokenClient() as client:
-        token = await client.fetch_token(_jwt_request(clean_auth_server, jwt_client))
+        token = await client.fetch_token(jwt_request(clean_auth_server, jwt_client))
 
     assert token.token_endpoint == clean_auth_server.mtls_token_endpoint
     assert _cnf(token.access_token) == jwt_client.issued.x5t_s256  # type: ignore[union-attr]
@@ -128,7 +82,7 @@ async def test_both_assertion_audiences_work_on_the_default_profile(
 ) -> None:
     async with TokenClient() as client:
         token = await client.fetch_token(
-            _jwt_request(clean_auth_server, jwt_client, audience=audience)
+            jwt_request(clean_auth_server, jwt_client, audience=audience)
         )
 
     assert token.access_token
@@ -166,9 +120,7 @@ async def test_unknown_client_is_rejected_with_invalid_client(
 ) -> None:
     async with TokenClient() as client:
         with pytest.raises(AuthorizationServerRejection) as caught:
-            await client.fetch_token(
-                _tls_request(clean_auth_server, tls_client, client_id="nobody")
-            )
+            await client.fetch_token(tls_request(clean_auth_server, tls_client, client_id="nobody"))
 
     assert caught.value.error == "invalid_client"
     assert "registered" in caught.value.message
@@ -185,7 +137,7 @@ async def test_a_certificate_other_than_the_registered_one_is_rejected(
     async with TokenClient() as client:
         with pytest.raises(AuthorizationServerRejection) as caught:
             await client.fetch_token(
-                _tls_request(clean_auth_server, tls_client, transport=transport)
+                tls_request(clean_auth_server, tls_client, transport=transport)
             )
 
     assert caught.value.error == "invalid_client"
@@ -200,7 +152,7 @@ async def test_a_signing_key_other_than_the_registered_one_is_rejected(
 
     async with TokenClient() as client:
         with pytest.raises(AuthorizationServerRejection) as caught:
-            await client.fetch_token(_jwt_request(clean_auth_server, jwt_client, signing_key=wrong))
+            await client.fetch_token(jwt_request(clean_auth_server, jwt_client, signing_key=wrong))
 
     assert caught.value.error == "invalid_client"
 
@@ -211,7 +163,7 @@ async def test_a_scope_the_client_may_not_have_is_rejected_with_invalid_scope(
     async with TokenClient() as client:
         with pytest.raises(AuthorizationServerRejection) as caught:
             await client.fetch_token(
-                _tls_request(clean_auth_server, tls_client, scope="payments:everything")
+                tls_request(clean_auth_server, tls_client, scope="payments:everything")
             )
 
     assert caught.value.error == "invalid_scope"
@@ -224,9 +176,7 @@ async def test_a_server_certificate_from_an_untrusted_ca_is_refused(
 
     async with TokenClient() as client:
         with pytest.raises(ConfigurationError) as caught:
-            await client.fetch_token(
-                _tls_request(clean_auth_server, tls_client, ca_bundle=other_ca)
-            )
+            await client.fetch_token(tls_request(clean_auth_server, tls_client, ca_bundle=other_ca))
 
     assert caught.value.reason == "UntrustedServer"
     assert "not trusted" in caught.value.message
@@ -237,7 +187,7 @@ async def test_system_trust_does_not_trust_the_test_server(
 ) -> None:
     async with TokenClient() as client:
         with pytest.raises(ConfigurationError, match="not trusted"):
-            await client.fetch_token(_tls_request(clean_auth_server, tls_client, ca_bundle=None))
+            await client.fetch_token(tls_request(clean_auth_server, tls_client, ca_bundle=None))
 
 
 async def test_discovery_naming_another_issuer_is_refused(
@@ -247,7 +197,7 @@ async def test_discovery_naming_another_issuer_is_refused(
 
     async with TokenClient() as client:
         with pytest.raises(ServerMetadataError) as caught:
-            await client.fetch_token(_tls_request(clean_auth_server, tls_client))
+            await client.fetch_token(tls_request(clean_auth_server, tls_client))
 
     assert caught.value.reason == "IssuerMismatch"
     assert "https://impostor.example" in caught.value.message
@@ -266,7 +216,7 @@ async def test_discovery_without_mtls_aliases_sends_to_the_token_endpoint(
     clean_auth_server.register_private_key_jwt_client(
         client_id, {"keys": [signing.public_jwk("k")]}, bound=False
     )
-    request = _jwt_request(
+    request = jwt_request(
         clean_auth_server,
         jwt_client,
         client_id=client_id,
@@ -289,7 +239,7 @@ async def test_503_and_429_are_transient_and_carry_retry_after(
 
     async with TokenClient() as client:
         with pytest.raises(ServerUnavailable) as caught:
-            await client.fetch_token(_tls_request(clean_auth_server, tls_client))
+            await client.fetch_token(tls_request(clean_auth_server, tls_client))
 
     assert caught.value.retry_after == expected
     assert caught.value.status_code == status
@@ -306,7 +256,7 @@ async def test_http_date_retry_after_is_understood(
 
     async with TokenClient() as client:
         with pytest.raises(ServerUnavailable) as caught:
-            await client.fetch_token(_tls_request(clean_auth_server, tls_client))
+            await client.fetch_token(tls_request(clean_auth_server, tls_client))
 
     assert caught.value.retry_after is not None
     assert 80 <= caught.value.retry_after <= 91
@@ -315,7 +265,7 @@ async def test_http_date_retry_after_is_understood(
 async def test_one_pooled_connection_serves_repeated_refreshes(
     clean_auth_server: AuthServer, tls_client: Files
 ) -> None:
-    request = _tls_request(clean_auth_server, tls_client)
+    request = tls_request(clean_auth_server, tls_client)
 
     async with TokenClient() as client:
         tokens = [await client.fetch_token(request) for _ in range(3)]
@@ -332,7 +282,7 @@ async def test_a_rejection_behind_missing_mtls_aliases_says_so(
 
     async with TokenClient() as client:
         with pytest.raises(AuthorizationServerRejection) as caught:
-            await client.fetch_token(_tls_request(clean_auth_server, tls_client))
+            await client.fetch_token(tls_request(clean_auth_server, tls_client))
 
     assert caught.value.error == "invalid_client"
     assert "no mtls_endpoint_aliases" in caught.value.message
