@@ -92,6 +92,27 @@ class World:
     operator: OperatorProcess
     secrets_seen: list[bytes] = field(default_factory=list)
 
+    @classmethod
+    def from_kube_api(
+        cls,
+        control_plane: ControlPlane,
+        auth: AuthServer,
+        pki: TestPKI,
+        kube_api: Any,
+        namespace: str,
+        operator: OperatorProcess,
+    ) -> World:
+        """A World in `namespace`, talking to the cluster through the client `kube_api`."""
+        return cls(
+            control_plane=control_plane,
+            auth=auth,
+            pki=pki,
+            namespace=namespace,
+            core=kubernetes.client.CoreV1Api(kube_api),
+            custom=kubernetes.client.CustomObjectsApi(kube_api),
+            operator=operator,
+        )
+
     # -- inputs ----------------------------------------------------------------------------
 
     def ca_config_map(self) -> str:
@@ -306,15 +327,7 @@ def started_world(
         namespaces=[] if all_namespaces else [namespace],
     )
     auth.clear_faults()
-    world = World(
-        control_plane=control_plane,
-        auth=auth,
-        pki=pki,
-        namespace=namespace,
-        core=kubernetes.client.CoreV1Api(kube_api),
-        custom=kubernetes.client.CustomObjectsApi(kube_api),
-        operator=operator.start(),
-    )
+    world = World.from_kube_api(control_plane, auth, pki, kube_api, namespace, operator.start())
     try:
         yield world
     finally:

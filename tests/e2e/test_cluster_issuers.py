@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import kubernetes
 import pytest
 import yaml
 from kubernetes.client.exceptions import ApiException
@@ -129,14 +128,13 @@ def platform(
         return operator
 
     auth_server.clear_faults()
-    world = World(
-        control_plane=control_plane,
-        auth=auth_server,
-        pki=test_pki,
-        namespace=kube_namespace,
-        core=kubernetes.client.CoreV1Api(kube_api),
-        custom=kubernetes.client.CustomObjectsApi(kube_api),
-        operator=OperatorProcess(control_plane.kubeconfig, tmp_path / "unused.log"),
+    world = World.from_kube_api(
+        control_plane,
+        auth_server,
+        test_pki,
+        kube_api,
+        kube_namespace,
+        OperatorProcess(control_plane.kubeconfig, tmp_path / "unused.log"),
     )
     platform = Platform(world, operator_namespace, [], start_operator)
     platform.ca_config_map()

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import kubernetes
 import pytest
 import yaml
 
@@ -155,25 +154,6 @@ def _operator_as_the_chart_runs_it(installed: Installed, log_path: Path) -> Oper
     )
 
 
-def _world(
-    control_plane: ControlPlane,
-    auth_server: AuthServer,
-    test_pki: TestPKI,
-    kube_api: Any,
-    namespace: str,
-    operator: OperatorProcess,
-) -> World:
-    return World(
-        control_plane=control_plane,
-        auth=auth_server,
-        pki=test_pki,
-        namespace=namespace,
-        core=kubernetes.client.CoreV1Api(kube_api),
-        custom=kubernetes.client.CustomObjectsApi(kube_api),
-        operator=operator,
-    )
-
-
 def _token_lifecycle(world: World) -> None:
     """Create, token, refresh, rotate, delete: every call the operator makes, once."""
     world.tls_client("lifecycle", token_ttl=20)
@@ -300,7 +280,9 @@ def test_cluster_wide_operator_runs_a_clients_whole_life_with_only_the_charts_cl
     workload = namespaces("payments")
     operator = _operator_as_the_chart_runs_it(installed, tmp_path / "operator.log").start()
     try:
-        world = _world(control_plane, auth_server, test_pki, kube_api, workload, operator)
+        world = World.from_kube_api(
+            control_plane, auth_server, test_pki, kube_api, workload, operator
+        )
         _token_lifecycle(world)
         _issuer_lifecycle(world, installed.operator_namespace)
     finally:
@@ -321,9 +303,13 @@ def test_namespaced_operator_serves_its_namespace_with_a_role_and_ignores_others
     installed = install_rbac(watchNamespaces=[watched])
     operator = _operator_as_the_chart_runs_it(installed, tmp_path / "operator.log").start()
     try:
-        outside = _world(control_plane, auth_server, test_pki, kube_api, elsewhere, operator)
+        outside = World.from_kube_api(
+            control_plane, auth_server, test_pki, kube_api, elsewhere, operator
+        )
         outside.tls_client("ignored")
-        world = _world(control_plane, auth_server, test_pki, kube_api, watched, operator)
+        world = World.from_kube_api(
+            control_plane, auth_server, test_pki, kube_api, watched, operator
+        )
         _token_lifecycle(world)
         _issuer_lifecycle(world, installed.operator_namespace)
         assert "status" not in outside.client("ignored"), "a client outside was reconciled"
@@ -364,7 +350,9 @@ def test_two_replicas_elect_one_leader_and_hand_over_with_only_the_charts_permis
         return result.stdout.strip() if result.returncode == 0 else ""
 
     try:
-        world = _world(control_plane, auth_server, test_pki, kube_api, watched, replicas[0])
+        world = World.from_kube_api(
+            control_plane, auth_server, test_pki, kube_api, watched, replicas[0]
+        )
         world.tls_client("replicated")
         world.wait_ready("replicated")
         leader_identity = wait_for(holder, timeout=20, what="a Lease holder")
