@@ -168,11 +168,18 @@ class World:
         }
 
     def tls_client(
-        self, name: str, *, token_ttl: float | None = None, create_secret: bool = True, **extra: Any
+        self,
+        name: str,
+        *,
+        issued: IssuedCertificate | None = None,
+        token_ttl: float | None = None,
+        create_secret: bool = True,
+        **extra: Any,
     ) -> IssuedCertificate:
-        """Register a tls_client_auth client, store its certificate, create the RaidiamClient."""
+        """Register a tls_client_auth client, store its certificate (`issued`, or a new one from
+        the test PKI), create the RaidiamClient."""
         client_id = f"{name}-{uuid.uuid4().hex[:8]}"
-        issued = self.pki.client_certificate(client_id)
+        issued = issued or self.pki.client_certificate(client_id)
         self.auth.register_tls_client(client_id, issued, token_ttl=token_ttl)
         if create_secret:
             self.tls_secret(f"{name}-transport", issued)

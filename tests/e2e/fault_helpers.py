@@ -155,20 +155,8 @@ def tls_client_with(
     world: World, name: str, issued: IssuedCertificate | None = None, **spec: Any
 ) -> str:
     """A registered tls_client_auth client with spec overrides; returns its client id."""
-    client_id = f"{name}-{uuid.uuid4().hex[:8]}"
-    issued = issued or world.pki.client_certificate(client_id)
-    world.auth.register_tls_client(client_id, issued)
-    world.tls_secret(f"{name}-transport", issued)
-    world.create_client(
-        name,
-        world.spec(
-            client_id,
-            authMethod="tls_client_auth",
-            transportCertificate={"secretName": f"{name}-transport"},
-            **spec,
-        ),
-    )
-    return client_id
+    world.tls_client(name, issued=issued, **spec)
+    return str(world.client(name)["spec"]["clientId"])
 
 
 # -- the test server's request log ----------------------------------------------------------
