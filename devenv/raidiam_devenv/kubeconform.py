@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from raidiam_devenv.binaries import BuildError, ensure_cached
+from raidiam_devenv.binaries import BuildError, _go_binary, ensure_cached
 
 KUBECONFORM_VERSION = "v0.8.0"
 KUBECONFORM_PACKAGE = "github.com/yannh/kubeconform/cmd/kubeconform"
@@ -45,7 +44,7 @@ def ensure_kubeconform() -> Path:
 
 def _build_kubeconform(staging: Path) -> None:
     result = subprocess.run(
-        [_go(), "install", f"{KUBECONFORM_PACKAGE}@{KUBECONFORM_VERSION}"],
+        [_go_binary(), "install", f"{KUBECONFORM_PACKAGE}@{KUBECONFORM_VERSION}"],
         env=_go_install_env(staging),
         stdin=subprocess.DEVNULL,
         capture_output=True,
@@ -57,13 +56,6 @@ def _build_kubeconform(staging: Path) -> None:
             f"go install {KUBECONFORM_PACKAGE}@{KUBECONFORM_VERSION} failed "
             f"(exit {result.returncode}):\n{result.stdout}\n{result.stderr}"
         )
-
-
-def _go() -> str:
-    found = shutil.which("go") or "/usr/local/go/bin/go"
-    if not Path(found).exists():
-        raise BuildError("the Go toolchain ('go') is not on PATH nor at /usr/local/go/bin/go")
-    return found
 
 
 def _go_install_env(gobin: Path) -> dict[str, str]:
