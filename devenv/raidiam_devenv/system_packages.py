@@ -17,6 +17,9 @@ from collections.abc import Mapping
 IMAGE_BUILD_PACKAGES: Mapping[str, str] = {
     "buildah": "buildah",
     "debootstrap": "debootstrap",
+    # buildah only recommends an OCI runtime, and recommends are not installed: without one,
+    # every RUN step of the Dockerfile fails with "exec: no command".
+    "runc": "runc",
 }
 NODE_PACKAGES: Mapping[str, str] = {
     "runc": "runc",
