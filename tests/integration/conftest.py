@@ -181,11 +181,14 @@ def private_key_jwt_args(files: Files) -> list[str]:
 @pytest.fixture
 def cli(clean_auth_server: AuthServer) -> Callable[..., CliResult]:
     """Run `raidiam-operator token` in a subprocess, as a user would (against `server`, by
-    default the session's test server)."""
+    default the session's test server; `issuer` names another issuer URL)."""
 
-    def run(*args: str, ca: bool = True, server: AuthServer | None = None) -> CliResult:
+    def run(
+        *args: str, ca: bool = True, server: AuthServer | None = None, issuer: str | None = None
+    ) -> CliResult:
         server = server or clean_auth_server
-        command = [sys.executable, "-m", "raidiam_operator", "token", "--issuer", server.issuer]
+        url = issuer or server.issuer
+        command = [sys.executable, "-m", "raidiam_operator", "token", "--issuer", url]
         if ca:
             command += ["--ca-file", str(server.ca_path)]
         completed = subprocess.run(

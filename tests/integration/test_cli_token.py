@@ -8,7 +8,6 @@ import jwt
 import pytest
 
 from raidiam_devenv.authserver import AuthServer
-from raidiam_devenv.pki import TestPKI
 
 from .conftest import CliResult, Files, mtls_args, private_key_jwt_args
 
@@ -142,29 +141,8 @@ def test_rate_limiting_that_asks_for_a_long_wait_exits_4_at_once(
     assert clean_auth_server.stats()["token_requests_total"] == 1
 
 
-def test_an_unreachable_server_exits_4(
-    tls_client: Files, test_pki: TestPKI, tmp_path: object
-) -> None:
-    import subprocess
-    import sys
+def test_an_unreachable_server_exits_4(cli: Cli, tls_client: Files) -> None:
+    result = cli(*mtls_args(tls_client), issuer="https://127.0.0.1:1")
 
-    completed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "raidiam_operator",
-            "token",
-            "--issuer",
-            "https://127.0.0.1:1",
-            *mtls_args(tls_client),
-            "--ca-file",
-            str(test_pki.ca_path),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-    )
-
-    assert completed.returncode == 4
-    assert "could not connect" in completed.stderr
+    assert result.code == 4
+    assert "could not connect" in result.stderr
