@@ -444,7 +444,7 @@ def relist_pause(failures: int) -> float:
     usual cause is an API server restart, after which a token Secret deleted or changed must be
     noticed at once. A longer cap left the watch down for up to 30 s after the API server was
     back (the fault suite's restart case)."""
-    return min(_RELIST_PAUSE_CAP, 0.5 * 2 ** max(0, failures - 1))
+    return min(_RELIST_PAUSE_CAP, 0.5 * 2.0 ** max(0, failures - 1))
 
 
 class SecretMetadataWatch:
