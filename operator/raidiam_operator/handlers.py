@@ -17,7 +17,7 @@ import kopf
 from raidiam_operator.core.issuers import ISSUER_PLURAL
 from raidiam_operator.core.options import OperatorOptions
 from raidiam_operator.core.spec import GROUP, PLURAL, VERSION
-from raidiam_operator.kube.gateway import KubernetesGateway
+from raidiam_operator.kube.gateway import KubernetesGateway, listing_choice
 from raidiam_operator.kube.leader import LeaderElector, LeaseSettings
 from raidiam_operator.metrics import Metrics
 from raidiam_operator.protocol.client import TokenClient
@@ -39,10 +39,8 @@ async def start_engine(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: An
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 10
-    # List in pages, and let kopf's per-object workers exit soon after their last event: a
-    # restart meets every client and every token Secret at once, and held them all (5,000
-    # clients: peak RSS 305 MiB, 189 MiB with these; docs/benchmarks.md).
-    settings.watching.chunk_size = 500
+    # Let kopf's per-object workers exit soon after their last event: a restart meets every
+    # client at once, and held them all (docs/benchmarks.md, row 9).
     settings.queueing.idle_timeout = 0.5
     # At the default level kopf logs every event it hands us, httpx every request and aiohttp
     # every liveness, readiness and startup probe (three a minute that say nothing), and kopf
@@ -56,6 +54,20 @@ async def start_engine(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: An
     if options.metrics_port:
         metrics.serve(options.metrics_port, options.metrics_address)
     kube = KubernetesGateway.from_environment()
+    # The initial listing, at start-up and after a watch expires: streamed, one object at a time
+    # and without `continue` tokens, where the API server can (a paged listing that outlived its
+    # token stopped kopf: issue 13); else in pages of 500, so that a restart does not hold every
+    # client at once (5,000 clients: 189 MiB with pages and idle workers leaving, 305 without).
+    # kopf reads both settings when each watch starts, after the startup handlers.
+    where = options.namespaces[0] if options.namespaces else None
+    listing = listing_choice(await kube.probe_streaming_lists(where))
+    settings.watching.initial_streaming = listing.streaming
+    settings.watching.chunk_size = 500
+    logger.info(
+        "kopf lists RaidiamClients and ClusterRaidiamIssuers %s: %s",
+        "as a stream" if listing.streaming else "in pages of 500",
+        listing.why,
+    )
     tokens = TokenClient()
 
     def secret_event(kind: str, namespace: str, name: str, resource_version: str) -> None:

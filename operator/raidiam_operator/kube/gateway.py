@@ -19,6 +19,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 import kubernetes
@@ -71,6 +72,7 @@ class KubernetesGateway:
         clock: Clock = utc_now,
         reporting_instance: str = "raidiam-token-operator",
     ) -> None:
+        self._api_client = api_client
         self._core = kubernetes.client.CoreV1Api(api_client)
         self._custom = kubernetes.client.CustomObjectsApi(api_client)
         self._coordination = kubernetes.client.CoordinationV1Api(api_client)
@@ -251,6 +253,59 @@ class KubernetesGateway:
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
+    async def probe_streaming_lists(self, namespace: str | None) -> StreamingListProbe:
+        """Ask the API server once for a streaming list of RaidiamClients (`sendInitialEvents`)
+        that matches nothing, in `namespace` (None: in all of them), and say what it answered.
+
+        Never raises: a probe that fails says how, and the caller lists in pages."""
+        path = (
+            f"/apis/{GROUP}/{VERSION}/{PLURAL}"
+            if namespace is None
+            else f"/apis/{GROUP}/{VERSION}/namespaces/{{namespace}}/{PLURAL}"
+        )
+        request = self._api_client.param_serialize(
+            "GET",
+            path,
+            path_params={} if namespace is None else {"namespace": namespace},
+            query_params=[
+                ("watch", "true"),
+                ("sendInitialEvents", "true"),
+                ("resourceVersionMatch", "NotOlderThan"),
+                ("allowWatchBookmarks", "true"),
+                # Nothing has a label and lacks it: the answer is the bookmark alone, however
+                # many clients there are.
+                ("labelSelector", f"{_PROBE_LABEL},!{_PROBE_LABEL}"),
+                ("timeoutSeconds", str(_PROBE_SECONDS)),
+            ],
+            header_params={"Accept": "application/json"},
+            auth_settings=["BearerToken"],
+        )
+
+        def probe() -> StreamingListProbe:
+            answer = self._api_client.call_api(
+                *request, _request_timeout=(REQUEST_TIMEOUT[0], _PROBE_SECONDS + 10.0)
+            )
+            response = answer.response
+            try:
+                if not 200 <= answer.status <= 299:
+                    return StreamingListProbe(status=answer.status)
+                for line in _lines(response):
+                    if ends_initial_events(json.loads(line)):
+                        return StreamingListProbe(status=answer.status, initial_events_ended=True)
+                return StreamingListProbe(status=answer.status)
+            finally:
+                # Closed, not released: the rest of a watch must not be read by the next caller.
+                response.close()
+
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, probe)
+        except Exception as error:  # unreachable, reset, unreadable: the caller lists in pages
+            status = getattr(error, "status", None)
+            return StreamingListProbe(
+                status=int(status) if status else None, failure=type(error).__name__
+            )
+
     def secret_metadata_watch(
         self, namespaces: tuple[str, ...], on_event: SecretEvent
     ) -> SecretMetadataWatch:
@@ -382,6 +437,71 @@ class KubernetesGateway:
         except (KubernetesError, KubernetesUnavailable) as error:
             # Events are best effort: a failure to report must never fail the refresh itself.
             logger.warning("could not post an Event: %s", error.message)
+
+
+# -- how kopf lists: streaming when the API server can ------------------------------------------
+
+#: a label no object is given; the probe selects objects that have it and lack it
+_PROBE_LABEL = "raidiam.io/streaming-list-probe"
+#: the probe's watch ends after this long (the server's side); its bookmark comes at once
+_PROBE_SECONDS = 1
+#: the annotation that marks the bookmark after a streaming list's last object
+INITIAL_EVENTS_END = "k8s.io/initial-events-end"
+
+
+@dataclass(frozen=True)
+class StreamingListProbe:
+    """What the API server answered when asked for a streaming list."""
+
+    #: the HTTP status, or None when there was no answer
+    status: int | None
+    #: the bookmark that ends the initial events arrived
+    initial_events_ended: bool = False
+    #: why there was no answer (an exception's name; never a body)
+    failure: str = ""
+
+
+@dataclass(frozen=True)
+class ListingChoice:
+    """How kopf is to list RaidiamClients (and ClusterRaidiamIssuers), and why."""
+
+    streaming: bool
+    why: str
+
+
+def listing_choice(probe: StreamingListProbe) -> ListingChoice:
+    """Stream the initial list (`sendInitialEvents`) only where the API server was seen to do it.
+
+    A list in pages needs a `continue` token from one page to the next, and the API server keeps
+    one for about 5 minutes (etcd compaction); a listing that takes longer fails with HTTP 410,
+    which stops kopf (issue 13). A streaming list has no tokens. Whether the server streams
+    depends on the WatchList feature gate (on by default in 1.32 and 1.34+, off in 1.33, and an
+    admin can turn it off), so the server is asked, not its version: 200 with the bookmark that
+    ends the initial events means it does. It rejects the parameter with 4xx when the gate is
+    off; anything else, a probe that could not tell, also means pages, which always work."""
+    if probe.status == 200 and probe.initial_events_ended:
+        return ListingChoice(True, "the API server streams lists (WatchList)")
+    if probe.status is None:
+        return ListingChoice(False, f"probing for streaming lists failed ({probe.failure})")
+    if probe.status in (400, 422):
+        return ListingChoice(
+            False, f"the API server refuses streaming lists (HTTP {probe.status}; WatchList is off)"
+        )
+    if probe.status == 200:
+        return ListingChoice(
+            False, "the API server answered without the bookmark that ends a streaming list"
+        )
+    return ListingChoice(
+        False, f"probing for streaming lists was answered HTTP {probe.status}, which does not tell"
+    )
+
+
+def ends_initial_events(event: JSON) -> bool:
+    """Whether a watch event is the bookmark after a streaming list's last object."""
+    if event.get("type") != "BOOKMARK":
+        return False
+    metadata = (event.get("object") or {}).get("metadata") or {}
+    return (metadata.get("annotations") or {}).get(INITIAL_EVENTS_END) == "true"
 
 
 def translated(error: Exception, *, what: str, now: Clock) -> RaidiamOperatorError:
