@@ -363,6 +363,10 @@ class ControlPlane:
     Service), authorizes kubelets with the Node authorizer, reaches them by
     their InternalIP, and the controller manager also runs the controllers
     that pods need (Deployments, EndpointSlices, kube-root-ca.crt).
+
+    ``apiserver_args`` are added to kube-apiserver's flags, e.g.
+    ``["--feature-gates=WatchList=false"]`` for an API server that does not
+    stream lists.
     """
 
     def __init__(
@@ -373,8 +377,10 @@ class ControlPlane:
         binaries: Binaries | None = None,
         startup_timeout: float = 60.0,
         node_ip: str | None = None,
+        apiserver_args: Sequence[str] = (),
     ) -> None:
         self.workdir = Path(workdir).resolve()
+        self._apiserver_args = list(apiserver_args)
         self.node_ip = node_ip
         self._address = node_ip or "127.0.0.1"
         self.startup_timeout = startup_timeout
@@ -765,6 +771,7 @@ class ControlPlane:
                 "--audit-log-mode=blocking",
                 "--audit-log-maxsize=0",
             ]
+        args += self._apiserver_args
         return _Process("kube-apiserver", args, self.workdir / "kube-apiserver.log")
 
     def _controller_manager_process(self, binaries: Binaries) -> _Process:

@@ -17,7 +17,7 @@ import kopf
 from raidiam_operator.core.issuers import ISSUER_PLURAL
 from raidiam_operator.core.options import OperatorOptions
 from raidiam_operator.core.spec import GROUP, PLURAL, VERSION
-from raidiam_operator.kube.gateway import KubernetesGateway, listing_choice
+from raidiam_operator.kube.gateway import KubernetesGateway
 from raidiam_operator.kube.leader import LeaderElector, LeaseSettings
 from raidiam_operator.metrics import Metrics
 from raidiam_operator.protocol.client import TokenClient
@@ -60,7 +60,7 @@ async def start_engine(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: An
     # client at once (5,000 clients: 189 MiB with pages and idle workers leaving, 305 without).
     # kopf reads both settings when each watch starts, after the startup handlers.
     where = options.namespaces[0] if options.namespaces else None
-    listing = listing_choice(await kube.probe_streaming_lists(where))
+    listing = await kube.listing_choice(where)
     settings.watching.initial_streaming = listing.streaming
     settings.watching.chunk_size = 500
     logger.info(

@@ -71,12 +71,28 @@ def test_a_probe_the_operator_may_not_make_lists_in_pages_without_blaming_the_ga
     assert not choice.streaming
     assert "HTTP 403" in choice.why
     assert "WatchList" not in choice.why
+    assert choice.settled
 
 
 def test_an_unreachable_api_server_lists_in_pages_and_says_why() -> None:
     choice = listing_choice(StreamingListProbe(status=None, failure="MaxRetryError"))
     assert not choice.streaming
     assert "MaxRetryError" in choice.why
+    assert not choice.settled
+
+
+@pytest.mark.parametrize("status", [429, 500, 503])
+def test_a_busy_api_server_is_asked_again_before_listing_in_pages(status: int) -> None:
+    # A new CRD's or a restarted API server's watch cache answers 429 until it is filled.
+    choice = listing_choice(StreamingListProbe(status=status))
+    assert not choice.streaming
+    assert not choice.settled
+
+
+@pytest.mark.parametrize("status", [200, 400, 422])
+def test_a_clear_answer_is_not_asked_again(status: int) -> None:
+    assert listing_choice(StreamingListProbe(status=status, initial_events_ended=True)).settled
+    assert listing_choice(StreamingListProbe(status=status)).settled
 
 
 def test_a_watch_without_the_closing_bookmark_is_listed_in_pages() -> None:
@@ -97,12 +113,14 @@ def test_only_a_bookmark_annotated_as_the_end_of_the_initial_events_ends_them() 
 @dataclass
 class FakeApiServer:
     """Answers every request with `status` and `events` (newline-separated JSON), then keeps the
-    connection open for `linger` seconds, as a watch does until its timeout."""
+    connection open for `linger` seconds, as a watch does until its timeout. While `first` holds
+    statuses, the next request is answered with the first of them instead, and no body."""
 
     status: int = 200
     events: list[dict[str, object]] = field(default_factory=list)
     body: dict[str, object] | None = None
     linger: float = 0.0
+    first: list[int] = field(default_factory=list)
     requests: list[str] = field(default_factory=list)
 
 
@@ -116,6 +134,11 @@ def fake_api() -> Iterator[tuple[FakeApiServer, KubernetesGateway]]:
 
         def do_GET(self) -> None:
             fake.requests.append(self.path)
+            if fake.first:
+                self.send_response(fake.first.pop(0))
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
             self.send_response(fake.status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Transfer-Encoding", "chunked")
@@ -241,3 +264,34 @@ async def test_an_api_server_that_cannot_be_reached_leads_to_pages_without_raisi
     assert probe.status is None
     assert probe.failure
     assert not listing_choice(probe).streaming
+
+
+async def test_an_api_server_busy_at_start_up_is_asked_again_and_then_streams(
+    fake_api: tuple[FakeApiServer, KubernetesGateway],
+) -> None:
+    fake, gateway = fake_api
+    fake.first, fake.events = [503, 503], [BOOKMARK]
+    choice = await gateway.listing_choice("payments", attempts=3, pause=0.01)
+    assert choice.streaming
+    assert len(fake.requests) == 3
+
+
+async def test_an_api_server_busy_for_every_attempt_is_listed_in_pages(
+    fake_api: tuple[FakeApiServer, KubernetesGateway],
+) -> None:
+    fake, gateway = fake_api
+    fake.status = 503
+    choice = await gateway.listing_choice("payments", attempts=3, pause=0.01)
+    assert not choice.streaming
+    assert "HTTP 503" in choice.why
+    assert len(fake.requests) == 3
+
+
+async def test_a_refusal_is_taken_at_once(
+    fake_api: tuple[FakeApiServer, KubernetesGateway],
+) -> None:
+    fake, gateway = fake_api
+    fake.status, fake.body = 422, REFUSAL
+    choice = await gateway.listing_choice("payments", attempts=3, pause=0.01)
+    assert not choice.streaming
+    assert len(fake.requests) == 1

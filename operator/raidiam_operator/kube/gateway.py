@@ -253,6 +253,20 @@ class KubernetesGateway:
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
+    async def listing_choice(
+        self, namespace: str | None, *, attempts: int = 3, pause: float = 1.0
+    ) -> ListingChoice:
+        """How kopf is to list, from `probe_streaming_lists` in `namespace`; asked up to
+        `attempts` times, `pause` seconds apart, while the answer is not settled (a busy API
+        server, or one whose watch cache is still filling after a restart)."""
+        choice = listing_choice(await self.probe_streaming_lists(namespace))
+        for _ in range(attempts - 1):
+            if choice.settled:
+                break
+            await asyncio.sleep(pause)
+            choice = listing_choice(await self.probe_streaming_lists(namespace))
+        return choice
+
     async def probe_streaming_lists(self, namespace: str | None) -> StreamingListProbe:
         """Ask the API server once for a streaming list of RaidiamClients (`sendInitialEvents`)
         that matches nothing, in `namespace` (None: in all of them), and say what it answered.
@@ -467,6 +481,8 @@ class ListingChoice:
 
     streaming: bool
     why: str
+    #: asking again would get the same answer (False: the API server was busy or not there)
+    settled: bool = True
 
 
 def listing_choice(probe: StreamingListProbe) -> ListingChoice:
@@ -482,7 +498,9 @@ def listing_choice(probe: StreamingListProbe) -> ListingChoice:
     if probe.status == 200 and probe.initial_events_ended:
         return ListingChoice(True, "the API server streams lists (WatchList)")
     if probe.status is None:
-        return ListingChoice(False, f"probing for streaming lists failed ({probe.failure})")
+        return ListingChoice(
+            False, f"probing for streaming lists failed ({probe.failure})", settled=False
+        )
     if probe.status in (400, 422):
         return ListingChoice(
             False, f"the API server refuses streaming lists (HTTP {probe.status}; WatchList is off)"
@@ -492,7 +510,11 @@ def listing_choice(probe: StreamingListProbe) -> ListingChoice:
             False, "the API server answered without the bookmark that ends a streaming list"
         )
     return ListingChoice(
-        False, f"probing for streaming lists was answered HTTP {probe.status}, which does not tell"
+        False,
+        f"probing for streaming lists was answered HTTP {probe.status}, which does not tell",
+        # Busy or starting (a new CRD's or a restarted API server's watch cache answers 429
+        # until it is filled): ask again. A refusal such as 403 stays.
+        settled=not (probe.status == 429 or probe.status >= 500),
     )
 
 
