@@ -26,6 +26,9 @@ from raidiam_operator.refresh.issuer_status import IssuerStatusReconciler
 
 logger = logging.getLogger(__name__)
 
+#: how long one watch request of kopf's lasts when it lists by streaming (see start_engine)
+STREAMING_WATCH_SECONDS = 1800
+
 
 @kopf.on.startup(id="start-refresh-engine")
 async def start_engine(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
@@ -63,6 +66,15 @@ async def start_engine(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: An
     listing = await kube.listing_choice(where)
     settings.watching.initial_streaming = listing.streaming
     settings.watching.chunk_size = 500
+    if listing.streaming:
+        # kopf 1.45 does not start a streaming list again if its watch ends before the initial
+        # events do: it watches on from the last object received, and the clients not yet
+        # received are missed until they change (docs/reliability.md, known limits). So a
+        # watch request may last long enough for any initial listing to end; a half-open
+        # socket is still caught by kopf's inactivity timeout (70 s without an event, while
+        # the API server sends a bookmark about every minute).
+        settings.watching.server_timeout = STREAMING_WATCH_SECONDS
+        settings.watching.client_timeout = STREAMING_WATCH_SECONDS + 30
     logger.info(
         "kopf lists RaidiamClients and ClusterRaidiamIssuers %s: %s",
         "as a stream" if listing.streaming else "in pages of 500",
