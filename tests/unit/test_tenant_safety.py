@@ -305,3 +305,36 @@ async def test_a_token_issued_event_follows_the_attempt_that_made_the_client_rea
 
     assert ready_before_event
     assert [reason for _, reason, _ in kube.events] == ["TokenIssued"]
+
+
+async def test_the_keys_kept_of_a_shared_secret_follow_the_clients_that_name_it(
+    kube: FakeKube, server: Server, clock: Clock
+) -> None:
+    """Two clients read different keys of one Secret: both are kept while both exist, and
+    only the remaining client's once the other goes (or changes to other keys)."""
+    engine = _engine(kube, server, clock)
+    other = copy.deepcopy(BODY)
+    other["metadata"].update(name="other", uid="uid-2")
+    other["spec"]["transportCertificate"] = {
+        "secretName": "transport",
+        "certificateKey": "alt.crt",
+        "privateKeyKey": "alt.key",
+    }
+    engine.observe(BODY)
+    engine.observe(other)
+    secret = (NS, "transport")
+
+    both = engine._watch._keys_used(secret)
+    engine.forget(NS, "other")
+    one = engine._watch._keys_used(secret)
+    changed = copy.deepcopy(BODY)
+    changed["metadata"]["generation"] = 2
+    changed["spec"]["transportCertificate"]["certificateKey"] = "new.crt"
+    engine.observe(changed)
+    after_change = engine._watch._keys_used(secret)
+    engine.forget(*KEY)
+
+    assert both == {"tls.crt", "tls.key", "alt.crt", "alt.key", "ca.crt"}
+    assert one == {"tls.crt", "tls.key", "ca.crt"}
+    assert after_change == {"new.crt", "tls.key", "ca.crt"}
+    assert engine._watch._keys_used(secret) == frozenset()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import enum
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -64,6 +65,12 @@ class WatchCache:
         # SecretConflict, and all of them hear when it changes.
         self.by_token_secret: dict[Key, set[Key]] = {}
         self.by_config_map: dict[Key, set[Key]] = {}
+        # The keys read of each indexed Secret (False) or CA bundle ConfigMap (True), counted
+        # over the clients that name it, and what each client added: kept as clients come and
+        # go, because working them out per read walked every client of a shared Secret, and a
+        # burst of N clients sharing one paid N² (15 % of the operator's time at 2,000).
+        self._keys_in_use: dict[tuple[bool, Key], Counter[str]] = {}
+        self._keys_of_client: dict[Key, list[tuple[tuple[bool, Key], frozenset[str]]]] = {}
         self._input_secrets: dict[Key, _Kept] = {}
         self._config_maps: dict[Key, tuple[datetime, _Kept]] = {}
         # Reads under way: the clients of a Secret that arrive meanwhile (a burst, a restart)
@@ -115,12 +122,14 @@ class WatchCache:
             return state, Change.NEW
         observed = state.observed
         changed = generation != observed.generation or requested != observed.refresh_requested_at
-        if generation != observed.generation or spec_body != observed.spec_body:
+        reparsed = generation != observed.generation or spec_body != observed.spec_body
+        if reparsed:
             observed.spec = _parsed(spec_body, name=key[1])
         observed.generation, observed.spec_body = generation, spec_body
         observed.refresh_requested_at = requested
-        if changed:
+        if changed or reparsed:
             self._index(observed)
+        if changed:
             # A user who labels the namespace and asks for a refresh wants the labels read now.
             self._namespaces.pop(key[0], None)
         return state, Change.CHANGED if changed else Change.SAME
@@ -151,11 +160,31 @@ class WatchCache:
         self.by_token_secret.setdefault((namespace, observed.token_secret_name), set()).add(key)
         if observed.ca_config_map_name is not None:
             self.by_config_map.setdefault((namespace, observed.ca_config_map_name), set()).add(key)
+        secret_keys = spec.secret_keys()
+        used = [
+            ((False, (namespace, secret)), secret_keys.get(secret, frozenset()))
+            for secret in observed.referenced_secrets
+        ]
+        if spec.ca_bundle and observed.ca_config_map_name is not None:
+            used.append(
+                ((True, (namespace, observed.ca_config_map_name)), frozenset({spec.ca_bundle.key}))
+            )
+        for object_key, data_keys in used:
+            self._keys_in_use.setdefault(object_key, Counter()).update(data_keys)
+        self._keys_of_client[key] = used
 
     def _unindex(self, observed: Observed) -> None:
         # Only the entries this client is in: a scan of the whole index per client would make
         # a burst of N new clients cost N² steps.
         namespace, key = observed.owner.namespace, observed.key
+        for object_key, data_keys in self._keys_of_client.pop(key, ()):
+            counts = self._keys_in_use.get(object_key)
+            if counts is not None:
+                counts.subtract(data_keys)
+                for unused in [k for k in data_keys if counts[k] <= 0]:
+                    del counts[unused]
+                if not counts:
+                    del self._keys_in_use[object_key]
         names = [(self.by_input_secret, name) for name in observed.referenced_secrets]
         if observed.token_secret_name is not None:
             names.append((self.by_token_secret, observed.token_secret_name))
@@ -270,17 +299,7 @@ class WatchCache:
 
     def _keys_used(self, object_key: Key, *, config_map: bool = False) -> frozenset[str]:
         """The keys of a Secret (or the CA ConfigMap) that the clients naming it read."""
-        index = self.by_config_map if config_map else self.by_input_secret
-        keys: set[str] = set()
-        for client in index.get(object_key, ()):
-            state = self.clients.get(client)
-            spec = state.observed.spec if state is not None else None
-            if isinstance(spec, ClientSpec):
-                if config_map:
-                    keys.update({spec.ca_bundle.key} if spec.ca_bundle else set())
-                else:
-                    keys.update(spec.secret_keys().get(object_key[1], ()))
-        return frozenset(keys)
+        return frozenset(self._keys_in_use.get((config_map, object_key), ()))
 
 
 @dataclass(frozen=True)
