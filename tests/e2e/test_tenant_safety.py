@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import kubernetes
 import pytest
 
 from raidiam_devenv.authserver import AuthServer
@@ -51,25 +50,6 @@ def _parse(moment: str | None) -> datetime | None:
     return datetime.fromisoformat(moment.replace("Z", "+00:00")) if moment else None
 
 
-def _world(
-    control_plane: ControlPlane,
-    auth: AuthServer,
-    pki: TestPKI,
-    kube_api: Any,
-    namespace: str,
-    operator: OperatorProcess,
-) -> World:
-    return World(
-        control_plane=control_plane,
-        auth=auth,
-        pki=pki,
-        namespace=namespace,
-        core=kubernetes.client.CoreV1Api(kube_api),
-        custom=kubernetes.client.CustomObjectsApi(kube_api),
-        operator=operator,
-    )
-
-
 @pytest.fixture
 def tenants(
     control_plane: ControlPlane,
@@ -87,8 +67,8 @@ def tenants(
     auth_server.clear_faults()
     operator.start()
     worlds = (
-        _world(control_plane, auth_server, test_pki, kube_api, hostile, operator),
-        _world(control_plane, auth_server, test_pki, kube_api, good, operator),
+        World.from_kube_api(control_plane, auth_server, test_pki, kube_api, hostile, operator),
+        World.from_kube_api(control_plane, auth_server, test_pki, kube_api, good, operator),
     )
     try:
         yield worlds
