@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import sys
 
-import pytest
-
 from raidiam_operator.cli.run import limit_malloc_arenas
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt is Linux-only")
-def test_the_malloc_arena_limit_is_taken_by_glibc() -> None:
-    assert limit_malloc_arenas() is True
+def test_the_malloc_arena_limit_is_taken_by_glibc_on_linux_and_skipped_elsewhere() -> None:
+    # The image and CI run Debian (glibc); elsewhere there is nothing to limit, and no error.
+    assert limit_malloc_arenas() is sys.platform.startswith("linux")
