@@ -9,6 +9,11 @@ An attempt takes its tenant's shares first and the shared slot last, so clients 
 already holds its share (a slow or hostile issuer, a burst in one namespace) wait without
 holding anyone else's slot. Before the shared slot, `prepare` runs (discovery, which may be
 slow): only the tenant's shares are held while it does.
+
+A due client whose tenant holds its full share waits in that tenant's queue, a key and nothing
+more; its task starts once a share frees. A task per due client, each waiting on a semaphore,
+cost about 2.7 KiB each: 27 MiB when a restart finds 10,000 clients due at once
+(docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -16,7 +21,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import heapq
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections import deque
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
 from raidiam_operator.core.times import Clock
@@ -52,6 +58,8 @@ class Scheduler:
         self._slots = asyncio.Semaphore(concurrency)
         # False on a standby replica: plans are kept, nothing is started.
         self._active = True
+        # Once `run` ends, a share that frees starts no one (the queues go with the scheduler).
+        self._stopped = False
 
     def schedule(self, key: Key, when: datetime) -> None:
         """Run `key` at `when`; an earlier time already planned wins over a later one."""
@@ -113,6 +121,7 @@ class Scheduler:
                     async with asyncio.timeout(timeout):
                         await self._wakeup.wait()
         finally:
+            self._stopped = True
             for task in list(self._tasks):
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -122,45 +131,78 @@ class Scheduler:
             self._again.add(key)  # changed while running: go again right after
             return
         self._running.add(key)
-        task = asyncio.create_task(self._throttled(key), name=f"reconcile {key[0]}/{key[1]}")
+        self._admit(key)
+
+    def _admit(self, key: Key) -> None:
+        """Take the namespace's share, or queue behind it."""
+        if self._namespace_shares.take(key[0], key):
+            self._admit_to_issuer(key)
+
+    def _admit_to_issuer(self, key: Key) -> None:
+        """With the namespace's share held: take the issuer's, or queue behind it (as nested
+        semaphores would, holding the namespace's share meanwhile)."""
+        issuer = self._issuer_of(key)
+        if self._issuer_shares.take(issuer, key):
+            self._launch(key, issuer)
+
+    def _launch(self, key: Key, issuer: str) -> None:
+        if self._stopped:
+            return
+        task = asyncio.create_task(
+            self._throttled(key, issuer), name=f"reconcile {key[0]}/{key[1]}"
+        )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _throttled(self, key: Key) -> None:
+    async def _throttled(self, key: Key, issuer: str) -> None:
         try:
-            async with (
-                self._namespace_shares.hold(key[0]),
-                self._issuer_shares.hold(self._issuer_of(key)),
-            ):
-                if self._prepare is not None:
-                    await self._prepare(key)
-                async with self._slots:
-                    await self._attempt(key)
+            if self._prepare is not None:
+                await self._prepare(key)
+            async with self._slots:
+                await self._attempt(key)
         finally:
             self._running.discard(key)
             if key in self._again:
                 self._again.discard(key)
                 self.schedule(key, self._clock())
+            waiting = self._issuer_shares.give_back(issuer)
+            if waiting is not None:
+                self._launch(waiting, issuer)
+            waiting = self._namespace_shares.give_back(key[0])
+            if waiting is not None:
+                self._admit_to_issuer(waiting)
 
 
 class _Shares:
-    """At most `size` holders per key (a namespace, an issuer). Keys without holders are
-    dropped, so the table is as large as the set of tenants busy right now."""
+    """At most `size` holders per tenant (a namespace, an issuer), and a queue of the clients
+    waiting for each. Tenants without holders are dropped, so the tables are as large as the
+    set of tenants busy right now."""
 
     def __init__(self, size: int) -> None:
         self._size = size
-        self._held: dict[str, tuple[asyncio.Semaphore, int]] = {}
+        self._held: dict[str, int] = {}
+        self._waiting: dict[str, deque[Key]] = {}
 
-    @contextlib.asynccontextmanager
-    async def hold(self, key: str) -> AsyncIterator[None]:
-        semaphore, users = self._held.get(key) or (asyncio.Semaphore(self._size), 0)
-        self._held[key] = (semaphore, users + 1)
-        try:
-            async with semaphore:
-                yield
-        finally:
-            semaphore, users = self._held[key]
-            if users <= 1:
-                del self._held[key]
-            else:
-                self._held[key] = (semaphore, users - 1)
+    def take(self, tenant: str, key: Key) -> bool:
+        """Hold a share of `tenant` for `key`, or queue `key` for the next one to free."""
+        held = self._held.get(tenant, 0)
+        if held < self._size:
+            self._held[tenant] = held + 1
+            return True
+        self._waiting.setdefault(tenant, deque()).append(key)
+        return False
+
+    def give_back(self, tenant: str) -> Key | None:
+        """Free a share of `tenant`; the client that waited longest for it now holds it."""
+        waiting = self._waiting.get(tenant)
+        if waiting:
+            key = waiting.popleft()
+            if not waiting:
+                del self._waiting[tenant]
+            return key  # the share passes straight on
+        held = self._held[tenant] - 1
+        if held:
+            self._held[tenant] = held
+        else:
+            del self._held[tenant]
+        return None
