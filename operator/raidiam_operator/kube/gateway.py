@@ -14,13 +14,15 @@ overloaded or unreachable a `KubernetesUnavailable`, which is transient.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
+from urllib.parse import quote
 
 import kubernetes
 import urllib3
@@ -47,6 +49,77 @@ JSON = dict[str, Any]
 T = TypeVar("T")
 #: (connect, read) seconds for every API call
 REQUEST_TIMEOUT = (5.0, 15.0)
+#: how the operator patches its objects: a JSON merge patch (RFC 7386), as kubectl patch --type
+#: merge; custom resources have no strategic merge
+_MERGE_PATCH = "application/merge-patch+json"
+
+
+def api_request(
+    api_client: kubernetes.client.ApiClient,
+    method: str,
+    path: str,
+    *,
+    query: Mapping[str, str] | None = None,
+    body: JSON | None = None,
+    content_type: str = "application/json",
+    accept: str = "application/json",
+    timeout: tuple[float, float] = REQUEST_TIMEOUT,
+    stream: bool = False,
+) -> Any:
+    """One request to the API server through the official client's `ApiClient`: its kubeconfig
+    or in-cluster credentials, TLS, connection pool and retries. Blocking; run it in a thread.
+
+    The client's typed API classes are not used: CoreV1Api alone builds validators for hundreds
+    of methods on first use, about 21 MiB that the operator's dozen calls never need
+    (docs/benchmarks.md). Returns urllib3's response with its body read, or unread with
+    `stream`; raises `ApiException` for any status outside 2xx, as the typed methods do."""
+    headers = {"Accept": accept}
+    if body is not None:
+        headers["Content-Type"] = content_type
+    request = api_client.param_serialize(
+        method,
+        path,
+        query_params=list((query or {}).items()),
+        header_params=headers,
+        body=body,
+        auth_settings=["BearerToken"],
+    )
+    answer = api_client.call_api(*request, _request_timeout=timeout)
+    if not 200 <= answer.status <= 299:
+        answer.read()
+        raise ApiException.from_response(http_resp=answer, body=None, data=None)
+    response = answer.response
+    if not stream:
+        # Read here in the worker: read on the event loop it would block the loop, and left
+        # unread it keeps its connection out of the pool, so every call paid a new TLS
+        # handshake with the API server. Reading caches it in `.data`.
+        _ = response.data
+    return response
+
+
+def _quoted(name: str) -> str:
+    return quote(name, safe="")
+
+
+def _core_path(namespace: str, plural: str, name: str | None = None) -> str:
+    path = f"/api/v1/namespaces/{_quoted(namespace)}/{plural}"
+    return path if name is None else f"{path}/{_quoted(name)}"
+
+
+def _clients_path(namespace: str | None, name: str | None = None) -> str:
+    where = "" if namespace is None else f"/namespaces/{_quoted(namespace)}"
+    path = f"/apis/{GROUP}/{VERSION}{where}/{PLURAL}"
+    return path if name is None else f"{path}/{_quoted(name)}"
+
+
+def _issuer_path(name: str | None = None) -> str:
+    path = f"/apis/{GROUP}/{VERSION}/{ISSUER_PLURAL}"
+    return path if name is None else f"{path}/{_quoted(name)}"
+
+
+def _lease_path(namespace: str, name: str | None = None) -> str:
+    path = f"/apis/coordination.k8s.io/v1/namespaces/{_quoted(namespace)}/leases"
+    return path if name is None else f"{path}/{_quoted(name)}"
 
 
 class KubeGateway(Protocol):
@@ -73,9 +146,6 @@ class KubernetesGateway:
         reporting_instance: str = "raidiam-token-operator",
     ) -> None:
         self._api_client = api_client
-        self._core = kubernetes.client.CoreV1Api(api_client)
-        self._custom = kubernetes.client.CustomObjectsApi(api_client)
-        self._coordination = kubernetes.client.CoordinationV1Api(api_client)
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="kube-api")
         self._clock = clock
         self._instance = reporting_instance
@@ -143,111 +213,66 @@ class KubernetesGateway:
         what = f"listing RaidiamClients in {where}" + (
             f" with labels {selector}" if selector else ""
         )
-        filters = {"label_selector": selector} if selector else {}
+        filters = {"labelSelector": selector} if selector else {}
         if namespace is None:
-            listing = await self._json(
-                what, self._custom.list_cluster_custom_object, GROUP, VERSION, PLURAL, **filters
-            )
+            listing = await self._json(what, "GET", _clients_path(None), query=filters)
         else:
-            listing = await self._json(
-                what,
-                self._custom.list_namespaced_custom_object,
-                GROUP,
-                VERSION,
-                namespace,
-                PLURAL,
-                **filters,
-            )
+            listing = await self._json(what, "GET", _clients_path(namespace), query=filters)
         return list(listing.get("items", []))
 
     async def list_issuers(self) -> list[JSON]:
         """Every ClusterRaidiamIssuer."""
-        listing = await self._json(
-            "listing ClusterRaidiamIssuers",
-            self._custom.list_cluster_custom_object,
-            GROUP,
-            VERSION,
-            ISSUER_PLURAL,
-        )
+        listing = await self._json("listing ClusterRaidiamIssuers", "GET", _issuer_path())
         return list(listing.get("items", []))
 
     async def read_issuer(self, name: str) -> JSON | None:
         """One ClusterRaidiamIssuer (for `raidiam-operator check`, with the user's rights)."""
-        return await self._read(
-            f"reading ClusterRaidiamIssuer {name}",
-            self._custom.get_cluster_custom_object,
-            GROUP,
-            VERSION,
-            ISSUER_PLURAL,
-            name,
-        )
+        return await self._read(f"reading ClusterRaidiamIssuer {name}", _issuer_path(name))
 
     async def patch_issuer_status(self, name: str, status: JSON) -> None:
         try:
             await self._call(
                 f"patching the status of ClusterRaidiamIssuer {name}",
-                self._custom.patch_cluster_custom_object_status,
-                GROUP,
-                VERSION,
-                ISSUER_PLURAL,
-                name,
-                {"status": status},
-                _preload_content=False,
+                "PATCH",
+                _issuer_path(name) + "/status",
+                body={"status": status},
+                content_type=_MERGE_PATCH,
             )
         except ObjectNotFound:  # deleted meanwhile
             return
 
     async def read_namespace(self, name: str) -> JSON | None:
         """A Namespace, for its labels (a ClusterRaidiamIssuer's namespaceSelector)."""
-        return await self._read(f"reading Namespace {name}", self._core.read_namespace, name)
+        return await self._read(f"reading Namespace {name}", f"/api/v1/namespaces/{_quoted(name)}")
 
     async def read_client(self, namespace: str, name: str) -> JSON | None:
         return await self._read(
-            f"reading RaidiamClient {namespace}/{name}",
-            self._custom.get_namespaced_custom_object,
-            GROUP,
-            VERSION,
-            namespace,
-            PLURAL,
-            name,
+            f"reading RaidiamClient {namespace}/{name}", _clients_path(namespace, name)
         )
 
     async def annotate_client(self, namespace: str, name: str, annotations: dict[str, str]) -> None:
         await self._call(
             f"annotating RaidiamClient {namespace}/{name}",
-            self._custom.patch_namespaced_custom_object,
-            GROUP,
-            VERSION,
-            namespace,
-            PLURAL,
-            name,
-            {"metadata": {"annotations": annotations}},
-            _preload_content=False,
+            "PATCH",
+            _clients_path(namespace, name),
+            body={"metadata": {"annotations": annotations}},
+            content_type=_MERGE_PATCH,
         )
 
     async def read_lease(self, namespace: str, name: str) -> JSON | None:
-        return await self._read(
-            f"reading Lease {namespace}/{name}",
-            self._coordination.read_namespaced_lease,
-            name,
-            namespace,
-        )
+        return await self._read(f"reading Lease {namespace}/{name}", _lease_path(namespace, name))
 
     async def create_lease(self, namespace: str, body: JSON) -> JSON:
         return await self._json(
             f"creating Lease {namespace}/{body['metadata']['name']}",
-            self._coordination.create_namespaced_lease,
-            namespace,
-            body,
+            "POST",
+            _lease_path(namespace),
+            body=body,
         )
 
     async def replace_lease(self, namespace: str, name: str, body: JSON) -> JSON:
         return await self._replace(
-            f"replacing Lease {namespace}/{name}",
-            self._coordination.replace_namespaced_lease,
-            name,
-            namespace,
-            body,
+            f"replacing Lease {namespace}/{name}", _lease_path(namespace, name), body
         )
 
     def close(self) -> None:
@@ -325,94 +350,92 @@ class KubernetesGateway:
     ) -> SecretMetadataWatch:
         """A `SecretMetadataWatch` over this gateway's connection, reporting to the running loop."""
         return SecretMetadataWatch(
-            self._core.api_client, namespaces, on_event, asyncio.get_running_loop()
+            self._api_client, namespaces, on_event, asyncio.get_running_loop()
         )
 
     async def _call(
-        self, what: str, function: Callable[..., Any], *args: Any, **kwargs: Any
+        self,
+        what: str,
+        method: str,
+        path: str,
+        *,
+        query: Mapping[str, str] | None = None,
+        body: JSON | None = None,
+        content_type: str = "application/json",
     ) -> Any:
-        """Call the official client in the thread pool; `what` names the call in errors."""
-        # Without a timeout, a call to an API server whose etcd is down blocks a worker thread for
-        # a minute; bounded calls fail fast and the engine retries.
-        kwargs.setdefault("_request_timeout", REQUEST_TIMEOUT)
-
-        def call() -> Any:
-            response = function(*args, **kwargs)
-            if kwargs.get("_preload_content") is False:
-                # Read the body here in the worker: read on the event loop it would block the
-                # loop, and left unread it keeps its connection out of the pool, so every call
-                # paid a new TLS handshake with the API server. Reading caches it in `.data`.
-                _ = response.data
-            return response
-
+        """One API request in the thread pool, its body read; `what` names it in errors."""
+        request = functools.partial(
+            api_request,
+            self._api_client,
+            method,
+            path,
+            query=query,
+            body=body,
+            content_type=content_type,
+        )
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._executor, call)
+            return await loop.run_in_executor(self._executor, request)
         except (ApiException, urllib3.exceptions.HTTPError, OSError) as error:
             raise translated(error, what=what, now=self._clock) from None
 
     async def _json(
-        self, what: str, function: Callable[..., Any], *args: Any, **kwargs: Any
+        self,
+        what: str,
+        method: str,
+        path: str,
+        *,
+        query: Mapping[str, str] | None = None,
+        body: JSON | None = None,
     ) -> JSON:
-        response = await self._call(what, function, *args, _preload_content=False, **kwargs)
+        response = await self._call(what, method, path, query=query, body=body)
         return json.loads(response.data)  # type: ignore[no-any-return]
 
-    async def _read(self, what: str, function: Callable[..., Any], *args: Any) -> JSON | None:
+    async def _read(self, what: str, path: str) -> JSON | None:
         """A read, where 404 means the object is not there."""
         try:
-            return await self._json(what, function, *args)
+            return await self._json(what, "GET", path)
         except ObjectNotFound:
             return None
 
-    async def _replace(self, what: str, function: Callable[..., Any], *args: Any) -> JSON:
+    async def _replace(self, what: str, path: str, body: JSON) -> JSON:
         """A replace, where 404 means the object changed under us, like 409: read it again."""
         try:
-            return await self._json(what, function, *args)
+            return await self._json(what, "PUT", path, body=body)
         except ObjectNotFound as error:
             raise Conflict(f"{what} failed: it is gone", status_code=error.status_code) from None
 
     async def read_secret(self, namespace: str, name: str) -> JSON | None:
         return await self._read(
-            f"reading Secret {namespace}/{name}", self._core.read_namespaced_secret, name, namespace
+            f"reading Secret {namespace}/{name}", _core_path(namespace, "secrets", name)
         )
 
     async def read_config_map(self, namespace: str, name: str) -> JSON | None:
         return await self._read(
-            f"reading ConfigMap {namespace}/{name}",
-            self._core.read_namespaced_config_map,
-            name,
-            namespace,
+            f"reading ConfigMap {namespace}/{name}", _core_path(namespace, "configmaps", name)
         )
 
     async def create_secret(self, namespace: str, body: JSON) -> JSON:
         return await self._json(
             f"creating Secret {namespace}/{body['metadata']['name']}",
-            self._core.create_namespaced_secret,
-            namespace,
-            body,
+            "POST",
+            _core_path(namespace, "secrets"),
+            body=body,
         )
 
     async def replace_secret(self, namespace: str, name: str, body: JSON) -> JSON:
         return await self._replace(
-            f"replacing Secret {namespace}/{name}",
-            self._core.replace_namespaced_secret,
-            name,
-            namespace,
-            body,
+            f"replacing Secret {namespace}/{name}", _core_path(namespace, "secrets", name), body
         )
 
     async def patch_status(self, owner: Owner, status: JSON) -> None:
         try:
             await self._call(
                 f"patching the status of RaidiamClient {owner.namespace}/{owner.name}",
-                self._custom.patch_namespaced_custom_object_status,
-                GROUP,
-                VERSION,
-                owner.namespace,
-                PLURAL,
-                owner.name,
-                {"status": status},
-                _preload_content=False,
+                "PATCH",
+                _clients_path(owner.namespace, owner.name) + "/status",
+                body={"status": status},
+                content_type=_MERGE_PATCH,
             )
         except ObjectNotFound:  # deleted meanwhile; nothing to report on
             return
@@ -443,10 +466,9 @@ class KubernetesGateway:
         try:
             await self._call(
                 f"posting Event {reason} for {owner.namespace}/{owner.name}",
-                self._core.create_namespaced_event,
-                owner.namespace,
-                body,
-                _preload_content=False,
+                "POST",
+                _core_path(owner.namespace, "events"),
+                body=body,
             )
         except (KubernetesError, KubernetesUnavailable) as error:
             # Events are best effort: a failure to report must never fail the refresh itself.
@@ -613,7 +635,7 @@ class SecretMetadataWatch:
         on_event: SecretEvent,
         loop: asyncio.AbstractEventLoop,
     ) -> None:
-        self._core = kubernetes.client.CoreV1Api(api_client)
+        self._api_client = api_client
         self._namespaces: tuple[str | None, ...] = namespaces or (None,)
         self._on_event = on_event
         self._loop = loop
@@ -665,10 +687,10 @@ class SecretMetadataWatch:
         token: str | None = None
         version = ""
         while True:
-            kwargs: dict[str, Any] = {"limit": _PAGE, "_headers": {"Accept": _METADATA_LIST}}
+            query = {"limit": str(_PAGE)}
             if token:
-                kwargs["_continue"] = token
-            page = self._request(scope, **kwargs)
+                query["continue"] = token
+            page = json.loads(self._request(scope, query, accept=_METADATA_LIST).data)
             for item in page.get("items") or []:
                 metadata = item.get("metadata") or {}
                 seen[(metadata["namespace"], metadata["name"])] = metadata["resourceVersion"]
@@ -690,13 +712,15 @@ class SecretMetadataWatch:
         """Follow changes from `version`; the version to go on from, or None to list again."""
         response = self._request(
             scope,
-            watch=True,
-            resource_version=version,
-            allow_watch_bookmarks=True,
-            timeout_seconds=_WATCH_SECONDS,
-            _headers={"Accept": _METADATA_WATCH},
-            _request_timeout=(REQUEST_TIMEOUT[0], _WATCH_SECONDS + 30),
-            raw=True,
+            {
+                "watch": "true",
+                "resourceVersion": version,
+                "allowWatchBookmarks": "true",
+                "timeoutSeconds": str(_WATCH_SECONDS),
+            },
+            accept=_METADATA_WATCH,
+            timeout=(REQUEST_TIMEOUT[0], _WATCH_SECONDS + 30),
+            stream=True,
         )
         try:
             for line in _lines(response):
@@ -714,14 +738,25 @@ class SecretMetadataWatch:
             response.release_conn()
         return version
 
-    def _request(self, scope: str | None, *, raw: bool = False, **kwargs: Any) -> Any:
-        kwargs.setdefault("_request_timeout", REQUEST_TIMEOUT)
-        response: Any  # urllib3's response: the body is metadata, not the client's model
-        if scope is None:
-            response = self._core.list_secret_for_all_namespaces(_preload_content=False, **kwargs)
-        else:
-            response = self._core.list_namespaced_secret(scope, _preload_content=False, **kwargs)
-        return response if raw else json.loads(response.data)
+    def _request(
+        self,
+        scope: str | None,
+        query: Mapping[str, str],
+        *,
+        accept: str,
+        timeout: tuple[float, float] = REQUEST_TIMEOUT,
+        stream: bool = False,
+    ) -> Any:
+        path = "/api/v1/secrets" if scope is None else _core_path(scope, "secrets")
+        return api_request(
+            self._api_client,
+            "GET",
+            path,
+            query=query,
+            accept=accept,
+            timeout=timeout,
+            stream=stream,
+        )
 
     def _deliver(self, kind: str, key: tuple[str, str], resource_version: str) -> None:
         if kind == "DELETED":
