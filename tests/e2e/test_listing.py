@@ -23,11 +23,21 @@ STREAMING = "kopf lists RaidiamClients and ClusterRaidiamIssuers as a stream"
 PAGED = "kopf lists RaidiamClients and ClusterRaidiamIssuers in pages of 500"
 
 
+#: how often `_probe` asks while the answer is not settled, half a second apart
+PROBE_ATTEMPTS = 40
+
+
 def _probe(control_plane: ControlPlane, namespace: str | None) -> tuple[int | None, bool]:
     async def probe() -> tuple[int | None, bool]:
         gateway = KubernetesGateway.from_environment(kubeconfig=str(control_plane.kubeconfig))
         try:
-            answer = await gateway.probe_streaming_lists(namespace)
+            # As the operator does: a watch cache still filling (a new CRD's, a busy machine's)
+            # answers 429 for a while, so an unsettled answer is asked again.
+            for _ in range(PROBE_ATTEMPTS):
+                answer = await gateway.probe_streaming_lists(namespace)
+                if listing_choice(answer).settled:
+                    break
+                await asyncio.sleep(0.5)
         finally:
             gateway.close()
         return answer.status, listing_choice(answer).streaming
