@@ -42,7 +42,7 @@ INVALID = "InvalidIssuer"
 # -- the ClusterRaidiamIssuer -------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class LabelRequirement:
     """One of a label selector's matchExpressions."""
 
@@ -64,7 +64,7 @@ class LabelRequirement:
         return f"{self.key} {self.operator} ({', '.join(sorted(self.values))})"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class LabelSelector:
     match_labels: Mapping[str, str]
     expressions: tuple[LabelRequirement, ...] = ()
@@ -81,7 +81,7 @@ class LabelSelector:
         return ", ".join(parts) or "any labels"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class NamespaceSelection:
     """Who may use an issuer: listed names, a label selector, both (either suffices), or
     neither (everyone)."""
@@ -111,7 +111,7 @@ class NamespaceSelection:
         return " and ".join(parts) or "every namespace"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ClusterIssuer:
     """A ClusterRaidiamIssuer's spec as typed values."""
 
@@ -195,7 +195,7 @@ def _invalid(name: str, problem: str) -> ConfigurationError:
 # -- the operator's policy for inline issuers -----------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class IssuerPolicy:
     """`--issuer-policy` and its `--allowed-issuer` prefixes."""
 

@@ -33,7 +33,7 @@ REFRESH_REQUESTED_AT = "raidiam.io/refresh-requested-at"
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(h|ms|m|s)")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Owner:
     """A RaidiamClient, as the owner of what the operator writes for it."""
 
@@ -42,14 +42,14 @@ class Owner:
     uid: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TransportCertificateRef:
     secret_name: str
     certificate_key: str = "tls.crt"
     private_key_key: str = "tls.key"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SigningKeyRef:
     secret_name: str
     key_id: str
@@ -57,7 +57,7 @@ class SigningKeyRef:
     algorithm: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CABundleRef:
     config_map_name: str
     key: str = "ca.crt"
@@ -66,13 +66,13 @@ class CABundleRef:
     namespace: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RefreshPolicy:
     renew_before_percentage: int | None = DEFAULT_RENEW_BEFORE_PERCENTAGE
     renew_before: timedelta | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TokenSecretTemplate:
     name: str
     labels: Mapping[str, str] = field(default_factory=dict)
@@ -83,7 +83,7 @@ class TokenSecretTemplate:
     templates: Mapping[str, str] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ClientSpec:
     #: the issuer URL; empty while `issuer_ref` is not resolved yet (see issuers.resolve_spec)
     issuer: str

@@ -36,7 +36,7 @@ API_RETRY = timedelta(seconds=5)
 OVERDUE = timedelta(seconds=5)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class EngineSettings:
     #: token requests and reconciliations running at once, across all clients
     concurrency: int = 64

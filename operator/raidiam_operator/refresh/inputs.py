@@ -72,7 +72,7 @@ async def resolve_issuer(
     return effective_spec(spec, namespace=namespace, policy=policy, issuer=issuer, labels=labels)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class InputCertificate:
     """A certificate the client depends on, for expiry warnings."""
 
@@ -81,7 +81,7 @@ class InputCertificate:
     not_after: datetime
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Inputs:
     request: TokenRequest
     #: digest of everything the token depends on: spec, certificate, signing key, CA bundle

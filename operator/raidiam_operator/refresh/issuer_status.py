@@ -43,7 +43,7 @@ class IssuerGateway(Protocol):
     async def patch_issuer_status(self, name: str, status: JSON) -> None: ...
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CheckResult:
     """What one check found: the endpoints, or the problem."""
 
@@ -54,7 +54,7 @@ class CheckResult:
     fixed_endpoint_status: int | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class _Issuer:
     body: Mapping[str, Any]
     generation: int

@@ -48,7 +48,7 @@ SECRET_NOT_FOUND_RETRY = timedelta(seconds=60)
 SOON_FIXED = frozenset({"SecretNotFound", "IssuerNotAllowed", "IssuerNotFound"})
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ClientView:
     """What the policy needs to know about one client, as of one attempt."""
 
@@ -60,7 +60,7 @@ class ClientView:
     last_request_at: datetime | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Reason:
     """Why a new token is requested: a CamelCase reason, and words for the TokenIssued Event."""
 

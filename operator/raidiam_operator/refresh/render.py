@@ -46,7 +46,7 @@ MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MAX_SECRET_BYTES = 1024 * 1024
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TokenRecord:
     """A token we issued, with what it was issued for. Lives in memory and in the Secret."""
 
@@ -271,7 +271,7 @@ def _certificate_files(data: Mapping[str, str]) -> CertificateFiles | None:
 # -- status -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Condition:
     type: str
     status: bool
@@ -310,7 +310,7 @@ def conditions(
     return rendered
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Problem:
     """Why the client cannot get a token right now, as a condition reason and message."""
 
@@ -324,7 +324,7 @@ class Problem:
         return self.note or self.message
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class StatusView:
     """Everything the status shows about one client, as of one attempt."""
 
@@ -351,7 +351,7 @@ class StatusView:
     lifetime_warning: Problem | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RenderedStatus:
     """The status subresource, and what metrics need from it as data."""
 

@@ -23,7 +23,7 @@ from raidiam_operator.refresh.render import Problem, TokenRecord
 Key = tuple[str, str]
 
 
-@dataclass
+@dataclass(slots=True)
 class Observed:
     owner: Owner
     generation: int
@@ -47,7 +47,7 @@ class Observed:
         return (self.owner.namespace, self.owner.name)
 
 
-@dataclass
+@dataclass(slots=True)
 class TokenState:
     record: TokenRecord | None = None
     next_refresh: datetime | None = None
@@ -66,7 +66,7 @@ class TokenState:
     discovery_failure: RaidiamOperatorError | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Backoff:
     #: the last failed token request, while it is the latest outcome
     failure: Problem | None = None
@@ -82,7 +82,7 @@ class Backoff:
     expired_retry_at: datetime | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class Notices:
     last_warning: tuple[str, datetime] | None = None
     #: when an Event of each reason was last posted for this client
@@ -92,7 +92,7 @@ class Notices:
     last_certificate_warning: datetime | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class ClientState:
     observed: Observed
     token: TokenState = field(default_factory=TokenState)

@@ -302,7 +302,7 @@ class WatchCache:
         return frozenset(self._keys_in_use.get((config_map, object_key), ()))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Kept:
     """What is kept of a Secret or ConfigMap: its version, and only the keys clients use (the
     others by name only, so a message can list the keys present)."""
