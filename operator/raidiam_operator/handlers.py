@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import kopf
 
 from raidiam_operator.core.issuers import ISSUER_PLURAL
 from raidiam_operator.core.options import OperatorOptions
-from raidiam_operator.core.spec import GROUP, PLURAL, VERSION
+from raidiam_operator.core.spec import GROUP, PLURAL, REFRESH_REQUESTED_AT, VERSION
 from raidiam_operator.kube.gateway import KubernetesGateway
 from raidiam_operator.kube.leader import LeaderElector, LeaseSettings
 from raidiam_operator.metrics import Metrics
@@ -156,7 +157,29 @@ async def raidiam_client_event(
     if type == "DELETED":
         memo.engine.forget(body.metadata.namespace, body.metadata.name)
     else:
-        memo.engine.observe(copy.deepcopy(dict(body)))
+        memo.engine.observe(what_the_engine_reads(body))
+
+
+def what_the_engine_reads(body: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of the parts of a RaidiamClient the engine reads: not managedFields, which every
+    status patch adds to, nor annotations such as kubectl's last-applied-configuration (a whole
+    copy of the object). Deep-copying the whole body for each of the thousands of events a burst
+    or a restart brings churned memory the engine never kept."""
+    metadata = body.get("metadata") or {}
+    annotations = metadata.get("annotations") or {}
+    return {
+        "metadata": {
+            "namespace": metadata.get("namespace"),
+            "name": metadata.get("name"),
+            "uid": metadata.get("uid"),
+            "generation": metadata.get("generation"),
+            "annotations": {
+                key: annotations[key] for key in (REFRESH_REQUESTED_AT,) if key in annotations
+            },
+        },
+        "spec": copy.deepcopy(body.get("spec") or {}),
+        "status": copy.deepcopy(body.get("status")),
+    }
 
 
 # Cluster-scoped: kopf watches them cluster-wide even when it serves a list of namespaces, which

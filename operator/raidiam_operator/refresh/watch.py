@@ -125,7 +125,10 @@ class WatchCache:
         reparsed = generation != observed.generation or spec_body != observed.spec_body
         if reparsed:
             observed.spec = _parsed(spec_body, name=key[1])
-        observed.generation, observed.spec_body = generation, spec_body
+            # Only then: keeping the copy we hold spares the allocator a long-lived object
+            # replaced by an equal one at every status update.
+            observed.spec_body = spec_body
+        observed.generation = generation
         observed.refresh_requested_at = requested
         if changed or reparsed:
             self._index(observed)
