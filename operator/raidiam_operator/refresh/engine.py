@@ -209,7 +209,7 @@ class RefreshEngine:
 
     def _issuer_of(self, key: Key) -> str:
         state = self._watch.clients.get(key)
-        return str((state.observed.spec_body if state else {}).get("issuer") or "")
+        return state.observed.issuer if state else ""
 
     async def _prepare(self, key: Key) -> None:
         state = self._watch.clients.get(key)

@@ -27,7 +27,11 @@ Key = tuple[str, str]
 class Observed:
     owner: Owner
     generation: int
-    spec_body: Mapping[str, Any]
+    #: a digest of the spec as last seen: a change is known without keeping the spec's body
+    spec_digest: bytes
+    #: the spec's issuer URL, as written, even when the spec does not parse: the scheduler's
+    #: fairness groups clients by it
+    issuer: str
     #: the spec parsed, or why it cannot be: parsed when the spec changes, not per attempt
     spec: ClientSpec | ConfigurationError
     refresh_requested_at: str | None
