@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -177,9 +178,28 @@ def what_the_engine_reads(body: Mapping[str, Any]) -> dict[str, Any]:
                 key: annotations[key] for key in (REFRESH_REQUESTED_AT,) if key in annotations
             },
         },
-        "spec": copy.deepcopy(body.get("spec") or {}),
-        "status": copy.deepcopy(body.get("status")),
+        "spec": shared_copy(body.get("spec") or {}),
+        "status": shared_copy(body.get("status")),
     }
+
+
+#: strings up to this long are shared between clients: keys, condition types and reasons,
+#: secret names, timestamps; messages and tokens are longer and mostly unique
+SHARED_STRING_LENGTH = 64
+
+
+def shared_copy(value: Any) -> Any:
+    """A deep copy of parsed JSON whose keys and short strings are interned, so that thousands
+    of clients share one "lastTransitionTime", "Ready" or "TokenIssued". json.loads makes new
+    ones for every object: a restart that lists 10,000 clients kept 3.9 KiB per status this
+    way, 1.4 KiB shared (docs/benchmarks.md)."""
+    if isinstance(value, str):
+        return sys.intern(value) if len(value) <= SHARED_STRING_LENGTH else value
+    if isinstance(value, dict):
+        return {sys.intern(str(key)): shared_copy(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [shared_copy(item) for item in value]
+    return value
 
 
 # Cluster-scoped: kopf watches them cluster-wide even when it serves a list of namespaces, which
