@@ -65,7 +65,7 @@ async def test_clients_waiting_for_their_tenants_share_hold_no_task() -> None:
     assert attempts.most["namespace busy"] == 4
 
 
-async def test_an_issuer_shared_by_namespaces_is_held_at_most_its_share_and_serves_them_all() -> None:
+async def test_an_issuer_shared_by_namespaces_holds_its_share_and_serves_them_all() -> None:
     """Three namespaces of 10 clients on one issuer, share 3: never more than 3 at that issuer;
     a fourth namespace on its own issuer runs at once; every client gets its turn."""
     issuer_of = {(f"ns{n}", f"c{i}"): "https://slow.example" for n in range(3) for i in range(10)}
@@ -87,7 +87,8 @@ async def test_an_issuer_shared_by_namespaces_is_held_at_most_its_share_and_serv
     assert other_ran, "the other issuer's client waited behind the busy issuer"
     assert attempts.most["issuer https://slow.example"] == 3
     assert sorted(attempts.done) == sorted(issuer_of)
-    assert not scheduler._namespace_shares._held and not scheduler._issuer_shares._held
+    assert not scheduler._namespace_shares._held, "a namespace kept a share nobody holds"
+    assert not scheduler._issuer_shares._held, "an issuer kept a share nobody holds"
 
 
 async def test_a_stopped_scheduler_leaves_no_attempt_behind() -> None:
