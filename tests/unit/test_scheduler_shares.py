@@ -42,17 +42,29 @@ async def _until(condition: object, seconds: float = 5.0) -> None:
         await asyncio.sleep(0.01)
 
 
-async def test_clients_waiting_for_their_tenants_share_hold_no_task() -> None:
-    """1,000 due clients of one namespace, share 4: four tasks run, the rest wait as keys
-    (a task each cost about 2.7 KiB: 27 MiB for a restart that finds 10,000 due)."""
-    issuer_of = {("busy", f"c{i}"): "https://auth.example" for i in range(1000)}
+def _all_due(
+    issuer_of: dict[Key, str], *, share: int
+) -> tuple[Attempts, Scheduler, asyncio.Task[None]]:
+    """A running scheduler with every client of `issuer_of` due now."""
     attempts = Attempts(issuer_of)
     scheduler = Scheduler(
-        attempts, clock=_now, concurrency=64, tenant_concurrency=4, issuer_of=issuer_of.__getitem__
+        attempts,
+        clock=_now,
+        concurrency=64,
+        tenant_concurrency=share,
+        issuer_of=issuer_of.__getitem__,
     )
     runner = asyncio.create_task(scheduler.run())
     for key in issuer_of:
         scheduler.schedule(key, _now())
+    return attempts, scheduler, runner
+
+
+async def test_clients_waiting_for_their_tenants_share_hold_no_task() -> None:
+    """1,000 due clients of one namespace, share 4: four tasks run, the rest wait as keys
+    (a task each cost about 2.7 KiB: 27 MiB for a restart that finds 10,000 due)."""
+    issuer_of = {("busy", f"c{i}"): "https://auth.example" for i in range(1000)}
+    attempts, scheduler, runner = _all_due(issuer_of, share=4)
     await _until(lambda: scheduler.running == 1000 and attempts.running["namespace busy"] == 4)
     tasks = len(asyncio.all_tasks())
     attempts.release.set()
@@ -70,13 +82,7 @@ async def test_an_issuer_shared_by_namespaces_holds_its_share_and_serves_them_al
     a fourth namespace on its own issuer runs at once; every client gets its turn."""
     issuer_of = {(f"ns{n}", f"c{i}"): "https://slow.example" for n in range(3) for i in range(10)}
     issuer_of[("other", "c0")] = "https://auth.example"
-    attempts = Attempts(issuer_of)
-    scheduler = Scheduler(
-        attempts, clock=_now, concurrency=64, tenant_concurrency=3, issuer_of=issuer_of.__getitem__
-    )
-    runner = asyncio.create_task(scheduler.run())
-    for key in issuer_of:
-        scheduler.schedule(key, _now())
+    attempts, scheduler, runner = _all_due(issuer_of, share=3)
     await _until(lambda: attempts.running["issuer https://auth.example"] == 1)
     other_ran = attempts.running["issuer https://auth.example"] == 1
     attempts.release.set()
@@ -93,13 +99,7 @@ async def test_an_issuer_shared_by_namespaces_holds_its_share_and_serves_them_al
 
 async def test_a_stopped_scheduler_leaves_no_attempt_behind() -> None:
     issuer_of = {("busy", f"c{i}"): "https://auth.example" for i in range(20)}
-    attempts = Attempts(issuer_of)
-    scheduler = Scheduler(
-        attempts, clock=_now, concurrency=64, tenant_concurrency=2, issuer_of=issuer_of.__getitem__
-    )
-    runner = asyncio.create_task(scheduler.run())
-    for key in issuer_of:
-        scheduler.schedule(key, _now())
+    attempts, _, runner = _all_due(issuer_of, share=2)
     await _until(lambda: attempts.running["namespace busy"] == 2)
     runner.cancel()
     await asyncio.gather(runner, return_exceptions=True)
