@@ -339,7 +339,7 @@ class _Kept:
 
 def spec_digest(spec_body: Mapping[str, Any]) -> bytes:
     """Equal for equal specs. The engine keeps this and the parsed spec, not the spec's body:
-    about 1 KiB less per client."""
+    0.4 KiB less per client for the unit tests' small spec, more for larger ones."""
     text = json.dumps(spec_body, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.blake2b(text.encode(), digest_size=16).digest()
 
