@@ -10,21 +10,20 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
-import sys
-from collections.abc import Mapping
 from typing import Any
 
 import kopf
 
 from raidiam_operator.core.issuers import ISSUER_PLURAL
 from raidiam_operator.core.options import OperatorOptions
-from raidiam_operator.core.spec import GROUP, PLURAL, REFRESH_REQUESTED_AT, VERSION
+from raidiam_operator.core.spec import GROUP, PLURAL, VERSION
 from raidiam_operator.kube.gateway import KubernetesGateway
 from raidiam_operator.kube.leader import LeaderElector, LeaseSettings
 from raidiam_operator.metrics import Metrics
 from raidiam_operator.protocol.client import TokenClient
 from raidiam_operator.refresh.engine import EngineSettings, RefreshEngine
 from raidiam_operator.refresh.issuer_status import IssuerStatusReconciler
+from raidiam_operator.refresh.watch import what_the_engine_reads
 
 logger = logging.getLogger(__name__)
 
@@ -159,47 +158,6 @@ async def raidiam_client_event(
         memo.engine.forget(body.metadata.namespace, body.metadata.name)
     else:
         memo.engine.observe(what_the_engine_reads(body))
-
-
-def what_the_engine_reads(body: Mapping[str, Any]) -> dict[str, Any]:
-    """A copy of the parts of a RaidiamClient the engine reads: not managedFields, which every
-    status patch adds to, nor annotations such as kubectl's last-applied-configuration (a whole
-    copy of the object). Deep-copying the whole body for each of the thousands of events a burst
-    or a restart brings churned memory the engine never kept."""
-    metadata = body.get("metadata") or {}
-    annotations = metadata.get("annotations") or {}
-    return {
-        "metadata": {
-            "namespace": metadata.get("namespace"),
-            "name": metadata.get("name"),
-            "uid": metadata.get("uid"),
-            "generation": metadata.get("generation"),
-            "annotations": {
-                key: annotations[key] for key in (REFRESH_REQUESTED_AT,) if key in annotations
-            },
-        },
-        "spec": shared_copy(body.get("spec") or {}),
-        "status": shared_copy(body.get("status")),
-    }
-
-
-#: strings up to this long are shared between clients: keys, condition types and reasons,
-#: secret names, timestamps; messages and tokens are longer and mostly unique
-SHARED_STRING_LENGTH = 64
-
-
-def shared_copy(value: Any) -> Any:
-    """A deep copy of parsed JSON whose keys and short strings are interned, so that thousands
-    of clients share one "lastTransitionTime", "Ready" or "TokenIssued". json.loads makes new
-    ones for every object: a restart that lists 10,000 clients kept 3.9 KiB per status this
-    way, 1.4 KiB shared (docs/benchmarks.md)."""
-    if isinstance(value, str):
-        return sys.intern(value) if len(value) <= SHARED_STRING_LENGTH else value
-    if isinstance(value, dict):
-        return {sys.intern(str(key)): shared_copy(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [shared_copy(item) for item in value]
-    return value
 
 
 # Cluster-scoped: kopf watches them cluster-wide even when it serves a list of namespaces, which

@@ -1,11 +1,11 @@
-"""What the kopf handlers hand the engine."""
+"""What the kopf handlers hand the engine (`refresh.watch.what_the_engine_reads`)."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
-from raidiam_operator.handlers import what_the_engine_reads
+from raidiam_operator.refresh.watch import what_the_engine_reads
 
 
 def test_the_engine_gets_a_copy_of_spec_status_and_identity_without_managed_fields() -> None:

@@ -21,7 +21,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 from urllib.parse import quote
 
 import kubernetes
@@ -46,7 +46,6 @@ from raidiam_operator.core.times import Clock, parse_retry_after, rfc3339, utc_n
 logger = logging.getLogger(__name__)
 
 JSON = dict[str, Any]
-T = TypeVar("T")
 #: (connect, read) seconds for every API call
 REQUEST_TIMEOUT = (5.0, 15.0)
 #: how the operator patches its objects: a JSON merge patch (RFC 7386), as kubectl patch --type
@@ -297,41 +296,34 @@ class KubernetesGateway:
         that matches nothing, in `namespace` (None: in all of them), and say what it answered.
 
         Never raises: a probe that fails says how, and the caller lists in pages."""
-        path = (
-            f"/apis/{GROUP}/{VERSION}/{PLURAL}"
-            if namespace is None
-            else f"/apis/{GROUP}/{VERSION}/namespaces/{{namespace}}/{PLURAL}"
-        )
-        request = self._api_client.param_serialize(
-            "GET",
-            path,
-            path_params={} if namespace is None else {"namespace": namespace},
-            query_params=[
-                ("watch", "true"),
-                ("sendInitialEvents", "true"),
-                ("resourceVersionMatch", "NotOlderThan"),
-                ("allowWatchBookmarks", "true"),
-                # Nothing has a label and lacks it: the answer is the bookmark alone, however
-                # many clients there are.
-                ("labelSelector", f"{_PROBE_LABEL},!{_PROBE_LABEL}"),
-                ("timeoutSeconds", str(_PROBE_SECONDS)),
-            ],
-            header_params={"Accept": "application/json"},
-            auth_settings=["BearerToken"],
-        )
+        query = {
+            "watch": "true",
+            "sendInitialEvents": "true",
+            "resourceVersionMatch": "NotOlderThan",
+            "allowWatchBookmarks": "true",
+            # Nothing has a label and lacks it: the answer is the bookmark alone, however many
+            # clients there are.
+            "labelSelector": f"{_PROBE_LABEL},!{_PROBE_LABEL}",
+            "timeoutSeconds": str(_PROBE_SECONDS),
+        }
 
         def probe() -> StreamingListProbe:
-            answer = self._api_client.call_api(
-                *request, _request_timeout=(REQUEST_TIMEOUT[0], _PROBE_SECONDS + 10.0)
-            )
-            response = answer.response
             try:
-                if not 200 <= answer.status <= 299:
-                    return StreamingListProbe(status=answer.status)
+                response = api_request(
+                    self._api_client,
+                    "GET",
+                    _clients_path(namespace),
+                    query=query,
+                    timeout=(REQUEST_TIMEOUT[0], _PROBE_SECONDS + 10.0),
+                    stream=True,
+                )
+            except ApiException as refused:
+                return StreamingListProbe(status=refused.status)
+            try:
                 for line in _lines(response):
                     if ends_initial_events(json.loads(line)):
-                        return StreamingListProbe(status=answer.status, initial_events_ended=True)
-                return StreamingListProbe(status=answer.status)
+                        return StreamingListProbe(status=response.status, initial_events_ended=True)
+                return StreamingListProbe(status=response.status)
             finally:
                 # Closed, not released: the rest of a watch must not be read by the next caller.
                 response.close()
