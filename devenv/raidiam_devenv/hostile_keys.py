@@ -37,7 +37,7 @@ def slow_rsa_key_pem(seed: int = 0) -> bytes:
     """A malformed 4096-bit RSA key (PKCS#1 PEM) whose consistency check takes seconds of CPU:
     both its primes are 4096 bits long, and its modulus is not their product. `seed` makes
     byte-different keys."""
-    rng = random.Random(seed)  # noqa: S311 - test data, not secrecy
+    rng = random.Random(seed)
     p = RFC3526_PRIME_4096
     modulus = rng.getrandbits(4096) | (1 << 4095) | 1
     return _pkcs1_pem(modulus, 65537, rng.getrandbits(4000), p, p, 3, 5, 7)
@@ -47,7 +47,7 @@ def oversized_rsa_key_pem() -> bytes:
     """A malformed 8192-bit RSA key (PKCS#1 PEM): its modulus is the square of a 4096-bit
     prime, and its check would take seconds were it ever run."""
     p = RFC3526_PRIME_4096
-    return _pkcs1_pem(p * p, 65537, random.Random(1).getrandbits(8000), p, p, 3, 5, 7)  # noqa: S311
+    return _pkcs1_pem(p * p, 65537, random.Random(1).getrandbits(8000), p, p, 3, 5, 7)
 
 
 def _pkcs1_pem(*parts: int) -> bytes:
