@@ -50,11 +50,23 @@ def oversized_rsa_key_pem() -> bytes:
     return _pkcs1_pem(p * p, 65537, random.Random(1).getrandbits(8000), p, p, 3, 5, 7)
 
 
+def dsa_key_pem(bits: int) -> bytes:
+    """A DSA key (OpenSSL's traditional PEM) with a `bits`-bit modulus: OpenSSL derives its
+    public half while it parses it, which takes minutes at 60,000 bits."""
+    rng = random.Random(bits)
+    p = rng.getrandbits(bits) | (1 << (bits - 1)) | 1
+    q, g, x = rng.getrandbits(256) | 1, rng.getrandbits(bits - 8), rng.getrandbits(bits - 8)
+    return _pem("DSA PRIVATE KEY", _sequence(*map(_integer, (0, p, q, g, pow(g, 3, p), x))))
+
+
 def _pkcs1_pem(*parts: int) -> bytes:
-    der = _sequence(_integer(0), *(_integer(part) for part in parts))
+    return _pem("RSA PRIVATE KEY", _sequence(_integer(0), *(_integer(part) for part in parts)))
+
+
+def _pem(label: str, der: bytes) -> bytes:
     text = base64.b64encode(der)
     lines = b"\n".join(text[i : i + 64] for i in range(0, len(text), 64))
-    return b"-----BEGIN RSA PRIVATE KEY-----\n" + lines + b"\n-----END RSA PRIVATE KEY-----\n"
+    return f"-----BEGIN {label}-----\n".encode() + lines + f"\n-----END {label}-----\n".encode()
 
 
 def _integer(value: int) -> bytes:

@@ -130,9 +130,9 @@ class KeyChecker:
         self._checks = checks or InProcessChecks()
         self._clock = clock
         self._keys: OrderedDict[bytes, UsableKey] = OrderedDict()
-        # digest -> the failed verdict, and when it was reached
-        self._failures: OrderedDict[bytes, tuple[Verdict, float]] = OrderedDict()
-        self._pending: dict[bytes, asyncio.Future[Verdict]] = {}
+        # digest -> the failed check, and when it ended
+        self._failures: OrderedDict[bytes, tuple[Outcome, float]] = OrderedDict()
+        self._pending: dict[bytes, asyncio.Future[Outcome]] = {}
         self._namespaces: dict[str, _Namespace] = {}
 
     async def private_key(self, pem: bytes, *, what: str, namespace: str) -> UsableKey:
@@ -145,29 +145,32 @@ class KeyChecker:
             return key
         read = read_private_key(pem, what=what)
         if read.needs_check:
-            verdict = await self._verdict(digest, read.der, namespace=namespace, what=what)
-            if verdict is not Verdict.CONSISTENT:
-                raise self._refusal(verdict, what)
+            outcome = await self._outcome(digest, read.der, namespace=namespace, what=what)
+            if outcome.verdict is not Verdict.CONSISTENT:
+                raise _refusal(outcome, what)
         _bounded_put(self._keys, digest, read.key, self.settings.remembered)
         return read.key
 
     async def aclose(self) -> None:
         await self._checks.aclose()
 
-    async def _verdict(self, digest: bytes, der: bytes, *, namespace: str, what: str) -> Verdict:
+    async def _outcome(self, digest: bytes, der: bytes, *, namespace: str, what: str) -> Outcome:
         failure = self._failures.get(digest)
         if failure is not None:
-            verdict, at = failure
-            if verdict is Verdict.INCONSISTENT or self._clock() - at < self.settings.recheck_after:
-                return verdict
+            outcome, at = failure
+            if (
+                outcome.verdict is Verdict.INCONSISTENT
+                or self._clock() - at < self.settings.recheck_after
+            ):
+                return outcome
             del self._failures[digest]
         pending = self._pending.get(digest)
         if pending is not None:  # the same bytes, named by another client: one check for all
             return await asyncio.shield(pending)
-        future: asyncio.Future[Verdict] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         self._pending[digest] = future
         try:
-            verdict = await self._check(der, namespace=namespace, what=what)
+            outcome = await self._check(der, namespace=namespace, what=what)
         except asyncio.CancelledError:
             future.cancel()
             raise
@@ -177,12 +180,12 @@ class KeyChecker:
             raise
         finally:
             del self._pending[digest]
-        if verdict is not Verdict.CONSISTENT:
-            _bounded_put(self._failures, digest, (verdict, self._clock()), self.settings.remembered)
-        future.set_result(verdict)
-        return verdict
+        if outcome.verdict is not Verdict.CONSISTENT:
+            _bounded_put(self._failures, digest, (outcome, self._clock()), self.settings.remembered)
+        future.set_result(outcome)
+        return outcome
 
-    async def _check(self, der: bytes, *, namespace: str, what: str) -> Verdict:
+    async def _check(self, der: bytes, *, namespace: str, what: str) -> Outcome:
         settings, now = self.settings, self._clock()
         room = self._namespaces.get(namespace)
         if room is None:
@@ -203,12 +206,12 @@ class KeyChecker:
                 room.balance -= outcome.seconds
                 if outcome.verdict is Verdict.TOO_SLOW:
                     logger.warning(
-                        "namespace %s: checking %s took longer than %.0f s; stopped it",
+                        "namespace %s: checking %s took longer than %g s; stopped it",
                         namespace,
                         what,
-                        settings.time_limit,
+                        outcome.seconds,
                     )
-                return outcome.verdict
+                return outcome
         finally:
             room.users -= 1
             if room.users == 0 and room.balance >= settings.namespace_burst:
@@ -227,22 +230,22 @@ class KeyChecker:
             retry_after=retry_after,
         )
 
-    def _refusal(self, verdict: Verdict, what: str) -> CredentialError:
-        limit = self.settings.time_limit
-        if verdict is Verdict.TOO_SLOW:
-            return CredentialError(
-                f"checking {what} took longer than {limit:.0f} s and was stopped; a good 2048-bit "
-                "RSA key takes a small fraction of that, so this key is likely malformed: put a "
-                "2048-bit RSA key (or an EC P-256 key) in the Secret",
-                reason="KeyCheckTooSlow",
-            )
-        if verdict is Verdict.UNCHECKED:
-            return CredentialError(
-                f"{what} could not be checked: the process checking it ended without an answer; "
-                "the key is likely malformed: generate it again",
-                reason="KeyCheckTooSlow",
-            )
-        return inconsistent_key(what)
+
+def _refusal(outcome: Outcome, what: str) -> CredentialError:
+    if outcome.verdict is Verdict.TOO_SLOW:
+        return CredentialError(
+            f"checking {what} took longer than {outcome.seconds:g} s and was stopped; a good "
+            "2048-bit RSA key takes a small fraction of that, so this key is likely malformed: "
+            "put a 2048-bit RSA key (or an EC P-256 key) in the Secret",
+            reason="KeyCheckTooSlow",
+        )
+    if outcome.verdict is Verdict.UNCHECKED:
+        return CredentialError(
+            f"{what} could not be checked: the process checking it ended without an answer; "
+            "the key is likely malformed: generate it again",
+            reason="KeyCheckTooSlow",
+        )
+    return inconsistent_key(what)
 
 
 def _bounded_put(cache: OrderedDict[_K, _V], key: _K, value: _V, limit: int) -> None:
