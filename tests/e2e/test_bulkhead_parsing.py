@@ -1,0 +1,154 @@
+"""A tenant's key that is costly to check costs only that tenant (issue 22, point 1).
+
+The hostile tenant's transport Secret holds a malformed RSA key, named by 5 RaidiamClients, and a
+label on the Secret changes every 3 s (each change wakes every client that reads it). Beside it a
+good tenant's 3 clients with 20 s tokens are sampled every second (bulkhead_helpers): their
+renewals are never late, their tokens never expire, and the liveness endpoint answers within 1 s
+throughout.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from raidiam_devenv.authserver import AuthServer
+from raidiam_devenv.controlplane import ControlPlane
+from raidiam_devenv.hostile_keys import oversized_rsa_key_pem, slow_rsa_key_pem
+from raidiam_devenv.pki import TestPKI
+
+from .bulkhead_helpers import GoodTenant, two_tenants
+from .conftest import World
+from .fault_helpers import record_figure, wait_all
+
+pytestmark = [pytest.mark.kube, pytest.mark.authserver]
+
+HOSTILE_CLIENTS = [f"keyed-{i}" for i in range(5)]
+#: the operator's time limit for one key's check (KeyCheckSettings.time_limit)
+TIME_LIMIT_S = 3
+
+
+@pytest.fixture
+def tenants(
+    control_plane: ControlPlane,
+    auth_server: AuthServer,
+    test_pki: TestPKI,
+    kube_api: Any,
+    tmp_path: Path,
+) -> Iterator[tuple[World, World]]:
+    with two_tenants(control_plane, auth_server, test_pki, kube_api, tmp_path) as worlds:
+        yield worlds
+
+
+def _transport_secret_with(world: World, name: str, key_pem: bytes) -> None:
+    """A kubernetes.io/tls Secret with a real certificate and `key_pem` as its key."""
+    issued = world.pki.client_certificate(f"{world.namespace}-{name}")
+    world.secrets_seen.append(key_pem)
+    world.core.create_namespaced_secret(
+        world.namespace,
+        {
+            "metadata": {"name": name},
+            "type": "kubernetes.io/tls",
+            "data": {
+                "tls.crt": base64.b64encode(issued.cert_pem).decode(),
+                "tls.key": base64.b64encode(key_pem).decode(),
+            },
+        },
+    )
+
+
+def _clients_naming(world: World, secret: str) -> None:
+    for name in HOSTILE_CLIENTS:
+        world.create_client(
+            name,
+            world.spec(
+                f"{name}-client",
+                authMethod="tls_client_auth",
+                transportCertificate={"secretName": secret},
+            ),
+        )
+
+
+def _churn(world: World, secret: str, *, seconds: float, every: float = 3.0) -> int:
+    """Change a label on the Secret every `every` seconds (its bytes stay the same)."""
+    changes = 0
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        changes += 1
+        world.core.patch_namespaced_secret(
+            secret, world.namespace, {"metadata": {"labels": {"churn": str(changes)}}}
+        )
+        time.sleep(every)
+    return changes
+
+
+def _has_reason(reason: str) -> Any:
+    return lambda world, name: world.condition(name).get("reason") == reason
+
+
+def test_a_key_that_takes_seconds_to_check_holds_up_no_other_tenant(
+    tenants: tuple[World, World],
+) -> None:
+    """The key's check (seconds of CPU) runs once, in a worker process, and is stopped at the
+    time limit; the 5 clients report it, and the churned Secret costs no further check."""
+    hostile, good = tenants
+    with GoodTenant(good, clients=3, token_ttl=20) as tenant:
+        _transport_secret_with(hostile, "slow-transport", slow_rsa_key_pem())
+        _clients_naming(hostile, "slow-transport")
+        took = wait_all(
+            hostile,
+            HOSTILE_CLIENTS,
+            _has_reason("KeyCheckTooSlow"),
+            timeout=30,
+            what="the clients of the slow key to report it",
+        )
+        changes = _churn(hostile, "slow-transport", seconds=45)
+    served = tenant.stop()
+
+    record_figure("bulkhead_parsing_slow_key", {**served.figures(), "reported_after_s": took})
+    served.assert_unharmed(min_refreshes=6)
+    condition = hostile.condition(HOSTILE_CLIENTS[0])
+    assert condition["status"] == "False"
+    assert condition["message"] == (
+        f"checking the transport certificate's private key took longer than {TIME_LIMIT_S} s "
+        "and was stopped; a good 2048-bit RSA key takes a small fraction of that, so this key "
+        "is likely malformed: put a 2048-bit RSA key (or an EC P-256 key) in the Secret"
+    )
+    # One check for 5 clients and every label change.
+    stopped = hostile.operator.log_text().count(f"took longer than {TIME_LIMIT_S} s; stopped it")
+    assert changes >= 10
+    assert stopped == 1
+
+
+def test_an_8192_bit_key_is_refused_at_once_with_the_reason(
+    tenants: tuple[World, World],
+) -> None:
+    """An RSA key over 4096 bits is refused before any check, saying why."""
+    hostile, good = tenants
+    with GoodTenant(good, clients=3, token_ttl=20) as tenant:
+        _transport_secret_with(hostile, "huge-transport", oversized_rsa_key_pem())
+        _clients_naming(hostile, "huge-transport")
+        took = wait_all(
+            hostile,
+            HOSTILE_CLIENTS,
+            _has_reason("KeyTooLarge"),
+            timeout=15,
+            what="the clients of the 8192-bit key to report it",
+        )
+        _churn(hostile, "huge-transport", seconds=20)
+    served = tenant.stop()
+
+    record_figure("bulkhead_parsing_8192_bit_key", {**served.figures(), "reported_after_s": took})
+    served.assert_unharmed(min_refreshes=3)
+    assert took < 10
+    assert hostile.condition(HOSTILE_CLIENTS[0])["message"] == (
+        "the transport certificate's private key is an RSA key of 8192 bits; at most 4096 bits "
+        "are accepted, because checking a larger key costs the operator seconds of CPU, and "
+        "Open Finance and FAPI use 2048-bit keys: use a 2048-bit key"
+    )
+    assert "stopped it" not in hostile.operator.log_text()
