@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -16,7 +18,7 @@ from cryptography.x509.oid import NameOID
 from raidiam_devenv.hostile_keys import dsa_key_pem, oversized_rsa_key_pem, slow_rsa_key_pem
 from raidiam_devenv.pki import TestPKI
 from raidiam_operator.core.errors import ConfigurationError, CredentialError, KeyCheckDeferred
-from raidiam_operator.protocol.client import tls_context
+from raidiam_operator.protocol.client import TokenClient, tls_context
 from raidiam_operator.protocol.credentials import (
     TRANSPORT_KEY,
     load_private_key,
@@ -29,7 +31,11 @@ from raidiam_operator.protocol.keychecks import (
     Verdict,
     WorkerPool,
 )
+from raidiam_operator.refresh.engine import EngineSettings, RefreshEngine
 from raidiam_operator.refresh.inputs import MAX_CA_CERTIFICATES, config_map_value
+from tests.unit.engine_fakes import BODY, KEY, NS, FakeKube
+from tests.unit.engine_fakes import Clock as EngineClock
+from tests.unit.engine_fakes import Server as EngineServer
 
 
 class CountingChecks:
@@ -362,3 +368,56 @@ def test_every_certificate_of_a_ca_bundle_is_trusted(tmp_path: Path, pki: TestPK
         dict(rdn[0] for rdn in c["subject"])["commonName"] for c in context.get_ca_certs()
     )
     assert [name.split()[0] for name in names] == ["another", "raidiam-devenv"]
+
+
+# -- what the user sees --------------------------------------------------------------------------
+
+
+async def test_a_client_held_back_by_its_namespace_budget_says_so_and_keeps_its_token(
+    kube: FakeKube, server: EngineServer, clock: EngineClock, pki: TestPKI
+) -> None:
+    checks = CountingChecks(cost=100.0)  # every check overdraws the namespace's 30 s
+    keys = KeyChecker(checks, KeyCheckSettings(namespace_rate=0.25), clock=Clock())
+    tokens = TokenClient(transport=httpx.MockTransport(server), clock=clock)
+    engine = RefreshEngine(kube, tokens, EngineSettings(seed=1), clock=clock, keys=keys)
+    engine.observe(BODY)
+    await engine.reconcile(KEY)
+    rotated = pki.client_certificate(
+        "rotated",
+        not_before=clock.now - timedelta(days=1),
+        not_after=clock.now + timedelta(days=30),
+    )
+    kube.put_tls_secret("transport", rotated.cert_pem, rotated.key_pem)
+
+    engine.secret_changed(NS, "transport", "2")  # the watch delivers metadata only
+    await engine.reconcile(KEY)
+
+    assert checks.calls == 1
+    assert kube.ready()["reason"] == "KeyCheckDeferred"
+    assert "keys in namespace payments have used the time" in kube.ready()["message"]
+    assert "it is checked in about 284 s" in kube.ready()["message"]
+    assert base64.b64decode(kube.secrets["directory-token"]["data"]["access_token"]) == b"token-1"
+    assert engine._due[KEY] <= clock.now + timedelta(seconds=284)
+
+
+async def test_a_key_shared_with_a_deferred_namespace_is_checked_in_its_own_name() -> None:
+    gate = asyncio.Event()
+    checks = CountingChecks(cost=40.0, gate=gate)  # one check overdraws the 30 s
+    keys = KeyChecker(checks, clock=Clock())
+    shared = slow_rsa_key_pem(seed=41)
+
+    def check(pem: bytes, namespace: str) -> asyncio.Task[object]:
+        return asyncio.create_task(keys.private_key(pem, what=TRANSPORT_KEY, namespace=namespace))
+
+    first = check(slow_rsa_key_pem(seed=40), "noisy")
+    await asyncio.sleep(0)
+    behind = check(shared, "noisy")  # waits for noisy's check in flight, then is deferred
+    await asyncio.sleep(0)
+    beside = check(shared, "quiet")  # waits for that one's verdict on the same bytes
+    await asyncio.sleep(0)
+    gate.set()
+    results = await asyncio.gather(first, behind, beside, return_exceptions=True)
+
+    assert isinstance(results[1], KeyCheckDeferred)
+    assert not isinstance(results[2], BaseException)
+    assert checks.calls == 2

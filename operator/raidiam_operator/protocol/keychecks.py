@@ -164,9 +164,16 @@ class KeyChecker:
             ):
                 return outcome
             del self._failures[digest]
-        pending = self._pending.get(digest)
-        if pending is not None:  # the same bytes, named by another client: one check for all
-            return await asyncio.shield(pending)
+        # The same bytes, named by another client: one check for all, unless that one ended
+        # without a verdict (deferred by its own namespace's budget, or cancelled).
+        while (pending := self._pending.get(digest)) is not None:
+            try:
+                return await asyncio.shield(pending)
+            except KeyCheckDeferred:
+                continue
+            except asyncio.CancelledError:
+                if not pending.cancelled():
+                    raise  # this attempt itself was cancelled
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         self._pending[digest] = future
         try:
