@@ -289,17 +289,31 @@ class WorkerPool:
 
     async def check(self, der: bytes) -> Outcome:
         async with self._slots:
-            worker = self._idle.pop() if self._idle else await self._start()
-            worker.cancel_retirement()
-            try:
-                outcome = await worker.check(der, time_limit=self.settings.time_limit)
-            except BaseException:
-                self._retire(worker, kill=True)
-                raise
-            if worker.alive:
-                self._idle.append(worker)
-                worker.retire_after(self.settings.idle, lambda: self._retire_idle(worker))
+            outcome = await self._check_in(self._idle_worker() or await self._start(), der)
+            if outcome.verdict is Verdict.UNCHECKED:
+                # A worker that had checked others may have died of something else (memory):
+                # the key is blamed only when a fresh worker dies of it too.
+                outcome = await self._check_in(await self._start(), der)
             return outcome
+
+    def _idle_worker(self) -> _Worker | None:
+        while self._idle:
+            worker = self._idle.pop()
+            worker.cancel_retirement()
+            if worker.alive:
+                return worker
+        return None
+
+    async def _check_in(self, worker: _Worker, der: bytes) -> Outcome:
+        try:
+            outcome = await worker.check(der, time_limit=self.settings.time_limit)
+        except BaseException:
+            self._retire(worker, kill=True)
+            raise
+        if worker.alive:
+            self._idle.append(worker)
+            worker.retire_after(self.settings.idle, lambda: self._retire_idle(worker))
+        return outcome
 
     async def aclose(self) -> None:
         idle, self._idle = self._idle, []
