@@ -282,10 +282,11 @@ export function profileDnMismatch(dn, der) {
   for (const [oid, , type, hexValue] of registered.flat()) {
     const descriptor = PROFILE_DESCRIPTORS[oid];
     if (descriptor && type.toUpperCase() !== descriptor) {
-      return `names ${type} where the profile writes ${descriptor}`;
+      return `has ${type} where the profile writes ${descriptor}`;
     }
     if (!descriptor && (type !== oid || !hexValue)) {
-      return `names ${type} where the profile writes ${oid}=#<DER in hex>`;
+      const written = type === oid ? `${type}=<text>` : type;
+      return `has ${written} where the profile writes ${oid}=#<DER of the value in hex>`;
     }
   }
   const subject = [...certificateSubjectRdns(der)].reverse();
