@@ -305,3 +305,9 @@ class DevServer:
 
     def reset_stats(self) -> None:
         self._call("POST", "/admin/stats/reset")
+
+    def cleared(self) -> Self:
+        """The server with no faults and zeroed counters: how each test finds a session's."""
+        self.clear_faults()
+        self.reset_stats()
+        return self

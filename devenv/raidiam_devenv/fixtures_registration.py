@@ -32,9 +32,7 @@ def directory(
 @pytest.fixture
 def clean_directory(directory: Directory) -> Directory:
     """The session directory with no faults and zeroed counters."""
-    directory.clear_faults()
-    directory.reset_stats()
-    return directory
+    return directory.cleared()
 
 
 @pytest.fixture(scope="session")
@@ -52,6 +50,4 @@ def data_provider(
 @pytest.fixture
 def clean_data_provider(data_provider: DataProvider) -> DataProvider:
     """The session bank with no faults and zeroed counters."""
-    data_provider.clear_faults()
-    data_provider.reset_stats()
-    return data_provider
+    return data_provider.cleared()
