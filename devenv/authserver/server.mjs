@@ -14,6 +14,10 @@
 // (`assertion_audience: "token_endpoint"`, refused with an error_description
 // naming the claim and the URL, as such servers do).
 //
+// With a `registration` config key it is a data provider (a bank): RFC 7591 registration and
+// RFC 7592 management at the mTLS alias, checking software statements as the Open Finance
+// Brasil DCR profile says (lib/registration.mjs documents its keys).
+//
 // Usage: node server.mjs --config <config.json>
 // devenv/raidiam_devenv/authserver.py writes the config and documents the
 // admin API. Config keys (all optional except the TLS files):
@@ -31,6 +35,7 @@
 //   certificate_bound_access_tokens (true)  false: a server that binds no
 //                             token and does not advertise
 //                             tls_client_certificate_bound_access_tokens
+//   registration              see lib/registration.mjs
 
 import * as crypto from 'node:crypto';
 

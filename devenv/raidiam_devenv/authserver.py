@@ -22,7 +22,8 @@ Admin API (JSON, ``admin_url``):
   normally), ``hang`` (never answered), ``discovery_issuer`` (``issuer``) or
   ``no_mtls_aliases``. Optional: ``count`` (only the next N matching
   requests), ``client_id`` (only that client's token requests), ``endpoint``
-  (``token``, default, or ``discovery`` for the first four modes), and
+  (``token``, default, ``discovery``, or on a ``DataProvider`` ``registration``, for the
+  first four modes), ``method`` (only requests with that HTTP method), and
   ``delay_ms`` on any mode. ``GET`` lists, ``DELETE /admin/fault`` clears all,
   ``DELETE /admin/fault/<id>`` one.
 * ``GET /admin/stats`` / ``POST /admin/stats/reset`` - ``token_requests_total``,
@@ -38,6 +39,7 @@ Server modes (``extra_config``): ``{"certificate_bound_access_tokens": false}``
 is a server that binds no token to a certificate and does not advertise
 ``tls_client_certificate_bound_access_tokens`` in its discovery document.
 
+``DataProvider`` (``raidiam_devenv.dataprovider``) is this server with client registration.
 Set ``AUTHSERVER_NODE_ARGS`` (e.g. ``--cpu-prof``) to pass flags to node.
 """
 
