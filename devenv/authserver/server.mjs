@@ -303,6 +303,7 @@ const SIGNING_KEYS = [
 ];
 
 const provider = new Provider(ISSUER, {
+  ...(registration.enabled ? { fetch: registration.fetch } : {}),
   adapter: Adapter,
   clients: [],
   jwks: { keys: SIGNING_KEYS },

@@ -15,11 +15,15 @@ sent, the SSA's ``software_jwks_uri``; ``redirect_uris`` present and within the 
 when absent); for ``tls_client_auth`` a ``tls_client_auth_subject_dn`` in the profile's format
 (RDNs in reverse order; ``CN``, ``L``, ``ST``, ``O``, ``OU``, ``C``, ``STREET``, ``DC``,
 ``UID`` by name, every other attribute as ``<dotted OID>=#<DER hex>``, see
-``IssuedCertificate.open_finance_subject_dn``) naming the certificate presented. Refusals are
+``IssuedCertificate.open_finance_subject_dn``) naming the certificate presented; and that
+certificate must name the SSA's organisation (organizationIdentifier ``OFBBR-<org_id>``, or the
+``org_id`` as ``OU``). Refusals are
 400 with ``invalid_software_statement``, ``invalid_client_metadata`` or
 ``invalid_redirect_uri`` and an ``error_description`` that says what to fix; a request without
 a trusted certificate is 401 ``invalid_client``. The SSA's ``software_id``,
-``software_client_name`` and ``software_jwks_uri`` take precedence in what is registered.
+``software_client_name`` and ``software_jwks_uri`` take precedence in what is registered; a
+``private_key_jwt`` client's keys are read from that ``software_jwks_uri`` (the directory's
+keystore) at the token endpoint.
 Without a directory it is a plain RFC 7591/7592 server (optionally with an
 ``initial_access_token``).
 

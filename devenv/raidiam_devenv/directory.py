@@ -72,10 +72,11 @@ class Directory(DevServer):
         ssa_issuer: str = "Raidiam devenv directory SSA issuer",
         client_cas: Sequence[Path] = (),
         log_requests: bool = True,
+        host: str | None = None,
     ) -> None:
         """``auth_server`` issues the ``directory:software`` tokens the directory accepts; it
-        must be started before the directory."""
-        super().__init__(workdir, pki, client_cas=client_cas, log_requests=log_requests)
+        must be started before the directory. ``host``: as for ``AuthServer``."""
+        super().__init__(workdir, pki, client_cas=client_cas, log_requests=log_requests, host=host)
         self._auth_server = auth_server
         self._ssa_issuer = ssa_issuer
 

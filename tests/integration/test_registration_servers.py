@@ -25,7 +25,7 @@ from raidiam_devenv.authserver import AuthServer
 from raidiam_devenv.dataprovider import DataProvider
 from raidiam_devenv.devserver import DevServer
 from raidiam_devenv.directory import Directory
-from raidiam_devenv.pki import IssuedCertificate, TestPKI
+from raidiam_devenv.pki import IssuedCertificate, SigningKey, TestPKI
 
 pytestmark = pytest.mark.authserver
 
@@ -66,6 +66,7 @@ class Participant:
     redirect_uris: list[str]
     certificate: IssuedCertificate
     workdir: Path
+    signing_key: SigningKey | None = None
 
     def http(self, server: DevServer, certificate: IssuedCertificate | None = None) -> httpx.Client:
         """A client that trusts ``server`` and presents ``certificate`` (default: the
@@ -94,6 +95,7 @@ def participant(
     software_statement_id = str(uuid.uuid4())
     client_id = _unique("directory-client")
     redirect_uris = [f"https://{software_statement_id}.example/cb", "https://tpp.example/cb2"]
+    signing_key = test_pki.signing_key("rsa")
     clean_directory.register_organisation(organisation_id, name="Participante Exemplo SA")
     clean_directory.register_software_statement(
         organisation_id,
@@ -102,13 +104,20 @@ def participant(
         client_name="Exemplo TPP",
         redirect_uris=redirect_uris,
         roles=["DADOS", "PAGTO"],
+        jwks={"keys": [signing_key.public_jwk("sig-1", alg="PS256")]},
     )
     certificate = open_finance_certificate(
         test_pki, organisation_id, software_statement_id, "tpp.example"
     )
     clean_auth_server.register_tls_client(client_id, certificate)
     return Participant(
-        organisation_id, software_statement_id, client_id, redirect_uris, certificate, tmp_path
+        organisation_id,
+        software_statement_id,
+        client_id,
+        redirect_uris,
+        certificate,
+        tmp_path,
+        signing_key,
     )
 
 
@@ -328,6 +337,45 @@ def test_software_statement_registers_a_client_that_gets_tokens_from_the_bank(
     assert bank.registrations(client_id) == {"created": 1, "read": 0, "updated": 0, "deleted": 0}
 
 
+def test_private_key_jwt_client_signs_with_the_keys_at_the_ssa_jwks_uri(
+    auth_server: AuthServer,
+    directory: Directory,
+    clean_data_provider: DataProvider,
+    participant: Participant,
+) -> None:
+    bank = clean_data_provider
+    metadata = client_metadata(
+        participant,
+        fresh_ssa(auth_server, directory, participant),
+        token_endpoint_auth_method="private_key_jwt",
+        token_endpoint_auth_signing_alg="PS256",
+    )
+    del metadata["tls_client_auth_subject_dn"]
+    response = register(bank, participant, metadata)
+    assert response.status_code == 201, response.text
+    client_id = response.json()["client_id"]
+    assert participant.signing_key is not None
+    assertion = participant.signing_key.client_assertion(client_id, bank.issuer, kid="sig-1")
+
+    with participant.http(bank) as http:
+        token = http.post(
+            bank.mtls_token_endpoint,
+            data={
+                "grant_type": "client_credentials",
+                "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                "client_assertion": assertion,
+                "scope": "payments",
+            },
+        )
+
+    assert response.json()["jwks_uri"] == directory.software_jwks_uri(
+        participant.organisation_id, participant.software_statement_id
+    )
+    assert token.status_code == 200, token.text
+    claims = jwt.decode(token.json()["access_token"], options={"verify_signature": False})
+    assert claims["cnf"]["x5t#S256"] == participant.certificate.x5t_s256
+
+
 def test_discovery_names_the_mtls_registration_endpoint(
     clean_data_provider: DataProvider, participant: Participant
 ) -> None:
@@ -481,6 +529,29 @@ def test_bank_refuses_metadata_the_software_statement_does_not_allow(
 
     assert (status, code) == (400, error)
     assert description in text
+
+
+def test_bank_refuses_a_software_statement_of_another_organisation_than_the_certificate(
+    auth_server: AuthServer,
+    directory: Directory,
+    clean_data_provider: DataProvider,
+    participant: Participant,
+    test_pki: TestPKI,
+) -> None:
+    other = open_finance_certificate(
+        test_pki, str(uuid.uuid4()), participant.software_statement_id, "other.example"
+    )
+    metadata = client_metadata(
+        participant,
+        fresh_ssa(auth_server, directory, participant),
+        tls_client_auth_subject_dn=other.open_finance_subject_dn,
+    )
+    with participant.http(clean_data_provider, other) as http:
+        response = http.post(clean_data_provider.mtls_registration_endpoint, json=metadata)
+
+    status, error, text = _error(response)
+    assert (status, error) == (400, "invalid_software_statement")
+    assert f"organisation {participant.organisation_id}, which the client certificate" in text
 
 
 def test_bank_registers_only_over_mutual_tls(

@@ -14,9 +14,9 @@
 //   initial_access_token      a string the registration request must carry as Bearer token
 //   rotate_registration_access_token (false)  a new registration_access_token on every PUT
 
-import { peerInfo, profileDnMismatch } from './certificates.mjs';
+import { certificateSubjectRdns, peerInfo, profileDnMismatch } from './certificates.mjs';
 import { verifyJwt } from './jws.mjs';
-import { fetchJson } from './server.mjs';
+import { fetchJson, httpsGet } from './server.mjs';
 
 const REGISTRATION_PATH = '/reg';
 
@@ -77,6 +77,16 @@ export function registrationSetup(config, { readPem, scopes, log }) {
     },
   };
 
+  // node-oidc-provider reads a registered client's jwks_uri (the SSA's software_jwks_uri, on
+  // the directory's keystore) through this: GET only, trusting the directory's CA. Its own
+  // fetch refuses loopback addresses, where every devenv server listens.
+  async function fetchKeys(url, options) {
+    if ((options?.method ?? 'GET') !== 'GET') throw new Error(`only GET is fetched, not ${options.method}`);
+    const { status, headers, body } = await httpsGet(String(url), { ca: directoryCa, signal: options?.signal });
+    const flat = Object.entries(headers).map(([name, value]) => [name, [].concat(value).join(', ')]);
+    return new Response(body, { status, headers: flat });
+  }
+
   // The client's registration_client_uri id, or undefined for the registration endpoint itself.
   function route(ctx) {
     if (ctx.path === REGISTRATION_PATH) return ctx.method === 'POST' ? { clientId: undefined } : null;
@@ -119,6 +129,18 @@ export function registrationSetup(config, { readPem, scopes, log }) {
     }
     if (claims.iat > now + 60) throw new Refusal('invalid_software_statement', 'software_statement iat is in the future');
     return claims;
+  }
+
+  // The SSA must be of the organisation the client certificate names: organizationIdentifier
+  // OFBBR-<org_id>, or the org_id as OU in certificates issued before September 2022 (the
+  // profile's "Client registration" controls, items 2 and 4).
+  function checkOrganisation(claims, peer) {
+    const attributes = certificateSubjectRdns(peer.raw).flat();
+    const named = attributes.some(([oid, value]) => (oid === '2.5.4.97' && value === `OFBBR-${claims.org_id}`)
+      || (oid === '2.5.4.11' && value === claims.org_id));
+    if (!named) {
+      throw new Refusal('invalid_software_statement', `the software_statement is of organisation ${claims.org_id}, which the client certificate does not name (organizationIdentifier OFBBR-${claims.org_id})`);
+    }
   }
 
   // The metadata to register: the request checked against the SSA, the SSA's values taking
@@ -190,6 +212,7 @@ export function registrationSetup(config, { readPem, scopes, log }) {
       throw new Refusal('invalid_request', 'the request body is not a JSON object');
     }
     const claims = await softwareStatementClaims(body.software_statement);
+    checkOrganisation(claims, peer);
     // The stream is consumed; oidc-provider falls back to this value.
     ctx.request.body = JSON.stringify(checkedMetadata(body, claims, peer));
   }
@@ -234,6 +257,7 @@ export function registrationSetup(config, { readPem, scopes, log }) {
   return {
     enabled: true,
     features,
+    fetch: fetchKeys,
     // Kept as registered and returned on read, as RFC 7591 section 3.2.1 asks.
     extraProperties: ['software_statement', 'software_id'],
     discovery: { registration_endpoint: REGISTRATION_PATH },

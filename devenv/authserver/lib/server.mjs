@@ -122,11 +122,11 @@ export function stopOnSignals(servers) {
 
 const FETCH_LIMIT = 1024 * 1024;
 
-// GET `url` over HTTPS trusting `ca` and parse its JSON, within `timeoutMs` and 1 MiB: how one
-// devenv server reads another's JWKS.
-export function fetchJson(url, { ca, timeoutMs = 5000 } = {}) {
+// GET `url` over HTTPS trusting `ca`, within `timeoutMs` (or until `signal` aborts) and 1 MiB:
+// how one devenv server reads another's keys. Resolves to {status, headers, body}.
+export function httpsGet(url, { ca, timeoutMs = 5000, signal } = {}) {
   return new Promise((resolve, reject) => {
-    const request = https.get(url, { ca, timeout: timeoutMs }, (res) => {
+    const request = https.get(url, { ca, timeout: timeoutMs, signal }, (res) => {
       const chunks = [];
       let size = 0;
       res.on('data', (chunk) => {
@@ -134,20 +134,20 @@ export function fetchJson(url, { ca, timeoutMs = 5000 } = {}) {
         if (size > FETCH_LIMIT) request.destroy(new Error(`${url}: answer over ${FETCH_LIMIT} bytes`));
         else chunks.push(chunk);
       });
-      res.on('end', () => {
-        if (res.statusCode !== 200) {
-          reject(new Error(`${url} answered ${res.statusCode}`));
-          return;
-        }
-        try {
-          resolve(JSON.parse(Buffer.concat(chunks).toString('utf8')));
-        } catch {
-          reject(new Error(`${url} did not answer JSON`));
-        }
-      });
+      res.on('end', () => resolve({ status: res.statusCode, headers: res.headers, body: Buffer.concat(chunks) }));
       res.on('error', reject);
     });
     request.on('timeout', () => request.destroy(new Error(`${url}: no answer within ${timeoutMs} ms`)));
     request.on('error', reject);
   });
+}
+
+export async function fetchJson(url, options) {
+  const { status, body } = await httpsGet(url, options);
+  if (status !== 200) throw new Error(`${url} answered ${status}`);
+  try {
+    return JSON.parse(body.toString('utf8'));
+  } catch {
+    throw new Error(`${url} did not answer JSON`);
+  }
 }
