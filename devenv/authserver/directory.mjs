@@ -61,6 +61,9 @@ const FAULT_MODES = new Set(['outage', 'stale_ssa', 'foreign_key']);
 
 const faults = new FaultList((body) => {
   if (!FAULT_MODES.has(body.mode)) throw new Error(`mode must be one of ${[...FAULT_MODES].join(', ')}`);
+  if (body.mode === 'outage' && ![undefined, null, 'ssa', 'jwks'].includes(body.endpoint)) {
+    throw new Error('outage endpoint must be ssa or jwks');
+  }
   if (body.mode === 'outage' && body.status !== undefined
     && !(Number.isSafeInteger(body.status) && body.status >= 500 && body.status <= 599)) {
     throw new Error('outage status must be a 5xx HTTP status');

@@ -665,3 +665,13 @@ def test_plain_server_wants_the_initial_access_token_and_rotates_the_registratio
         ).status_code
         == 200
     )
+
+
+def test_a_server_that_cannot_start_raises_with_its_log(tmp_path: Path, test_pki: TestPKI) -> None:
+    server = DataProvider(
+        tmp_path / "broken", test_pki, extra_config={"server_cert": str(tmp_path / "missing.crt")}
+    )
+
+    with pytest.raises(RuntimeError, match=r"test data provider exited with 1:(.|\n)*missing\.crt"):
+        server.start()
+    assert not server.running

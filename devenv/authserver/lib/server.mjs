@@ -72,7 +72,7 @@ export function sendJson(res, status, body, headers = {}) {
   res.end(data);
 }
 
-const JSON_LIMIT = 16 * 1024 * 1024; // bulk admin registrations (benchmarks) stay well below
+const JSON_LIMIT = 64 * 1024 * 1024; // bulk admin registrations (benchmarks) stay well below
 
 export async function readJson(req, limit = JSON_LIMIT) {
   const chunks = [];
