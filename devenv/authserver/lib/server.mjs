@@ -24,8 +24,9 @@ export function loadConfig(usage) {
   return { config, readPem };
 }
 
-// A TLS listener and an mTLS one (client certificates chaining to `clientCas`) with the
-// server's certificate from the config; `name` shows in log lines and stats.
+// A TLS listener and an mTLS one (client certificates chaining to the config's client_ca),
+// both with the config's server certificate; each carries its name ("tls", "mtls") as
+// `listenerName` for log lines and stats.
 export function createListeners(config, readPem, { tlsHandler, mtlsHandler, logRequests }) {
   const tlsBase = {
     cert: readPem(config.server_cert),
