@@ -12,6 +12,8 @@ from __future__ import annotations
 import base64
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +24,7 @@ from raidiam_devenv.controlplane import ControlPlane
 from raidiam_devenv.hostile_keys import oversized_rsa_key_pem, slow_rsa_key_pem
 from raidiam_devenv.pki import TestPKI
 
-from .bulkhead_helpers import GoodTenant, two_tenants
+from .bulkhead_helpers import GoodTenant, Served, two_tenants
 from .conftest import World
 from .fault_helpers import record_figure, wait_all
 
@@ -31,18 +33,6 @@ pytestmark = [pytest.mark.kube, pytest.mark.authserver]
 HOSTILE_CLIENTS = [f"keyed-{i}" for i in range(5)]
 #: the operator's time limit for one key's check (KeyCheckSettings.time_limit)
 TIME_LIMIT_S = 3
-
-
-@pytest.fixture
-def tenants(
-    control_plane: ControlPlane,
-    auth_server: AuthServer,
-    test_pki: TestPKI,
-    kube_api: Any,
-    tmp_path: Path,
-) -> Iterator[tuple[World, World]]:
-    with two_tenants(control_plane, auth_server, test_pki, kube_api, tmp_path) as worlds:
-        yield worlds
 
 
 def _transport_secret_with(world: World, name: str, key_pem: bytes) -> None:
@@ -87,68 +77,101 @@ def _churn(world: World, secret: str, *, seconds: float, every: float = 3.0) -> 
     return changes
 
 
-def _has_reason(reason: str) -> Any:
-    return lambda world, name: world.condition(name).get("reason") == reason
+@dataclass
+class Trial:
+    """What the hostile tenant's key did, and what the good tenant saw meanwhile."""
+
+    hostile: World
+    served: Served
+    #: seconds from the clients' creation until all 5 reported the key
+    reported_after_s: float
+    label_changes: int
+
+
+@contextmanager
+def hostile_key_beside_a_good_tenant(
+    servers: tuple[ControlPlane, AuthServer, TestPKI, Any],
+    tmp_path: Path,
+    key_pem: bytes,
+    *,
+    reason: str,
+    within: float,
+    churn_for: float,
+    figure: str,
+) -> Iterator[Trial]:
+    """The good tenant sampled while 5 hostile clients name `key_pem` (each reporting `reason`
+    within `within` seconds) and its Secret is churned for `churn_for` seconds; what the good
+    tenant saw is recorded as `figure`."""
+    with two_tenants(*servers, tmp_path) as (hostile, good):
+        with GoodTenant(good, clients=3, token_ttl=20) as tenant:
+            _transport_secret_with(hostile, "hostile-transport", key_pem)
+            _clients_naming(hostile, "hostile-transport")
+            took = wait_all(
+                hostile,
+                HOSTILE_CLIENTS,
+                lambda world, name: world.condition(name).get("reason") == reason,
+                timeout=within,
+                what=f"the clients of the key to report {reason}",
+            )
+            changes = _churn(hostile, "hostile-transport", seconds=churn_for)
+        served = tenant.stop()
+        record_figure(figure, {**served.figures(), "reported_after_s": round(took, 1)})
+        yield Trial(hostile, served, took, changes)
+
+
+@pytest.fixture
+def servers(
+    control_plane: ControlPlane, auth_server: AuthServer, test_pki: TestPKI, kube_api: Any
+) -> tuple[ControlPlane, AuthServer, TestPKI, Any]:
+    return control_plane, auth_server, test_pki, kube_api
 
 
 def test_a_key_that_takes_seconds_to_check_holds_up_no_other_tenant(
-    tenants: tuple[World, World],
+    servers: tuple[ControlPlane, AuthServer, TestPKI, Any], tmp_path: Path
 ) -> None:
     """The key's check (seconds of CPU) runs once, in a worker process, and is stopped at the
     time limit; the 5 clients report it, and the churned Secret costs no further check."""
-    hostile, good = tenants
-    with GoodTenant(good, clients=3, token_ttl=20) as tenant:
-        _transport_secret_with(hostile, "slow-transport", slow_rsa_key_pem())
-        _clients_naming(hostile, "slow-transport")
-        took = wait_all(
-            hostile,
-            HOSTILE_CLIENTS,
-            _has_reason("KeyCheckTooSlow"),
-            timeout=30,
-            what="the clients of the slow key to report it",
+    with hostile_key_beside_a_good_tenant(
+        servers,
+        tmp_path,
+        slow_rsa_key_pem(),
+        reason="KeyCheckTooSlow",
+        within=30,
+        churn_for=45,
+        figure="bulkhead_parsing_slow_key",
+    ) as trial:
+        trial.served.assert_unharmed(min_refreshes=6)
+        condition = trial.hostile.condition(HOSTILE_CLIENTS[0])
+        assert condition["status"] == "False"
+        assert condition["message"] == (
+            f"checking the transport certificate's private key took longer than {TIME_LIMIT_S} "
+            "s and was stopped; a good 2048-bit RSA key takes a small fraction of that, so this "
+            "key is likely malformed: put a 2048-bit RSA key (or an EC P-256 key) in the Secret"
         )
-        changes = _churn(hostile, "slow-transport", seconds=45)
-    served = tenant.stop()
-
-    record_figure("bulkhead_parsing_slow_key", {**served.figures(), "reported_after_s": took})
-    served.assert_unharmed(min_refreshes=6)
-    condition = hostile.condition(HOSTILE_CLIENTS[0])
-    assert condition["status"] == "False"
-    assert condition["message"] == (
-        f"checking the transport certificate's private key took longer than {TIME_LIMIT_S} s "
-        "and was stopped; a good 2048-bit RSA key takes a small fraction of that, so this key "
-        "is likely malformed: put a 2048-bit RSA key (or an EC P-256 key) in the Secret"
-    )
-    # One check for 5 clients and every label change.
-    stopped = hostile.operator.log_text().count(f"took longer than {TIME_LIMIT_S} s; stopped it")
-    assert changes >= 10
-    assert stopped == 1
+        # One check for 5 clients and every label change.
+        log = trial.hostile.operator.log_text()
+        assert trial.label_changes >= 10
+        assert log.count(f"took longer than {TIME_LIMIT_S} s; stopped it") == 1
 
 
 def test_an_8192_bit_key_is_refused_at_once_with_the_reason(
-    tenants: tuple[World, World],
+    servers: tuple[ControlPlane, AuthServer, TestPKI, Any], tmp_path: Path
 ) -> None:
     """An RSA key over 4096 bits is refused before any check, saying why."""
-    hostile, good = tenants
-    with GoodTenant(good, clients=3, token_ttl=20) as tenant:
-        _transport_secret_with(hostile, "huge-transport", oversized_rsa_key_pem())
-        _clients_naming(hostile, "huge-transport")
-        took = wait_all(
-            hostile,
-            HOSTILE_CLIENTS,
-            _has_reason("KeyTooLarge"),
-            timeout=15,
-            what="the clients of the 8192-bit key to report it",
+    with hostile_key_beside_a_good_tenant(
+        servers,
+        tmp_path,
+        oversized_rsa_key_pem(),
+        reason="KeyTooLarge",
+        within=15,
+        churn_for=20,
+        figure="bulkhead_parsing_8192_bit_key",
+    ) as trial:
+        trial.served.assert_unharmed(min_refreshes=3)
+        assert trial.reported_after_s < 10
+        assert trial.hostile.condition(HOSTILE_CLIENTS[0])["message"] == (
+            "the transport certificate's private key is an RSA key of 8192 bits; at most 4096 "
+            "bits are accepted, because checking a larger key costs the operator seconds of "
+            "CPU, and Open Finance and FAPI use 2048-bit keys: use a 2048-bit key"
         )
-        _churn(hostile, "huge-transport", seconds=20)
-    served = tenant.stop()
-
-    record_figure("bulkhead_parsing_8192_bit_key", {**served.figures(), "reported_after_s": took})
-    served.assert_unharmed(min_refreshes=3)
-    assert took < 10
-    assert hostile.condition(HOSTILE_CLIENTS[0])["message"] == (
-        "the transport certificate's private key is an RSA key of 8192 bits; at most 4096 bits "
-        "are accepted, because checking a larger key costs the operator seconds of CPU, and "
-        "Open Finance and FAPI use 2048-bit keys: use a 2048-bit key"
-    )
-    assert "stopped it" not in hostile.operator.log_text()
+        assert "stopped it" not in trial.hostile.operator.log_text()

@@ -233,22 +233,18 @@ def gather_materials(
     if spec.transport_certificate:
         ref = spec.transport_certificate
         secret = secrets.get(ref.secret_name)
+        certificate, private_key = (
+            secret_value(
+                secret,
+                namespace=namespace,
+                secret_name=ref.secret_name,
+                key=key,
+                field_path="spec.transportCertificate",
+            )
+            for key in (ref.certificate_key, ref.private_key_key)
+        )
         files = CertificateFiles(
-            certificate=secret_value(
-                secret,
-                namespace=namespace,
-                secret_name=ref.secret_name,
-                key=ref.certificate_key,
-                field_path="spec.transportCertificate",
-            ),
-            private_key=secret_value(
-                secret,
-                namespace=namespace,
-                secret_name=ref.secret_name,
-                key=ref.private_key_key,
-                field_path="spec.transportCertificate",
-            ),
-            ca=_optional_value((secret or {}).get("data", {}).get("ca.crt")),
+            certificate, private_key, _optional_value((secret or {}).get("data", {}).get("ca.crt"))
         )
     signing_pem, signing_not_after = None, None
     if spec.signing_key and spec.auth_method == "private_key_jwt":
