@@ -322,6 +322,25 @@ async def test_the_worker_tells_a_consistent_key_from_an_inconsistent_one(pki: T
     assert consistent.verdict is Verdict.CONSISTENT
     assert inconsistent.verdict is Verdict.INCONSISTENT
     assert pool.started == 1
+    assert pool.running_workers == 0  # stopped with the pool
+
+
+async def test_a_worker_without_work_stops_and_the_next_check_starts_another(
+    pki: TestPKI,
+) -> None:
+    pool = WorkerPool(KeyCheckSettings(idle=0.2))
+    der = load_der(pki.signing_key("rsa").private_pem)
+    try:
+        await pool.check(der)
+        assert pool.running_workers == 1
+        await asyncio.sleep(1.0)
+        assert pool.running_workers == 0
+        assert (await pool.check(der)).verdict is Verdict.CONSISTENT
+    finally:
+        await pool.aclose()
+
+    assert pool.started == 2
+    assert pool.running_workers == 0
 
 
 def load_der(pem: bytes) -> bytes:

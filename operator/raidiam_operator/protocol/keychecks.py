@@ -284,6 +284,7 @@ class WorkerPool:
         self._slots = asyncio.Semaphore(self.settings.workers)
         self._idle: list[_Worker] = []
         self._retiring: set[asyncio.Task[None]] = set()
+        self._workers: set[_Worker] = set()
         #: workers started so far, for tests and logs
         self.started = 0
 
@@ -315,6 +316,12 @@ class WorkerPool:
             worker.retire_after(self.settings.idle, lambda: self._retire_idle(worker))
         return outcome
 
+    @property
+    def running_workers(self) -> int:
+        """Worker processes that have not exited."""
+        self._workers = {worker for worker in self._workers if worker.alive}
+        return len(self._workers)
+
     async def aclose(self) -> None:
         idle, self._idle = self._idle, []
         for worker in idle:
@@ -325,6 +332,7 @@ class WorkerPool:
     async def _start(self) -> _Worker:
         worker = await _Worker.start(self._command)
         self.started += 1
+        self._workers.add(worker)
         return worker
 
     def _retire_idle(self, worker: _Worker) -> None:
