@@ -157,7 +157,8 @@ def test_a_key_that_takes_seconds_to_check_holds_up_no_other_tenant(
 def test_an_8192_bit_key_is_refused_at_once_with_the_reason(
     servers: tuple[ControlPlane, AuthServer, TestPKI, Any], tmp_path: Path
 ) -> None:
-    """An RSA key over 4096 bits is refused before any check, saying why."""
+    """An RSA key over 4096 bits is refused before any check, saying why; and the worker that
+    checked the good tenant's keys stops with the operator."""
     with hostile_key_beside_a_good_tenant(
         servers,
         tmp_path,
@@ -175,3 +176,24 @@ def test_an_8192_bit_key_is_refused_at_once_with_the_reason(
             "CPU, and Open Finance and FAPI use 2048-bit keys: use a 2048-bit key"
         )
         assert "stopped it" not in trial.hostile.operator.log_text()
+        # The worker that checked the good tenant's keys waits for more, until the operator stops.
+        workers = key_workers_of(trial.hostile.operator.pid)
+        assert len(workers) == 1
+    assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()]
+
+
+def key_workers_of(pid: int) -> list[int]:
+    """The key-check worker processes that `pid` started."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            # the fields after the command's closing parenthesis: state, then the parent's pid
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            command = (entry / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue
+        if parent == pid and b"keycheck_worker" in command:
+            found.append(int(entry.name))
+    return found
