@@ -54,7 +54,8 @@ class KeyCheckSettings:
     #: seconds one key's check may take before it is stopped (its worker killed) and the key
     #: refused; a good 4096-bit key takes a tenth of that
     time_limit: float = 3.0
-    #: worker processes checking at once (each about 20 MiB)
+    #: worker processes checking at once (each about 13 MiB of its own memory; the rest of its
+    #: 30 MiB resident is the libraries it shares with the operator)
     workers: int = 1
     #: seconds a worker waits for work before it stops
     idle: float = 60.0
