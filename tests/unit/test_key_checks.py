@@ -440,3 +440,26 @@ async def test_a_key_shared_with_a_deferred_namespace_is_checked_in_its_own_name
     assert isinstance(results[1], KeyCheckDeferred)
     assert not isinstance(results[2], BaseException)
     assert checks.calls == 2
+
+
+@pytest.mark.parametrize("line", [b"-----BEGIN A-----", b"-----BEGIN PRIVATE KEY-----"])
+def test_a_pem_of_begin_lines_without_their_end_is_refused_in_milliseconds(line: bytes) -> None:
+    pem = line * (64 * 1024 // len(line))
+    started = time.perf_counter()
+
+    with pytest.raises(CredentialError) as caught:
+        load_private_key(pem, what="the signing key")
+
+    assert time.perf_counter() - started < 0.5
+    assert caught.value.message.startswith("the signing key could not be read")
+
+
+def test_a_ca_bundle_of_begin_lines_without_their_end_is_refused_in_milliseconds() -> None:
+    line = b"-----BEGIN CERTIFICATE-----"
+    started = time.perf_counter()
+
+    with pytest.raises(ConfigurationError) as caught:
+        tls_context(None, line * (512 * 1024 // len(line)))
+
+    assert time.perf_counter() - started < 0.5
+    assert caught.value.reason == "InvalidCABundle"

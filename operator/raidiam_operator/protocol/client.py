@@ -43,7 +43,7 @@ from raidiam_operator.core.errors import (
 )
 from raidiam_operator.core.texts import server_text
 from raidiam_operator.core.times import Clock, utc_now
-from raidiam_operator.protocol.credentials import TransportCertificate
+from raidiam_operator.protocol.credentials import TransportCertificate, pem_blocks
 from raidiam_operator.protocol.metadata import (
     ServerMetadata,
     check_server_supports,
@@ -407,7 +407,10 @@ def tls_context(transport: TransportCertificate | None, ca_bundle: bytes | None)
         try:
             # One certificate per call: ssl holds the GIL while it loads, and lets go between
             # calls. The first makes the context (trusting only the bundle), the rest join it.
-            certificates = [m[0].decode("ascii") for m in _PEM_CERTIFICATE.finditer(ca_bundle)]
+            certificates = [
+                block.text.decode("ascii")
+                for block in pem_blocks(ca_bundle, wanted=lambda label: label in CERTIFICATE_LABELS)
+            ]
             if not certificates:
                 raise ValueError("no PEM certificate")
             context = ssl.create_default_context(cadata=certificates[0])
@@ -426,9 +429,8 @@ def tls_context(transport: TransportCertificate | None, ca_bundle: bytes | None)
     return context
 
 
-_PEM_CERTIFICATE = re.compile(
-    rb"-----BEGIN ((?:TRUSTED |X509 )?CERTIFICATE)-----.*?-----END \1-----", re.DOTALL
-)
+#: the PEM labels OpenSSL reads a CA certificate from
+CERTIFICATE_LABELS = frozenset({"CERTIFICATE", "TRUSTED CERTIFICATE", "X509 CERTIFICATE"})
 
 
 def _load_client_certificate(context: ssl.SSLContext, transport: TransportCertificate) -> None:

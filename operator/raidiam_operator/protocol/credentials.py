@@ -13,6 +13,7 @@ import base64
 import binascii
 import hashlib
 import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal, get_args
@@ -271,21 +272,55 @@ _KEY_LABELS_OF_OTHERS = {
     "DSA PRIVATE KEY": "DSAPrivateKey",
     "OPENSSH PRIVATE KEY": "key in OpenSSH's own format",
 }
-_PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]{1,40})-----(.*?)-----END \1-----", re.DOTALL)
+
+
+@dataclass(frozen=True, slots=True)
+class PemBlock:
+    label: str
+    #: the whole block, from -----BEGIN to the end of its -----END line's dashes
+    text: bytes = field(repr=False)
+
+    @property
+    def body(self) -> bytes:
+        """What lies between the BEGIN and the END line (base64, with any headers)."""
+        return self.text[len(self.label) + 16 : -(len(self.label) + 14)]
+
+
+def pem_blocks(data: bytes, *, wanted: Callable[[str], bool]) -> Iterator[PemBlock]:
+    """The PEM blocks in `data` whose label is `wanted`, in order; a block without its END line
+    ends them. Linear in the size of `data`, however it is arranged (a regular expression for
+    blocks takes quadratic time over a run of BEGIN lines without their END)."""
+    position = 0
+    while (start := data.find(b"-----BEGIN ", position)) >= 0:
+        label_start = start + len(b"-----BEGIN ")
+        label_end = data.find(b"-----", label_start)
+        if label_end < 0:
+            return
+        position = label_end + 5
+        label = data[label_start:label_end]
+        if not _PEM_LABEL.fullmatch(label) or not wanted(label.decode("ascii")):
+            continue
+        footer = b"-----END " + label + b"-----"
+        end = data.find(footer, position)
+        if end < 0:
+            return
+        position = end + len(footer)
+        yield PemBlock(label.decode("ascii"), data[start:position])
+
+
+_PEM_LABEL = re.compile(rb"[A-Z0-9 ]{1,40}")
 
 
 def _private_key_block(pem: bytes) -> tuple[str, bytes] | None:
     """The first PEM block that holds a private key (others, such as EC PARAMETERS, are
     skipped), as its label and its DER."""
-    for match in _PEM_BLOCK.finditer(pem):
-        label = match.group(1).decode("ascii")
-        if not label.endswith("PRIVATE KEY"):
-            continue
-        try:
-            return label, base64.b64decode(b"".join(match.group(2).split()), validate=True)
-        except (binascii.Error, ValueError):
-            return None
-    return None
+    block = next(pem_blocks(pem, wanted=lambda label: label.endswith("PRIVATE KEY")), None)
+    if block is None:
+        return None
+    try:
+        return block.label, base64.b64decode(b"".join(block.body.split()), validate=True)
+    except (binascii.Error, ValueError):
+        return None
 
 
 def load_transport_certificate(
