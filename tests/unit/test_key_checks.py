@@ -463,3 +463,27 @@ def test_a_ca_bundle_of_begin_lines_without_their_end_is_refused_in_milliseconds
 
     assert time.perf_counter() - started < 0.5
     assert caught.value.reason == "InvalidCABundle"
+
+
+@pytest.mark.parametrize("label", [b"EC PRIVATE KEY", b"PRIVATE KEY", b"RSA PRIVATE KEY"])
+def test_a_dsa_key_under_another_label_is_refused_unparsed(label: bytes) -> None:
+    pem = dsa_key_pem(20_000).replace(b"DSA PRIVATE KEY", label)
+    started = time.perf_counter()
+
+    with pytest.raises(CredentialError) as caught:
+        load_private_key(pem, what="the signing key")
+
+    assert time.perf_counter() - started < 0.1
+    assert caught.value.message.startswith("the signing key could not be read")
+
+
+@pytest.mark.parametrize("label", [b"EC PRIVATE KEY", b"PRIVATE KEY"])
+async def test_an_8192_bit_rsa_key_under_another_label_is_refused_unchecked(label: bytes) -> None:
+    checks = CountingChecks()
+    pem = oversized_rsa_key_pem().replace(b"RSA PRIVATE KEY", label)
+
+    with pytest.raises(CredentialError) as caught:
+        await KeyChecker(checks).private_key(pem, what=TRANSPORT_KEY, namespace="evil")
+
+    assert checks.calls == 0
+    assert "could not be read" in caught.value.message

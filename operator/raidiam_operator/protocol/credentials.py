@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from raidiam_operator.core.errors import CredentialError
-from raidiam_operator.protocol.der import MalformedKey, key_shape
+from raidiam_operator.protocol.der import KeyShape, MalformedKey, key_shape
 
 SigningAlgorithm = Literal["PS256", "ES256", "EdDSA", "RS256"]
 SIGNING_ALGORITHMS: tuple[str, ...] = get_args(SigningAlgorithm)
@@ -224,7 +224,7 @@ def read_private_key(pem: bytes, *, what: str) -> ReadKey:
             reason="KeyTooLarge",
         )
     try:
-        key: PrivateKeyTypes = serialization.load_der_private_key(
+        parsed = serialization.load_der_private_key(
             der, password=None, unsafe_skip_rsa_key_validation=True
         )
     except TypeError:
@@ -234,16 +234,26 @@ def read_private_key(pem: bytes, *, what: str) -> ReadKey:
     except (ValueError, UnsupportedAlgorithm):
         # The library's own message may quote parts of the input; say nothing about the bytes.
         raise unreadable from None
-    if not isinstance(
-        key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
-    ):
-        raise CredentialError(f"{what} is a {type(key).__name__}; use an RSA, EC or Ed25519 key")
-    if isinstance(key, rsa.RSAPrivateKey) and key.key_size < MINIMUM_RSA_BITS:
+    usable = _as_read(parsed, shape)
+    if usable is None:
+        raise unreadable  # not the key its DER was read as: nothing about it can be trusted
+    if isinstance(usable, rsa.RSAPrivateKey) and usable.key_size < MINIMUM_RSA_BITS:
         raise CredentialError(
-            f"{what} is an RSA key of {key.key_size} bits; at least {MINIMUM_RSA_BITS} bits are required",
+            f"{what} is an RSA key of {usable.key_size} bits; at least {MINIMUM_RSA_BITS} bits are required",
             reason="WeakKey",
         )
-    return ReadKey(key, der)
+    return ReadKey(usable, der)
+
+
+def _as_read(key: PrivateKeyTypes, shape: KeyShape) -> UsableKey | None:
+    """`key` if cryptography parsed the key that `shape` read from the DER, else None."""
+    if isinstance(key, rsa.RSAPrivateKey):
+        return key if shape.algorithm == "RSA" and key.key_size == shape.rsa_bits else None
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        return key if shape.algorithm == "EC" else None
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        return key if shape.algorithm == "Ed25519" else None
+    return None
 
 
 def rsa_key_is_consistent(der: bytes) -> bool:

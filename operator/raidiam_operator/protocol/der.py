@@ -58,7 +58,7 @@ def key_shape(der: bytes, *, label: str) -> KeyShape:
     if label == "RSA PRIVATE KEY":
         return _rsa_shape(der, start, end)
     if label == "EC PRIVATE KEY":
-        return KeyShape("EC", explicit_curve=_sec1_explicit(der, start, end))
+        return _sec1_shape(der, start, end)
     return _pkcs8_shape(der, start, end)
 
 
@@ -81,9 +81,8 @@ def _pkcs8_shape(der: bytes, start: int, end: int) -> KeyShape:
         tag, inner_start, inner_end = _header(der, key_start)
         if tag != _SEQUENCE or inner_end != key_end:
             raise MalformedKey("not a SEC1 ECPrivateKey")
-        return KeyShape(
-            "EC", explicit_curve=not named or _sec1_explicit(der, inner_start, inner_end)
-        )
+        inner = _sec1_shape(der, inner_start, inner_end)
+        return KeyShape("EC", explicit_curve=not named or inner.explicit_curve)
     if oid == _ED25519:
         return KeyShape("Ed25519")
     return KeyShape("other", kind=_OTHERS.get(oid, "key of an unknown algorithm"))
@@ -104,12 +103,17 @@ def _rsa_shape(der: bytes, start: int, end: int) -> KeyShape:
     return KeyShape("RSA", rsa_bits=bits)
 
 
-def _sec1_explicit(der: bytes, start: int, end: int) -> bool:
-    for tag, s, e in _children(der, start, end):
+def _sec1_shape(der: bytes, start: int, end: int) -> KeyShape:
+    # version 1, the private key, then [0] the curve and [1] the public key, both optional
+    fields = _children(der, start, end)
+    tags = [tag for tag, _, _ in fields]
+    if tags[:2] != [_INTEGER, _OCTET_STRING] or not set(tags[2:]) <= {_EC_PARAMETERS, 0xA1}:
+        raise MalformedKey("not a SEC1 ECPrivateKey")
+    for tag, s, e in fields[2:]:
         if tag == _EC_PARAMETERS:
-            inner = _children(der, s, e)
-            return not inner or inner[0][0] != _OID
-    return False
+            curve = _children(der, s, e)
+            return KeyShape("EC", explicit_curve=not curve or curve[0][0] != _OID)
+    return KeyShape("EC")
 
 
 def _children(der: bytes, start: int, end: int) -> list[tuple[int, int, int]]:
