@@ -347,7 +347,13 @@ def transport_certificate(
     """The mTLS certificate chain with its (loaded) key: checked that they belong together and
     are valid at `now`."""
     leaf = chain[0]
-    public = leaf.public_key()
+    try:
+        public = leaf.public_key()
+    except (ValueError, UnsupportedAlgorithm):
+        raise CredentialError(
+            f"the transport certificate (subject {leaf.subject.rfc4514_string()}) holds a "
+            "public key that cannot be read; use a certificate for an RSA, EC or Ed25519 key"
+        ) from None
     if isinstance(public, rsa.RSAPublicKey) and public.key_size > MAXIMUM_RSA_BITS:
         raise CredentialError(
             f"the transport certificate (subject {leaf.subject.rfc4514_string()}) holds an RSA "
