@@ -10,6 +10,7 @@ the event loop comes first.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -25,7 +26,8 @@ def main() -> int:
     # The operator stops the worker by closing its input; a Ctrl-C meant for the operator
     # should not print a traceback from here.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    os.nice(10)
+    with contextlib.suppress(OSError):  # a sandbox may refuse even a lower priority
+        os.nice(10)
     source, sink = sys.stdin.buffer, sys.stdout.buffer
     sink.write(b"ready\n")
     sink.flush()
