@@ -24,16 +24,13 @@ import asyncio
 import enum
 import hashlib
 import logging
-import os
 import sys
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol, TypeVar
 
-import raidiam_operator
 from raidiam_operator.core.errors import CredentialError, KeyCheckDeferred, TransientError
 from raidiam_operator.protocol.credentials import (
     UsableKey,
@@ -269,8 +266,6 @@ def _bounded_put(cache: OrderedDict[_K, _V], key: _K, value: _V, limit: int) -> 
 WORKER_START_LIMIT = 30.0
 #: the worker's program: see keycheck_worker
 WORKER_MODULE = "raidiam_operator.protocol.keycheck_worker"
-# The worker imports this package from wherever this process did.
-_PACKAGE_ROOT = str(Path(raidiam_operator.__file__).resolve().parent.parent)
 
 
 class WorkerPool:
@@ -357,11 +352,9 @@ class _Worker:
 
     @classmethod
     async def start(cls, command: Sequence[str]) -> _Worker:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [_PACKAGE_ROOT, env.get("PYTHONPATH")]))
         try:
             process = await asyncio.create_subprocess_exec(
-                *command, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=env
+                *command, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
             )
         except OSError as error:
             raise _not_started(f"{type(error).__name__}: {error.strerror}") from None
