@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,7 +18,12 @@ from cryptography.x509.oid import NameOID
 
 from raidiam_devenv.hostile_keys import dsa_key_pem, oversized_rsa_key_pem, slow_rsa_key_pem
 from raidiam_devenv.pki import TestPKI
-from raidiam_operator.core.errors import ConfigurationError, CredentialError, KeyCheckDeferred
+from raidiam_operator.core.errors import (
+    ConfigurationError,
+    CredentialError,
+    KeyCheckDeferred,
+    TransientError,
+)
 from raidiam_operator.protocol.client import TokenClient, tls_context
 from raidiam_operator.protocol.credentials import (
     TRANSPORT_KEY,
@@ -487,3 +493,23 @@ async def test_an_8192_bit_rsa_key_under_another_label_is_refused_unchecked(labe
 
     assert checks.calls == 0
     assert "could not be read" in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("command", "why"),
+    [
+        (["/nonexistent/python"], "FileNotFoundError"),
+        ([sys.executable, "-c", "pass"], "it gave no sign of life"),
+    ],
+)
+async def test_a_worker_that_does_not_start_is_the_operators_trouble_not_the_keys(
+    command: list[str], why: str
+) -> None:
+    pool = WorkerPool(command=command)
+
+    with pytest.raises(TransientError) as caught:
+        await pool.check(b"\x30\x00")
+
+    assert caught.value.message.startswith("the process that checks private keys did not start")
+    assert why in caught.value.message
+    assert pool.running_workers == 0
