@@ -255,7 +255,11 @@ def test_a_rendered_secret_over_the_api_servers_limit_is_a_render_error() -> Non
         token_secret(OWNER, template, record)
 
     assert caught.value.reason == "TemplateRenderFailed"
-    assert "more than the 1 MiB a Secret may hold" in caught.value.message
+    assert caught.value.message == (
+        "spec.tokenSecret.template.data would render to 1.6 MiB, more than the 1.0 MiB left in "
+        "the token Secret (a Secret holds at most 1 MiB); data[k0] alone would be 53 KiB. Use "
+        "${access_token} fewer times, or in fewer keys"
+    )
 
 
 def test_the_status_names_the_token_secret() -> None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from raidiam_operator.core.errors import ConfigurationError, InvalidTokenResponse
+from raidiam_operator.core.errors import InvalidTokenResponse
 from raidiam_operator.core.spec import (
     GROUP,
     KIND,
@@ -162,15 +162,13 @@ def _token_data(owner: Owner, template: TokenSecretTemplate, record: TokenRecord
         if record.certificate.ca is not None:
             data["ca.crt"] = record.certificate.ca
     if template.templates:
-        rendered = render_templates(template.templates, token_fields(owner, record))
-        data.update((key, text.encode()) for key, text in rendered.items())
-    size = sum(len(value) for value in data.values())
-    if size > MAX_SECRET_BYTES:
-        raise ConfigurationError(
-            f"the token Secret would hold {size} bytes, more than the 1 MiB a Secret may hold; "
-            "shorten spec.tokenSecret.template",
-            reason="TemplateRenderFailed",
+        size = sum(len(value) for value in data.values())
+        # Sized before it is built: a template that multiplies the token would otherwise take
+        # its rendered size in memory before the API server refused it.
+        rendered = render_templates(
+            template.templates, token_fields(owner, record), room=MAX_SECRET_BYTES - size
         )
+        data.update((key, text.encode()) for key, text in rendered.items())
     return {key: base64.b64encode(value).decode("ascii") for key, value in data.items()}
 
 
