@@ -180,7 +180,9 @@ def after_failure(
     attempts = backoff.failed_attempts + 1
     not_before = expired_retry_at = None
     if isinstance(error, AuthorizationServerRejection):
-        problem = Problem(error.error, error.message, error.note())
+        # The condition names the server's code; the Event limit counts our own reason, so a
+        # server that invents a code per answer gets no Event per answer.
+        problem = Problem(error.error, error.message, error.note(), repeat_key=error.reason)
         retry_at = now + REJECTION_RETRY
     elif isinstance(error, TransientError):
         problem = Problem(error.reason, error.message, error.note())

@@ -345,10 +345,10 @@ class Reconciler:
                     "TokenIssued",
                     f"Issued a token for client {spec.client_id} ({reason.message}); "
                     f"it expires at {rfc3339(expires_at)}",
+                    repeat_key=f"TokenIssued/{reason.reason}",
                 ),
                 warning=False,
                 now=now,
-                repeat_key=f"TokenIssued/{reason.reason}",
             )
         if token.lifetime_warning is not None:
             await self._writes.event(state, token.lifetime_warning, warning=True, now=now)

@@ -316,10 +316,17 @@ class Problem:
     message: str
     #: the message within an Event's 1 KiB, when it is longer (the server's text cut, not the hint)
     note: str | None = None
+    #: what the Event limit counts this problem as, when not its reason: the operator's own
+    #: reason when `reason` is the server's word (an OAuth error code a server may invent)
+    repeat_key: str | None = None
 
     @property
     def event_note(self) -> str:
         return self.note or self.message
+
+    @property
+    def event_key(self) -> str:
+        return self.repeat_key or self.reason
 
 
 @dataclass(frozen=True, slots=True)
