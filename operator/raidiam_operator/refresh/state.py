@@ -68,6 +68,8 @@ class TokenState:
     lifetime_warning: Problem | None = None
     #: a discovery that failed just before this attempt (outside the shared slots)
     discovery_failure: RaidiamOperatorError | None = None
+    #: why the token Secret read back is not as the operator wrote it; a new token replaces it
+    secret_doubt: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
