@@ -195,6 +195,12 @@ ROWS = {
         "its raidiam.io/issued-at annotation, 2026-11-28T12:00:00Z, is in the future",
         ("none", None, NOW + timedelta(days=2)),
     ),
+    "an expires_at key that forges a log line": Row(
+        UNBOUND,
+        _data(expires_at="2099\n[INFO] forged " + "x" * 100),
+        "its expires_at key '2099 [INFO] forged",
+        ("none", None, EXPIRES),
+    ),
     "another token pasted in": Row(
         UNBOUND,
         _data(access_token="pasted-token"),

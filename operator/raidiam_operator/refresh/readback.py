@@ -26,6 +26,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from raidiam_operator.core.spec import REFRESH_REQUESTED_AT
+from raidiam_operator.core.texts import quoted_server_text
 from raidiam_operator.core.times import parse_rfc3339, rfc3339
 from raidiam_operator.protocol.credentials import CertificateFiles
 from raidiam_operator.protocol.tokens import (
@@ -168,7 +169,10 @@ def _expiry_keys_disagree(claimed: _Claimed, now: datetime) -> str | None:
     key = claimed.expires_at_key
     if key is None or key == rfc3339(claimed.expires_at):
         return None
-    return f"its {EXPIRES_AT} annotation says {rfc3339(claimed.expires_at)}, its expires_at key {key!r}"
+    return (
+        f"its {EXPIRES_AT} annotation says {rfc3339(claimed.expires_at)}, its expires_at key "
+        f"{quoted_server_text(key, limit=40)}"
+    )
 
 
 def _issued_in_the_future(claimed: _Claimed, now: datetime) -> str | None:
