@@ -8,7 +8,6 @@ operator believes only what the token proves, says what did not add up, and repl
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -25,23 +24,6 @@ from .fault_helpers import assert_nothing_leaked, client_id_of, token_exp, token
 pytestmark = [pytest.mark.kube, pytest.mark.authserver]
 
 FOREVER = "2099-01-01T00:00:00Z"
-
-
-def _unbound_client(world: World, name: str) -> str:
-    """A tls_client_auth client whose server issues JWTs without cnf: binding `none`."""
-    client_id = f"{name}-{uuid.uuid4().hex[:8]}"
-    issued = world.pki.client_certificate(client_id)
-    world.auth.register_tls_client(client_id, issued, bound=False)
-    world.tls_secret(f"{name}-transport", issued)
-    world.create_client(
-        name,
-        world.spec(
-            client_id,
-            authMethod="tls_client_auth",
-            transportCertificate={"secretName": f"{name}-transport"},
-        ),
-    )
-    return issued.x5t_s256
 
 
 def _warnings(world: World, name: str) -> list[str]:
@@ -65,7 +47,8 @@ def _restarted_with(world: World, name: str, edit: Any) -> str:
 def test_a_token_secret_edited_to_look_bound_and_live_forever_is_replaced_after_a_restart(
     world: World,
 ) -> None:
-    thumbprint = _unbound_client(world, "edited")
+    # The server issues JWTs without cnf to this client: binding none.
+    thumbprint = world.tls_client("edited", bound=False).x5t_s256
     world.wait_ready("edited")
     client_id = client_id_of(world, "edited")
     assert world.client("edited")["status"]["binding"] == "none"

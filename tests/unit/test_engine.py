@@ -64,13 +64,18 @@ async def test_a_renewal_costs_one_request_and_two_writes_and_no_event(
     assert len(kube.events) == events
 
 
-async def test_a_restarted_engine_reuses_the_stored_token(
-    kube: FakeKube, server: Server, clock: Clock
-) -> None:
+async def _first_token(kube: FakeKube, server: Server, clock: Clock) -> dict[str, Any]:
+    """A token issued by one engine; the client as a restarted engine lists it."""
     first = _engine(kube, server, clock)
     first.observe(BODY)
     await first.reconcile(KEY)
-    body = {**BODY, "status": kube.statuses[-1]}
+    return {**BODY, "status": kube.statuses[-1]}
+
+
+async def test_a_restarted_engine_reuses_the_stored_token(
+    kube: FakeKube, server: Server, clock: Clock
+) -> None:
+    body = await _first_token(kube, server, clock)
 
     clock.advance(30)
     second = _engine(kube, server, clock)
@@ -83,10 +88,7 @@ async def test_a_restarted_engine_reuses_the_stored_token(
 async def test_a_restarted_engine_replaces_a_token_secret_edited_to_live_forever(
     kube: FakeKube, server: Server, clock: Clock
 ) -> None:
-    first = _engine(kube, server, clock)
-    first.observe(BODY)
-    await first.reconcile(KEY)
-    body = {**BODY, "status": kube.statuses[-1]}
+    body = await _first_token(kube, server, clock)
     annotations = kube.secrets["directory-token"]["metadata"]["annotations"]
     annotations["raidiam.io/expires-at"] = "2099-01-01T00:00:00Z"
     annotations["raidiam.io/binding"] = "verified"
@@ -124,10 +126,7 @@ async def test_a_restarted_engine_replaces_a_token_secret_edited_to_live_forever
 async def test_a_restarted_engine_replaces_a_token_bound_to_another_certificate(
     kube: FakeKube, server: Server, clock: Clock
 ) -> None:
-    first = _engine(kube, server, clock)
-    first.observe(BODY)
-    await first.reconcile(KEY)
-    body = {**BODY, "status": kube.statuses[-1]}
+    body = await _first_token(kube, server, clock)
     # Rewritten with care: every annotation agrees with a JWT bound to someone else's certificate.
     written = record_from_secret(kube.secrets["directory-token"], now=clock.now).record
     assert written is not None

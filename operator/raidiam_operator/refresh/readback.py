@@ -21,7 +21,7 @@ from __future__ import annotations
 import base64
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -269,17 +269,12 @@ def _believed(claimed: _Claimed, *, now: datetime) -> TokenRecord:
     exp = claimed.exp
     if exp is not None and claimed.expires_at > exp + EXPIRY_TOLERANCE:
         latest.append(exp)
-    return TokenRecord(
-        access_token=claimed.access_token,
+    return replace(
+        _as_written(claimed),
         token_type="Bearer",
-        scope=claimed.scope,
         issued_at=issued_at,
         expires_at=max(min(latest), issued_at),
-        token_endpoint=claimed.annotations.get(TOKEN_ENDPOINT, ""),
         certificate_thumbprint=thumbprint,
-        inputs_fingerprint=claimed.annotations[INPUTS_FINGERPRINT],
-        refresh_requested_at=claimed.annotations.get(REFRESH_REQUESTED_AT),
-        certificate=claimed.certificate,
         binding=binding,
     )
 
