@@ -144,6 +144,21 @@ ROWS = {
         None,
         ("none", None, EXPIRES + EXPIRY_TOLERANCE),
     ),
+    "a JWT whose exp is beyond any date": Row(
+        replace(UNBOUND_JWT, access_token=_jwt(exp=10**18)), None, None, ("none", None, EXPIRES)
+    ),
+    "expires-at at the end of time": Row(
+        UNBOUND_JWT,
+        _rewritten(replace(UNBOUND_JWT, expires_at=datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC))),
+        "more than the 366 the operator accepts",
+        ("none", None, EXPIRES),
+    ),
+    "issued-at long ago": Row(
+        UNBOUND,
+        _rewritten(replace(UNBOUND, issued_at=datetime(1970, 1, 1, tzinfo=UTC))),
+        "more than the 366 the operator accepts",
+        ("none", None, datetime(1970, 1, 1, tzinfo=UTC) + MAX_LIFETIME),
+    ),
     "binding annotated verified on an unbound opaque token": Row(
         UNBOUND,
         _annotate(binding="verified", certificate_thumbprint=THUMBPRINT),

@@ -103,7 +103,12 @@ class _Claimed:
         try:
             return datetime.fromtimestamp(exp, UTC)
         except (OverflowError, OSError, ValueError):
-            return datetime.max.replace(tzinfo=UTC)
+            return None  # beyond any date: no more use than none, MAX_LIFETIME bounds it
+
+    def outlives_exp(self) -> bool:
+        """Whether the recorded expiry is later than the JWT's `exp`, beyond EXPIRY_TOLERANCE."""
+        exp = self.exp
+        return exp is not None and self.expires_at - exp > EXPIRY_TOLERANCE
 
 
 def record_from_secret(secret: Mapping[str, Any], *, now: datetime) -> ReadBack:
@@ -195,12 +200,11 @@ def _unbelievable_lifetime(claimed: _Claimed, now: datetime) -> str | None:
 
 
 def _expiry_after_exp(claimed: _Claimed, now: datetime) -> str | None:
-    exp = claimed.exp
-    if exp is None or claimed.expires_at <= exp + EXPIRY_TOLERANCE:
+    if not claimed.outlives_exp() or claimed.exp is None:
         return None
     return (
         f"its {EXPIRES_AT} annotation, {rfc3339(claimed.expires_at)}, is later than the token's "
-        f"exp claim, {_moment(exp)}"
+        f"exp claim, {rfc3339(claimed.exp)}"
     )
 
 
@@ -266,9 +270,8 @@ def _believed(claimed: _Claimed, *, now: datetime) -> TokenRecord:
     latest = [claimed.expires_at, issued_at + MAX_LIFETIME]
     if (key := parse_rfc3339(claimed.expires_at_key or "")) is not None:
         latest.append(key)
-    exp = claimed.exp
-    if exp is not None and claimed.expires_at > exp + EXPIRY_TOLERANCE:
-        latest.append(exp)
+    if claimed.outlives_exp() and claimed.exp is not None:
+        latest.append(claimed.exp)
     return replace(
         _as_written(claimed),
         token_type="Bearer",
@@ -294,10 +297,6 @@ def _as_written(claimed: _Claimed) -> TokenRecord:
         certificate=claimed.certificate,
         binding=claimed.binding or "none",
     )
-
-
-def _moment(moment: datetime) -> str:
-    return rfc3339(moment) if moment.year < 9999 else "beyond the year 9999"
 
 
 def _certificate_files(data: Mapping[str, str]) -> CertificateFiles | None:
