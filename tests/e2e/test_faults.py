@@ -661,7 +661,7 @@ def test_a_token_secret_edited_by_hand_is_restored_from_the_current_token_withou
 ) -> None:
     world = fw
     world.tls_client("edited")
-    world.waitis_ready("edited")
+    world.wait_ready("edited")
     client_id = client_id_of(world, "edited")
     original = world.secret("edited-token")
     requests = world.requests_for(client_id)
@@ -709,7 +709,7 @@ def test_a_token_secret_edited_by_hand_is_restored_from_the_current_token_withou
     assert not world.secret("edited-token").metadata.owner_references
     world.core.delete_namespaced_secret("edited-token", world.namespace)
     wait_for(restored, timeout=10, what="the Secret re-created after deleting the orphan")
-    world.waitis_ready("edited", timeout=10)
+    world.wait_ready("edited", timeout=10)
     assert world.requests_for(client_id) == requests
 
 
@@ -721,7 +721,7 @@ def test_two_clients_naming_the_same_token_secret_the_first_keeps_it_the_second_
 ) -> None:
     world = fw
     world.tls_client("first", token_ttl=12, tokenSecret={"name": "shared-token"})
-    world.waitis_ready("first")
+    world.wait_ready("first")
     first_uid = world.client("first")["metadata"]["uid"]
 
     def shared_token() -> str | None:
