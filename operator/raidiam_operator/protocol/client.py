@@ -43,7 +43,7 @@ from raidiam_operator.core.errors import (
 )
 from raidiam_operator.core.texts import server_text
 from raidiam_operator.core.times import Clock, utc_now
-from raidiam_operator.protocol.credentials import TransportCertificate
+from raidiam_operator.protocol.credentials import TransportCertificate, pem_blocks
 from raidiam_operator.protocol.metadata import (
     ServerMetadata,
     check_server_supports,
@@ -362,8 +362,9 @@ class TokenClient:
         key = (_identity(transport), _digest(ca_bundle))
         pooled = self._clients.get(key)
         if pooled is None:
-            # Loading a CA bundle takes OpenSSL about 2 ms per certificate: in a worker thread,
-            # so a large bundle never stalls the event loop (and the liveness probe with it).
+            # Loading a CA bundle takes OpenSSL about half a millisecond per certificate, holding
+            # the GIL: in a worker thread, one certificate at a time (see tls_context), so that
+            # a large bundle never stalls the event loop (and the liveness probe with it).
             context = await asyncio.to_thread(tls_context, transport, ca_bundle)
             pooled = self._clients.get(key)  # another request may have built one meanwhile
             if pooled is None:
@@ -404,7 +405,17 @@ def tls_context(transport: TransportCertificate | None, ca_bundle: bytes | None)
     """Verification always on; the client certificate loaded without touching the disk."""
     if ca_bundle is not None:
         try:
-            context = ssl.create_default_context(cadata=ca_bundle.decode("ascii"))
+            # One certificate per call: ssl holds the GIL while it loads, and lets go between
+            # calls. The first makes the context (trusting only the bundle), the rest join it.
+            certificates = [
+                block.text.decode("ascii")
+                for block in pem_blocks(ca_bundle, wanted=lambda label: label in CERTIFICATE_LABELS)
+            ]
+            if not certificates:
+                raise ValueError("no PEM certificate")
+            context = ssl.create_default_context(cadata=certificates[0])
+            for certificate in certificates[1:]:
+                context.load_verify_locations(cadata=certificate)
         except (ssl.SSLError, ValueError, UnicodeDecodeError):
             raise ConfigurationError(
                 "the CA bundle holds no readable PEM certificate; put the authorization server's "
@@ -416,6 +427,10 @@ def tls_context(transport: TransportCertificate | None, ca_bundle: bytes | None)
     if transport is not None:
         _load_client_certificate(context, transport)
     return context
+
+
+#: the PEM labels OpenSSL reads a CA certificate from
+CERTIFICATE_LABELS = frozenset({"CERTIFICATE", "TRUSTED CERTIFICATE", "X509 CERTIFICATE"})
 
 
 def _load_client_certificate(context: ssl.SSLContext, transport: TransportCertificate) -> None:

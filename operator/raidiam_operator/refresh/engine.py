@@ -23,6 +23,8 @@ from raidiam_operator.core.times import Clock, utc_now
 from raidiam_operator.kube.gateway import KubeGateway
 from raidiam_operator.metrics import Metrics
 from raidiam_operator.protocol.client import TokenClient
+from raidiam_operator.protocol.keychecks import KeyChecker
+from raidiam_operator.refresh.inputs import PrivateKeys
 from raidiam_operator.refresh.reconciler import Reconciler
 from raidiam_operator.refresh.scheduler import Scheduler
 from raidiam_operator.refresh.state import Key
@@ -64,6 +66,7 @@ class RefreshEngine:
         clock: Clock = utc_now,
         metrics: Metrics | None = None,
         secret_names: SecretNames | None = None,
+        keys: PrivateKeys | None = None,
     ) -> None:
         self.settings = settings or EngineSettings()
         self._clock = clock
@@ -84,6 +87,8 @@ class RefreshEngine:
             self._watch,
             self._scheduler,
             self._metrics,
+            # The operator checks keys in worker processes (handlers.py); here and now by default.
+            keys=keys or KeyChecker(),
             certificate_expiry_warning=self.settings.certificate_expiry_warning,
             issuer_policy=self.settings.issuer_policy,
             cluster_resource_namespace=self.settings.cluster_resource_namespace,
