@@ -209,15 +209,23 @@ class TokenClient:
     @asynccontextmanager
     async def _attempt(self, request: TokenRequest) -> AsyncIterator[None]:
         """Bound one whole attempt (discovery, or the wait for it, and the request) in time."""
+        doing = f"getting a token from {request.issuer}"
+        async with self.attempt_deadline(doing, "discovery and token request together"):
+            yield
+
+    @asynccontextmanager
+    async def attempt_deadline(self, doing: str, parts: str) -> AsyncIterator[None]:
+        """Bound in time what is sent within (an attempt, or an issuer's check, which would
+        otherwise hold one of its server's connections for as long as it trickles); `doing`
+        and `parts` say what, for the message."""
         deadline = self.settings.attempt_deadline
         try:
             async with asyncio.timeout(deadline):
                 yield
         except TimeoutError:
             raise ConnectionFailure(
-                f"getting a token from {request.issuer} took longer than {deadline:.0f} s "
-                "(discovery and token request together); the server is too slow or trickles "
-                "its answer",
+                f"{doing} took longer than {deadline:.0f} s ({parts}); the server is too slow "
+                "or trickles its answer",
                 kind="timeout",
             ) from None
 
