@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,28 @@ def fresh_auth_server(
     """A second authorization server (same CA): each test's operator has never discovered it."""
     with AuthServer(tmp_path_factory.mktemp("fresh-authserver"), test_pki) as server:
         yield server
+
+
+@contextmanager
+def _beside_a_slow_server(
+    control_plane: ControlPlane,
+    auth: AuthServer,
+    pki: TestPKI,
+    kube_api: Any,
+    tmp_path: Path,
+    *,
+    operator_args: Sequence[str],
+) -> Iterator[tuple[World, World, SlowLorisIssuer]]:
+    """The hostile and the good tenant (`two_tenants`), and a slow-loris server whose TLS
+    certificate the test PKI's CA signed: the CA bundle both tenants name trusts it."""
+    with (
+        two_tenants(control_plane, auth, pki, kube_api, tmp_path, operator_args=operator_args) as (
+            hostile,
+            good,
+        ),
+        SlowLorisIssuer(tmp_path / "slowloris", pki, interval=2.0) as slow,
+    ):
+        yield hostile, good, slow
 
 
 def _shared_certificate(*worlds: World) -> IssuedCertificate:
@@ -165,17 +188,14 @@ def test_a_slow_loris_server_with_the_healthy_tenants_certificate_delays_none_of
     within 10 s."""
     more_hostile = [new_namespace(control_plane, "hostile-tenant") for _ in range(2)]
     try:
-        with (
-            two_tenants(
-                control_plane,
-                auth_server,
-                test_pki,
-                kube_api,
-                tmp_path,
-                operator_args=[arg for ns in more_hostile for arg in ("--namespace", ns)],
-            ) as (hostile, good),
-            SlowLorisIssuer(tmp_path / "slowloris", test_pki, interval=2.0) as slow,
-        ):
+        with _beside_a_slow_server(
+            control_plane,
+            auth_server,
+            test_pki,
+            kube_api,
+            tmp_path,
+            operator_args=[arg for ns in more_hostile for arg in ("--namespace", ns)],
+        ) as (hostile, good, slow):
             hostiles = [
                 hostile,
                 *(replace(hostile, namespace=ns, secrets_seen=[]) for ns in more_hostile),
@@ -252,17 +272,14 @@ def test_a_slow_cluster_issuer_delays_no_client_of_another_cluster_issuer(
     custom = kubernetes.client.CustomObjectsApi(kube_api)
     issuers: list[str] = []
     try:
-        with (
-            two_tenants(
-                control_plane,
-                auth_server,
-                test_pki,
-                kube_api,
-                tmp_path,
-                operator_args=[f"--cluster-resource-namespace={platform}"],
-            ) as (hostile, good),
-            SlowLorisIssuer(tmp_path / "slowloris", test_pki, interval=2.0) as slow,
-        ):
+        with _beside_a_slow_server(
+            control_plane,
+            auth_server,
+            test_pki,
+            kube_api,
+            tmp_path,
+            operator_args=[f"--cluster-resource-namespace={platform}"],
+        ) as (hostile, good, slow):
             good.core.create_namespaced_config_map(
                 platform,
                 {

@@ -133,6 +133,26 @@ async def test_retry_after_holds_even_once_the_token_has_expired(
     assert engine._due[KEY] - clock.now >= timedelta(seconds=45)
 
 
+async def _good_client_served(
+    engine: RefreshEngine, kube: FakeKube, good: dict[str, Any], release: asyncio.Event
+) -> bool:
+    """Run the engine, the hostile clients observed already; half a second in, the client
+    `good` arrives: whether it has its token within 2 s, before `release` lets the hostile
+    server answer."""
+    runner = asyncio.create_task(engine.run())
+    await asyncio.sleep(0.5)
+    engine.observe(good)
+    for _ in range(200):
+        if kube.secrets.get("good-token"):
+            break
+        await asyncio.sleep(0.01)
+    served = "good-token" in kube.secrets
+    release.set()
+    runner.cancel()
+    await asyncio.gather(runner, return_exceptions=True)
+    return served
+
+
 async def test_a_busy_namespace_holds_at_most_its_share_of_the_slots(
     kube: FakeKube, clock: Clock
 ) -> None:
@@ -168,17 +188,7 @@ async def test_a_busy_namespace_holds_at_most_its_share_of_the_slots(
     good: dict[str, Any] = copy.deepcopy(BODY)
     good["metadata"].update(namespace=NS, name="good", uid="good")
     kube.secrets["transport-hostile"] = kube.secrets["transport"]
-    runner = asyncio.create_task(engine.run())
-    await asyncio.sleep(0.5)
-    engine.observe(good)
-    for _ in range(200):
-        if kube.secrets.get("good-token"):
-            break
-        await asyncio.sleep(0.01)
-    good_served = "good-token" in kube.secrets
-    release.set()
-    runner.cancel()
-    await asyncio.gather(runner, return_exceptions=True)
+    good_served = await _good_client_served(engine, kube, good, release)
 
     assert good_served, "the good client waited for the hostile namespace"
     assert most["hostile"] <= 4
@@ -221,17 +231,7 @@ async def test_clients_of_two_cluster_issuers_wait_only_for_their_own_issuers_sh
 
     for i in range(40):
         engine.observe(referring("hostile", f"h{i}", "slow"))
-    runner = asyncio.create_task(engine.run())
-    await asyncio.sleep(0.5)
-    engine.observe(referring(NS, "good", "good"))
-    for _ in range(200):
-        if kube.secrets.get("good-token"):
-            break
-        await asyncio.sleep(0.01)
-    good_served = "good-token" in kube.secrets
-    release.set()
-    runner.cancel()
-    await asyncio.gather(runner, return_exceptions=True)
+    good_served = await _good_client_served(engine, kube, referring(NS, "good", "good"), release)
 
     assert good_served, "the good issuer's client waited for the slow issuer's share"
 
