@@ -42,10 +42,11 @@ OVERDUE = timedelta(seconds=5)
 class EngineSettings:
     #: token requests and reconciliations running at once, across all clients
     concurrency: int = 64
-    #: of those, at most this many for one namespace, and at most this many for one issuer, so
-    #: that 16 always remain for everyone else: a tenant whose issuer is slow (or hostile)
-    #: delays its own clients, not everyone's, and a burst in one namespace still runs wide
-    tenant_concurrency: int = 48
+    #: of those, at most this many for one namespace, and at most this many for one issuer (a
+    #: ClusterRaidiamIssuer, or an inline issuer URL): a tenant whose issuer is slow (or hostile)
+    #: delays its own clients, not everyone's. None: `scheduler.tenant_share(concurrency)`, 16
+    #: of the default 64, so that it takes four such tenants to hold every slot
+    tenant_concurrency: int | None = None
     #: a seed for the jitter; None for a random one
     seed: int | None = None
     #: warn (condition, Event, metric) when a certificate expires sooner than this
@@ -214,7 +215,7 @@ class RefreshEngine:
 
     def _issuer_of(self, key: Key) -> str:
         state = self._watch.clients.get(key)
-        return state.observed.issuer if state else ""
+        return state.observed.issuer_share if state else ""
 
     async def _prepare(self, key: Key) -> None:
         state = self._watch.clients.get(key)
