@@ -92,6 +92,12 @@ def ready_and_degraded(world: World, name: str) -> tuple[dict[str, Any], dict[st
     return by_type.get("Ready", {}), by_type.get("Degraded", {})
 
 
+def is_ready(world: World, name: str) -> bool:
+    """Ready and not Degraded: the client holds a current token and its last attempt worked."""
+    ready, degraded = ready_and_degraded(world, name)
+    return ready.get("status") == "True" and degraded.get("status") == "False"
+
+
 def token_exp(token: str) -> datetime:
     payload = token.split(".")[1]
     claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))

@@ -33,6 +33,7 @@ from .fault_helpers import (
     bulk_tls_clients,
     client_id_of,
     drop_namespace,
+    is_ready,
     new_namespace,
     ready_and_degraded,
     record_figure,
@@ -58,11 +59,6 @@ def fw(world: World) -> Iterator[World]:
     assert_nothing_leaked(world, tokens=tokens_by_client(world).values())
 
 
-def _ready(world: World, name: str) -> bool:
-    ready, degraded = ready_and_degraded(world, name)
-    return ready.get("status") == "True" and degraded.get("status") == "False"
-
-
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -79,7 +75,7 @@ def test_an_outage_longer_than_the_token_lifetime_keeps_the_last_token_and_recov
         world.tls_client(name, token_ttl=ttl)
     world.jwt_client("down-jwt", token_ttl=ttl)
     names.append("down-jwt")
-    wait_all(world, names, _ready, timeout=30, what="every client Ready")
+    wait_all(world, names, is_ready, timeout=30, what="every client Ready")
     ids = {name: client_id_of(world, name) for name in names}
     last_good = {name: world.token(name) for name in names}
     pid = world.operator.pid
@@ -116,7 +112,7 @@ def test_an_outage_longer_than_the_token_lifetime_keeps_the_last_token_and_recov
     recovery = wait_all(
         world,
         names,
-        lambda w, n: _ready(w, n) and w.token(n) != last_good[n],
+        lambda w, n: is_ready(w, n) and w.token(n) != last_good[n],
         timeout=BACKOFF_CAP + 15,
         what="every client Ready again",
     )
@@ -159,7 +155,7 @@ def test_rate_limiting_is_honoured_with_retry_after_in_seconds_and_as_an_http_da
     world = fw
     world.tls_client("limited-sec", token_ttl=120)
     world.tls_client("limited-date", token_ttl=120)
-    wait_all(world, ["limited-sec", "limited-date"], _ready, timeout=30, what="Ready")
+    wait_all(world, ["limited-sec", "limited-date"], is_ready, timeout=30, what="Ready")
     sec_id, date_id = client_id_of(world, "limited-sec"), client_id_of(world, "limited-date")
     tokens = {name: world.token(name) for name in ("limited-sec", "limited-date")}
     retry_after = 4
@@ -193,7 +189,7 @@ def test_rate_limiting_is_honoured_with_retry_after_in_seconds_and_as_an_http_da
     wait_all(
         world,
         ["limited-sec", "limited-date"],
-        lambda w, n: _ready(w, n) and w.token(n) != tokens[n],
+        lambda w, n: is_ready(w, n) and w.token(n) != tokens[n],
         timeout=BACKOFF_CAP + 10,
         what="a new token after the rate limit",
     )
@@ -243,7 +239,7 @@ def test_a_hanging_or_slow_token_endpoint_times_out_without_holding_up_other_cli
         world.tls_client(name)
     world.tls_client("steady", token_ttl=10)
     names = ["hanging", "slow", "sluggish", "steady"]
-    wait_all(world, names, _ready, timeout=30, what="Ready")
+    wait_all(world, names, is_ready, timeout=30, what="Ready")
     ids = {name: client_id_of(world, name) for name in names}
     old = {name: world.token(name) for name in names}
     world.auth.set_fault(mode="hang", client_id=ids["hanging"])
@@ -279,7 +275,7 @@ def test_a_hanging_or_slow_token_endpoint_times_out_without_holding_up_other_cli
         assert timed_out[name] >= 9.5, "the 10 s timeout, not earlier"
     assert len(steady_tokens) >= 2, "the steady client kept refreshing during the hang"
     assert world.requests_for(ids["steady"]) > steady_requests
-    assert _ready(world, "sluggish"), "a 3 s answer is within the timeout"
+    assert is_ready(world, "sluggish"), "a 3 s answer is within the timeout"
     assert world.token("sluggish") != old["sluggish"]
 
 
@@ -425,7 +421,7 @@ def garbage(
             names = {case: f"garbage-{i}" for i, case in enumerate(GARBAGE)}
             for name in names.values():
                 world.tls_client(name)
-            wait_all(world, names.values(), _ready, timeout=60, what="Ready")
+            wait_all(world, names.values(), is_ready, timeout=60, what="Ready")
             tokens = {name: str(world.token(name)) for name in names.values()}
             for case, name in names.items():
                 fault = dict(GARBAGE[case][0])
@@ -481,7 +477,7 @@ def test_after_a_control_plane_restart_due_refreshes_happen_at_once_and_watches_
     world = fw
     world.tls_client("due", token_ttl=20)
     world.tls_client("inflight", token_ttl=300)
-    wait_all(world, ["due", "inflight"], _ready, timeout=30, what="Ready")
+    wait_all(world, ["due", "inflight"], is_ready, timeout=30, what="Ready")
     pid = world.operator.pid
     due_token, inflight_token = world.token("due"), world.token("inflight")
     inflight_id = client_id_of(world, "inflight")
@@ -542,7 +538,7 @@ def test_after_a_control_plane_restart_due_refreshes_happen_at_once_and_watches_
     assert due_after <= 30
     assert world.operator.running
     assert world.operator.pid == pid, "no operator restart"
-    wait_all(world, ["due", "inflight"], _ready, timeout=15, what="Ready after the restart")
+    wait_all(world, ["due", "inflight"], is_ready, timeout=15, what="Ready after the restart")
     # The watches are back: a RaidiamClient change and a Secret deletion are both noticed.
     token = world.token("due")
     request_refresh(world, "due")
@@ -564,7 +560,7 @@ def _statuses(world: World) -> dict[str, dict[str, Any]]:
     return {item["metadata"]["name"]: item.get("status", {}) for item in items["items"]}
 
 
-def _all_ready(world: World, names: list[str]) -> bool:
+def _allis_ready(world: World, names: list[str]) -> bool:
     statuses = _statuses(world)
     for name in names:
         conditions = {c["type"]: c for c in statuses.get(name, {}).get("conditions", [])}
@@ -581,7 +577,7 @@ def test_a_sigkill_in_the_middle_of_a_refresh_wave_of_200_clients_loses_no_token
     world, ttl, count = fw, 60, 200
     names = [f"wave-{i:03d}" for i in range(count)]
     ids = bulk_tls_clients(world, names, token_ttl=ttl)
-    wait_for(lambda: _all_ready(world, names), timeout=120, what="200 clients Ready", interval=1)
+    wait_for(lambda: _allis_ready(world, names), timeout=120, what="200 clients Ready", interval=1)
     first = tokens_by_client(world)
     assert set(first) == set(names)
 
@@ -644,7 +640,7 @@ def test_a_sigkill_in_the_middle_of_a_refresh_wave_of_200_clients_loses_no_token
             "longest_without_valid_token_s": max(longest_without.values(), default=0.0),
         },
     )
-    assert wait_for(lambda: _all_ready(world, names), timeout=30, what="all Ready", interval=1)
+    assert wait_for(lambda: _allis_ready(world, names), timeout=30, what="all Ready", interval=1)
     now = _now()
     final = tokens_by_client(world)
     assert all(token_exp(final[n]) > now for n in names), "every token valid afterwards"
@@ -665,7 +661,7 @@ def test_a_token_secret_edited_by_hand_is_restored_from_the_current_token_withou
 ) -> None:
     world = fw
     world.tls_client("edited")
-    world.wait_ready("edited")
+    world.waitis_ready("edited")
     client_id = client_id_of(world, "edited")
     original = world.secret("edited-token")
     requests = world.requests_for(client_id)
@@ -713,7 +709,7 @@ def test_a_token_secret_edited_by_hand_is_restored_from_the_current_token_withou
     assert not world.secret("edited-token").metadata.owner_references
     world.core.delete_namespaced_secret("edited-token", world.namespace)
     wait_for(restored, timeout=10, what="the Secret re-created after deleting the orphan")
-    world.wait_ready("edited", timeout=10)
+    world.waitis_ready("edited", timeout=10)
     assert world.requests_for(client_id) == requests
 
 
@@ -725,7 +721,7 @@ def test_two_clients_naming_the_same_token_secret_the_first_keeps_it_the_second_
 ) -> None:
     world = fw
     world.tls_client("first", token_ttl=12, tokenSecret={"name": "shared-token"})
-    world.wait_ready("first")
+    world.waitis_ready("first")
     first_uid = world.client("first")["metadata"]["uid"]
 
     def shared_token() -> str | None:

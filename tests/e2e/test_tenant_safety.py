@@ -21,29 +21,21 @@ import pytest
 
 from raidiam_devenv.authserver import AuthServer
 from raidiam_devenv.controlplane import ControlPlane
-from raidiam_devenv.operator_process import OperatorProcess
 from raidiam_devenv.pki import TestPKI
 from raidiam_devenv.slowloris import SlowLorisIssuer
 
+from .bulkhead_helpers import two_tenants
 from .conftest import World, wait_for
 from .fault_helpers import (
-    assert_nothing_leaked,
     client_id_of,
-    drop_namespace,
-    new_namespace,
+    is_ready,
     ready_and_degraded,
     record_figure,
     token_requests,
-    tokens_by_client,
     wait_all,
 )
 
 pytestmark = [pytest.mark.kube, pytest.mark.authserver]
-
-
-def _ready(world: World, name: str) -> bool:
-    ready, degraded = ready_and_degraded(world, name)
-    return ready.get("status") == "True" and degraded.get("status") == "False"
 
 
 def _parse(moment: str | None) -> datetime | None:
@@ -59,26 +51,8 @@ def tenants(
     tmp_path: Path,
 ) -> Iterator[tuple[World, World]]:
     """Two namespaces served by one operator: a hostile tenant's and a good one's."""
-    hostile = new_namespace(control_plane, "hostile-tenant")
-    good = new_namespace(control_plane, "good-tenant")
-    operator = OperatorProcess(
-        control_plane.kubeconfig, tmp_path / "operator.log", namespaces=[hostile, good]
-    )
-    auth_server.clear_faults()
-    operator.start()
-    worlds = (
-        World.from_kube_api(control_plane, auth_server, test_pki, kube_api, hostile, operator),
-        World.from_kube_api(control_plane, auth_server, test_pki, kube_api, good, operator),
-    )
-    try:
+    with two_tenants(control_plane, auth_server, test_pki, kube_api, tmp_path) as worlds:
         yield worlds
-        for world in worlds:
-            assert_nothing_leaked(world, tokens=tokens_by_client(world).values())
-    finally:
-        operator.stop()
-        auth_server.clear_faults()
-        drop_namespace(control_plane, hostile)
-        drop_namespace(control_plane, good)
 
 
 # -- a slow issuer starves no one else --------------------------------------------------------
@@ -116,7 +90,7 @@ def test_a_slow_loris_issuer_with_80_clients_delays_no_other_tenant(
         for name in names:
             good.tls_client(name, token_ttl=20)
         first_token = wait_all(
-            good, names, _ready, timeout=30, what="the good tenant's first tokens"
+            good, names, is_ready, timeout=30, what="the good tenant's first tokens"
         )
         first_token_s = time.monotonic() - created
 
@@ -229,7 +203,7 @@ def test_after_an_outage_that_outlived_the_token_every_client_is_ready_within_15
     names = ["lapse-a", "lapse-b", "lapse-c"]
     for name in names:
         world.tls_client(name, token_ttl=10)
-    wait_all(world, names, _ready, timeout=30, what="Ready")
+    wait_all(world, names, is_ready, timeout=30, what="Ready")
     world.auth.set_fault(mode="status", status=503)
     wait_all(
         world,
@@ -240,7 +214,7 @@ def test_after_an_outage_that_outlived_the_token_every_client_is_ready_within_15
     )
     time.sleep(40)  # long enough for the backoff to have climbed towards its 60 s cap
     world.auth.clear_faults()
-    recovery = wait_all(world, names, _ready, timeout=30, what="Ready again", interval=0.2)
+    recovery = wait_all(world, names, is_ready, timeout=30, what="Ready again", interval=0.2)
 
     record_figure("recovery_after_expiry_s", round(recovery, 1))
     assert recovery <= 15, f"Ready {recovery:.1f} s after the server came back"
@@ -333,7 +307,7 @@ def test_the_ca_bundle_cache_is_emptied_when_its_clients_are_deleted(world: Worl
             world.namespace, {"metadata": {"name": f"{name}-ca"}, "data": {"ca.crt": bundle}}
         )
         world.tls_client(name, caBundle={"configMapName": f"{name}-ca"})
-    wait_all(world, names, _ready, timeout=90, what="Ready")
+    wait_all(world, names, is_ready, timeout=90, what="Ready")
     # kopf answers /healthz from a result up to 10 s old: poll, as for the emptied cache below.
     filled = wait_for(
         lambda: _summary_when(world, cachedConfigMaps=50),
