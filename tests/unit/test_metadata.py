@@ -211,4 +211,8 @@ def test_a_discovered_endpoint_outside_the_allowlist_is_refused_naming_the_field
         "was sent to it."
     )
     # The allowlist is the platform team's; the tenant is told whom to ask.
-    assert "Ask the platform team which issuers the operator allows" in caught.value.message
+    assert caught.value.message.endswith(
+        "Ask the platform team to allow that endpoint too (--allowed-issuer), or use a "
+        "ClusterRaidiamIssuer in spec.issuerRef (kubectl get clusterraidiamissuers lists them)"
+    )
+    assert "https://auth.example," not in caught.value.message  # the allowlist is not listed

@@ -291,9 +291,8 @@ def check_discovered_endpoint(
         f"the discovery document of {issuer} gives {field} "
         f"{quoted_server_text(url, limit=_SHOWN_SERVER_URL)}, which is not under an issuer the "
         "operator's policy allows (--issuer-policy allowlist), so no token request was sent to "
-        "it. Ask the authorization server's operator to publish endpoints under the issuer, set "
-        f"spec.tokenEndpoint to an allowed endpoint, or use a ClusterRaidiamIssuer. "
-        f"{_ALLOWLIST_ADVICE}",
+        "it. Ask the platform team to allow that endpoint too (--allowed-issuer), or use a "
+        "ClusterRaidiamIssuer in spec.issuerRef (kubectl get clusterraidiamissuers lists them)",
         reason=DISCOVERED_NOT_ALLOWED,
     )
 
