@@ -44,6 +44,18 @@ def _refused(reason: str, **kwargs: Any) -> str:
     return raised.value.message
 
 
+def _refused_by_allowlist(**spec: Any) -> str:
+    """The IssuerNotAllowed message for an inline client under an allowlist of SANDBOX."""
+    return _refused(
+        "IssuerNotAllowed",
+        spec=_client(**spec),
+        namespace="p",
+        policy=issuer_policy("allowlist", [SANDBOX]),
+        issuer=None,
+        labels={},
+    )
+
+
 # -- who may use an issuer ---------------------------------------------------------------------
 
 
@@ -344,14 +356,7 @@ def test_only_the_allowlist_holds_discovered_endpoints() -> None:
 
 
 def test_policy_allowlist_refuses_others_naming_the_field_but_not_the_allowlist() -> None:
-    message = _refused(
-        "IssuerNotAllowed",
-        spec=_client(issuer="https://kubernetes.default.svc"),
-        namespace="p",
-        policy=issuer_policy("allowlist", [SANDBOX]),
-        issuer=None,
-        labels={},
-    )
+    message = _refused_by_allowlist(issuer="https://kubernetes.default.svc")
 
     assert message == (
         "spec.issuer 'https://kubernetes.default.svc' is not an issuer the operator's policy "
@@ -364,28 +369,14 @@ def test_policy_allowlist_refuses_others_naming_the_field_but_not_the_allowlist(
 
 def test_policy_allowlist_checks_the_token_endpoint_too() -> None:
     """Otherwise an allowed issuer with a tokenEndpoint of one's choosing would pass."""
-    message = _refused(
-        "IssuerNotAllowed",
-        spec=_client(issuer=SANDBOX, tokenEndpoint="https://10.0.0.1/token"),
-        namespace="p",
-        policy=issuer_policy("allowlist", [SANDBOX]),
-        issuer=None,
-        labels={},
-    )
+    message = _refused_by_allowlist(issuer=SANDBOX, tokenEndpoint="https://10.0.0.1/token")
 
     assert message.startswith("spec.tokenEndpoint 'https://10.0.0.1/token' is not an issuer")
 
 
 def test_policy_allowlist_refuses_an_inline_ca_bundle_saying_where_a_private_ca_goes() -> None:
     """A CA of the tenant's choosing would let whoever it signs for pose as an allowed host."""
-    message = _refused(
-        "IssuerNotAllowed",
-        spec=_client(issuer=SANDBOX, caBundle={"configMapName": "my-ca"}),
-        namespace="p",
-        policy=issuer_policy("allowlist", [SANDBOX]),
-        issuer=None,
-        labels={},
-    )
+    message = _refused_by_allowlist(issuer=SANDBOX, caBundle={"configMapName": "my-ca"})
 
     assert message.startswith(
         "spec.caBundle is not allowed with --issuer-policy allowlist: the operator checks an "
