@@ -34,7 +34,7 @@ from raidiam_operator.core.rules import (
     url_problem,
 )
 from raidiam_operator.core.spec import CABundleRef, ClientSpec, check_assertion_audience
-from raidiam_operator.core.texts import quoted_server_text
+from raidiam_operator.core.texts import URL_LIMIT, quoted_server_text
 
 ISSUER_PLURAL = "clusterraidiamissuers"
 ISSUER_KIND = "ClusterRaidiamIssuer"
@@ -289,16 +289,12 @@ def check_discovered_endpoint(
         return
     raise ConfigurationError(
         f"the discovery document of {issuer} gives {field} "
-        f"{quoted_server_text(url, limit=_SHOWN_SERVER_URL)}, which is not under an issuer the "
+        f"{quoted_server_text(url, limit=URL_LIMIT)}, which is not under an issuer the "
         "operator's policy allows (--issuer-policy allowlist), so no token request was sent to "
         "it. Ask the platform team to allow that endpoint too (--allowed-issuer), or use a "
         "ClusterRaidiamIssuer in spec.issuerRef (kubectl get clusterraidiamissuers lists them)",
         reason=DISCOVERED_NOT_ALLOWED,
     )
-
-
-#: characters of a server's endpoint URL quoted in a message
-_SHOWN_SERVER_URL = 200
 
 
 def url_under(url: str, prefix: str) -> bool:

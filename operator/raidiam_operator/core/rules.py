@@ -13,6 +13,7 @@ from typing import Literal, TypeGuard
 from urllib.parse import urlsplit
 
 from raidiam_operator.core.errors import ConfigurationError
+from raidiam_operator.core.texts import ELLIPSIS, URL_LIMIT
 
 AuthMethod = Literal["tls_client_auth", "self_signed_tls_client_auth", "private_key_jwt"]
 AUTH_METHODS: tuple[AuthMethod, ...] = (
@@ -104,8 +105,6 @@ def check_https(url: str, *, field: str) -> str:
 #: RFC 3986 URLs are printable ASCII; anything else (a space, NEL, a bidi override) is refused
 #: rather than carried into statuses, annotations and logs
 _URL_CHARACTERS = re.compile(r"[!-~]+")
-#: characters of a URL quoted in a message
-_SHOWN_URL = 200
 
 
 def url_problem(url: object) -> str | None:
@@ -136,7 +135,7 @@ def url_problem(url: object) -> str | None:
 
 def shown_url(url: str) -> str:
     """A URL from the user quoted in a message: escaped by repr, and cut short."""
-    return repr(url) if len(url) <= _SHOWN_URL else repr(url[:_SHOWN_URL]) + "…"
+    return repr(url) if len(url) <= URL_LIMIT else repr(url[:URL_LIMIT]) + ELLIPSIS
 
 
 def check_client_id(client_id: str, names: FieldNames) -> str:

@@ -41,7 +41,12 @@ from raidiam_operator.core.errors import (
     RaidiamOperatorError,
     ServerMetadataError,
 )
-from raidiam_operator.core.texts import SERVER_VALUE_LIMIT, quoted_server_text, server_text
+from raidiam_operator.core.texts import (
+    SERVER_VALUE_LIMIT,
+    URL_LIMIT,
+    quoted_server_text,
+    server_text,
+)
 from raidiam_operator.core.times import Clock, utc_now
 from raidiam_operator.protocol.credentials import TransportCertificate
 from raidiam_operator.protocol.metadata import (
@@ -537,7 +542,7 @@ _URL_SOURCES = {
 
 def _invalid_url(url: str, what: str, error: Exception) -> ConfigurationError:
     return ConfigurationError(
-        f"the {what} request was not sent: {quoted_server_text(url, limit=200)} is not a URL "
+        f"the {what} request was not sent: {quoted_server_text(url, limit=URL_LIMIT)} is not a URL "
         f"that can be requested ({server_text(str(error), limit=SERVER_VALUE_LIMIT)}); fix "
         f"{_URL_SOURCES.get(what, 'the URL')}",
         reason="InvalidURL",

@@ -8,12 +8,15 @@ from dataclasses import dataclass
 from raidiam_operator.core.errors import ServerMetadataError
 from raidiam_operator.core.issuers import check_discovered_endpoint
 from raidiam_operator.core.rules import AuthMethod, url_problem
-from raidiam_operator.core.texts import SERVER_VALUE_LIMIT, quoted_server_text, server_text
+from raidiam_operator.core.texts import (
+    SERVER_VALUE_LIMIT,
+    URL_LIMIT,
+    quoted_server_text,
+    server_text,
+)
 
 #: an endpoint URL longer than this is not one a server means (browsers stop near 2,000 too)
 MAX_ENDPOINT_LENGTH = 2048
-#: characters of a discovered endpoint quoted in a message
-SHOWN_ENDPOINT = 200
 #: entries of a discovery list (auth methods, algorithms) kept; real servers list a handful
 MAX_LISTED = 32
 
@@ -134,7 +137,7 @@ def _endpoint(value: object, field: str, issuer: str) -> str:
     if problem is not None:
         raise ServerMetadataError(
             f"the discovery document of {issuer} gives {field} "
-            f"{quoted_server_text(value, limit=SHOWN_ENDPOINT)}, which {problem}; the "
+            f"{quoted_server_text(value, limit=URL_LIMIT)}, which {problem}; the "
             "authorization server's operator must fix it (or set spec.tokenEndpoint)"
         )
     assert isinstance(value, str)  # url_problem found none
