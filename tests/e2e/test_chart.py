@@ -152,13 +152,7 @@ def test_helm_lint_strict_passes() -> None:
 def test_every_values_key_is_documented_by_a_comment() -> None:
     """Each key has a comment right above it, except inside the Kubernetes objects given whole
     (resources, security contexts), which are documented as one value."""
-    whole_objects = {
-        "resources",
-        "podSecurityContext",
-        "securityContext",
-        "namespaceSelector",
-        "podSelector",
-    }
+    whole_objects = {"resources", "podSecurityContext", "securityContext"}
     key = re.compile(r"^(?P<indent> *)(?P<name>[A-Za-z][\w-]*):")
     undocumented = []
     ancestors: list[tuple[int, str]] = []
@@ -179,13 +173,7 @@ def test_every_values_key_is_documented_by_a_comment() -> None:
 
 def test_install_docs_list_every_value() -> None:
     values = yaml.safe_load((CHART_DIR / "values.yaml").read_text())
-    given_whole = {
-        "resources",
-        "podSecurityContext",
-        "securityContext",
-        "namespaceSelector",
-        "podSelector",
-    }
+    given_whole = {"resources", "podSecurityContext", "securityContext"}
 
     def leaves(node: Mapping[str, Any], prefix: str = "") -> Iterator[str]:
         for name, value in node.items():
