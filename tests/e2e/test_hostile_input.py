@@ -1467,6 +1467,12 @@ ESCAPES: dict[str, Escape] = {
 }
 
 
+#: the issuer of the clients that meet a discovery fault: the server's URL with a trailing slash.
+#: The operator checks every ClusterRaidiamIssuer in the cluster (other tests' name the server
+#: by its plain URL) and caches the real document it fetches under that URL and CA bundle.
+ESCAPE_ISSUER = "{tls}/"
+
+
 def _escape_name(case: str) -> str:
     return "escape-" + str(list(ESCAPES).index(case))
 
@@ -1502,10 +1508,14 @@ def allowlisted(
         ) as world:
             for case, escape in ESCAPES.items():
                 name = _escape_name(case)
+                spec = dict(escape.spec)
                 if escape.discovery_fault is not None:
-                    _apply_discovery_fault(world, escape.discovery_fault)
+                    fault = escape.discovery_fault
+                    body = {"issuer": ESCAPE_ISSUER, **fault["body"]}
+                    _apply_discovery_fault(world, {**fault, "body": body})
+                    spec.setdefault("issuer", ESCAPE_ISSUER)
                 ca = {"configMapName": world.ca_config_map()} if escape.inline_ca_bundle else None
-                _plain(caBundle=ca, **_with_origins(world, escape.spec))(world, name)
+                _plain(caBundle=ca, **_with_origins(world, spec))(world, name)
                 escape.observed["client_id"] = world.client(name)["spec"]["clientId"]
                 try:
                     escape.observed["degraded"] = world.wait_reason(
