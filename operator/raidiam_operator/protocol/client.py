@@ -48,7 +48,12 @@ from raidiam_operator.core.errors import (
     RaidiamOperatorError,
     ServerMetadataError,
 )
-from raidiam_operator.core.texts import server_text
+from raidiam_operator.core.texts import (
+    SERVER_VALUE_LIMIT,
+    URL_LIMIT,
+    quoted_server_text,
+    server_text,
+)
 from raidiam_operator.core.times import Clock, utc_now
 from raidiam_operator.protocol.credentials import TransportCertificate, pem_blocks
 from raidiam_operator.protocol.metadata import (
@@ -260,7 +265,17 @@ class TokenClient:
         check_server_supports(
             metadata, auth_method=request.auth_method, signing_algorithm=request.signing_algorithm
         )
-        return token_endpoint_for(metadata, mutual_tls=request.transport is not None), metadata
+        try:
+            endpoint = token_endpoint_for(
+                metadata,
+                mutual_tls=request.transport is not None,
+                allowlist=request.endpoint_allowlist,
+            )
+        except ConfigurationError:
+            # Not kept for the hour: the next attempt reads the server's document again.
+            self._metadata.pop((request.issuer, _digest(request.ca_bundle)), None)
+            raise
+        return endpoint, metadata
 
     def knows_issuer(self, issuer: str) -> bool:
         """Whether a fresh discovery document of `issuer` is at hand (for some CA bundle): a
@@ -375,6 +390,9 @@ class TokenClient:
             ) from None
         except httpx.ConnectError as error:
             raise _connect_failure(url, what, error) from None
+        except (httpx.InvalidURL, httpx.UnsupportedProtocol, UnicodeError) as error:
+            # UnicodeError: httpx decodes an xn-- host with idna, and lets its error out.
+            raise _invalid_url(url, what, error) from None
         except httpx.TransportError as error:
             raise ConnectionFailure(
                 f"the {what} request to {url} failed: {type(error).__name__}", kind="connection"
@@ -625,6 +643,24 @@ def _connect_failure(url: str, what: str, error: httpx.ConnectError) -> Exceptio
     return ConnectionFailure(f"could not connect to {url} for the {what} request", kind="connect")
 
 
+#: where the URL of each kind of request comes from, for a message that says what to fix
+_URL_SOURCES = {
+    "discovery": "the issuer",
+    "token": "the token endpoint (spec.tokenEndpoint, or the discovery document's token_endpoint "
+    "or mtls_endpoint_aliases.token_endpoint)",
+    "reachability": "the token endpoint",
+}
+
+
+def _invalid_url(url: str, what: str, error: Exception) -> ConfigurationError:
+    return ConfigurationError(
+        f"the {what} request was not sent: {quoted_server_text(url, limit=URL_LIMIT)} is not a URL "
+        f"that can be requested ({server_text(str(error), limit=SERVER_VALUE_LIMIT)}); fix "
+        f"{_URL_SOURCES.get(what, 'the URL')}",
+        reason="InvalidURL",
+    )
+
+
 def _bounded_put(cache: dict[_K, _V], key: _K, value: _V) -> None:
     """Insert as the newest entry, dropping the oldest beyond MAX_ISSUERS."""
     cache.pop(key, None)
@@ -638,10 +674,12 @@ def origin_of(url: str) -> str:
     that does not parse is its own origin; sending to it then fails with its own reason."""
     try:
         parsed = httpx.URL(url)
+        # The host as sent, not IDNA-decoded: decoding an invalid A-label raises.
+        host = parsed.raw_host.decode("ascii")
     except (httpx.InvalidURL, ValueError, TypeError):
         return url
     port = parsed.port or _DEFAULT_PORTS.get(parsed.scheme)
-    host = f"[{parsed.host}]" if ":" in parsed.host else parsed.host
+    host = f"[{host}]" if ":" in host else host
     return f"{parsed.scheme}://{host}:{port}"
 
 

@@ -313,6 +313,7 @@ def build_inputs(
         token_endpoint=spec.token_endpoint,
         ca_bundle=ca_bundle,
         parameters=spec.parameters,
+        endpoint_allowlist=spec.endpoint_allowlist,
     )
     digest = hashlib.sha256(spec.token_fingerprint().encode())
     if transport is not None:
