@@ -455,3 +455,21 @@ def test_a_server_without_registration_exits_2(
     assert result.code == 2
     assert "RegistrationEndpointMissing" in result.stderr
     assert "has no registration_endpoint" in result.stderr
+
+
+def test_a_bank_that_refuses_delete_exits_3_and_keeps_the_registration(
+    register: Register, clean_data_provider: DataProvider, software: Software
+) -> None:
+    saved = software.workdir / "registration-token"
+    registered = register("--save-registration-token", str(saved))
+    assert registered.code == 0, registered.stderr
+    manage = ("--registration-client-uri", registered.json()["registration_client_uri"])
+    manage += ("--registration-token", str(saved))
+    clean_data_provider.refuse_delete()
+
+    deleted = register("--delete", *manage, from_directory=False)
+
+    assert deleted.code == 3
+    assert "method_not_allowed (HTTP 405)" in deleted.stderr
+    assert "does not support this RFC 7592 operation" in deleted.stderr
+    assert register("--read", *manage, from_directory=False).code == 0

@@ -299,6 +299,10 @@ _REGISTRATION_HINTS = {
         "for the directory, a directory:software token bound to this transport certificate and "
         "not expired."
     ),
+    "method_not_allowed": (
+        "The server does not support this RFC 7592 operation (it may refuse DELETE); remove "
+        "the client at the data provider by other means, or keep it."
+    ),
     "insufficient_scope": "The directory token lacks the directory:software scope.",
     "access_denied": (
         "The directory token's client belongs to another organisation than the one asked for."

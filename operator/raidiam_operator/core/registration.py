@@ -277,9 +277,11 @@ def registered_digest(
     software_statement_known: bool = True,
 ) -> RegisteredDigest:
     """The digest of what `registration_body` sends, without the SSA itself (a fresh one each
-    time) and with only its lasting claims. `software_statement_known` False: the SSA's part is
-    unknown (None), as when a check is decided before an SSA is fetched."""
-    sent = _typed_fields(metadata, software_statement, subject_dn)
+    time) and with only its lasting claims. The metadata part is the metadata as configured (a
+    jwks_uri taken from the SSA counts in the SSA's part), so that it is known without an SSA.
+    `software_statement_known` False: the SSA's part is unknown (None), as when a check is
+    decided before an SSA is fetched."""
+    sent = _typed_fields(metadata, None, subject_dn)
     sent.pop("tls_client_auth_subject_dn", None)
     sent.update(metadata.extra)
     ssa_part = (

@@ -211,7 +211,8 @@ def registration_error(
     at_client_uri: bool,
 ) -> RaidiamOperatorError:
     """What a refused registration request means. At the registration_client_uri (RFC 7592
-    §2), 401 and 404 say the registration is gone; 5xx and 429 are transient, as for tokens."""
+    §2), 401 and 404 say the registration is gone, and 405 that the server does not support the
+    operation; 5xx and 429 are transient, as for tokens."""
     if at_client_uri and status_code in (401, 404):
         return RegistrationGone(
             f"the registration is gone at the server (HTTP {status_code} at its "
@@ -219,6 +220,9 @@ def registration_error(
             "was revoked; register the client again",
             status_code=status_code,
         )
+    if at_client_uri and status_code == 405:
+        # RFC 7592 §2.3: a server may not support deletion (or an update) at all.
+        return RegistrationRejected("method_not_allowed", None, status_code=405)
     error = classify_error_response(status_code, headers, body, now=now)
     if isinstance(error, AuthorizationServerRejection):
         return RegistrationRejected(error.error, error.description, status_code=status_code)
