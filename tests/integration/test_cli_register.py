@@ -7,7 +7,6 @@ from __future__ import annotations
 import stat
 import subprocess
 import sys
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,59 +16,25 @@ import pytest
 from raidiam_devenv.authserver import AuthServer
 from raidiam_devenv.dataprovider import DataProvider
 from raidiam_devenv.directory import Directory
-from raidiam_devenv.pki import IssuedCertificate, TestPKI
+from raidiam_devenv.pki import TestPKI
 
-from .conftest import CliResult
-from .test_registration_servers import open_finance_certificate
+from .conftest import CliResult, Participant
 
 pytestmark = pytest.mark.authserver
 
 
 @dataclass
-class Software:
-    """A participant's software in the directory, with its transport certificate on disk."""
+class Software(Participant):
+    """The participant, with its transport certificate on disk for the command line."""
 
-    organisation_id: str
-    software_statement_id: str
-    directory_client_id: str
-    redirect_uris: list[str]
-    certificate: IssuedCertificate
-    cert: Path
-    key: Path
-    workdir: Path
+    cert: Path = Path()
+    key: Path = Path()
 
 
 @pytest.fixture
-def software(
-    clean_auth_server: AuthServer, clean_directory: Directory, test_pki: TestPKI, tmp_path: Path
-) -> Software:
-    organisation_id, software_statement_id = str(uuid.uuid4()), str(uuid.uuid4())
-    directory_client_id = f"directory-{uuid.uuid4().hex[:10]}"
-    redirect_uris = [f"https://{software_statement_id}.example/cb", "https://tpp.example/cb2"]
-    clean_directory.register_organisation(organisation_id, name="Participante Exemplo SA")
-    clean_directory.register_software_statement(
-        organisation_id,
-        software_statement_id,
-        client_id=directory_client_id,
-        client_name="Exemplo TPP",
-        redirect_uris=redirect_uris,
-        roles=["DADOS", "PAGTO"],
-    )
-    certificate = open_finance_certificate(
-        test_pki, organisation_id, software_statement_id, "tpp.example"
-    )
-    clean_auth_server.register_tls_client(directory_client_id, certificate)
-    cert, key = certificate.write(tmp_path, "transport")
-    return Software(
-        organisation_id,
-        software_statement_id,
-        directory_client_id,
-        redirect_uris,
-        certificate,
-        cert,
-        key,
-        tmp_path,
-    )
+def software(participant: Participant) -> Software:
+    cert, key = participant.transport_files()
+    return Software(**vars(participant), cert=cert, key=key)
 
 
 def raidiam_operator(*args: str) -> CliResult:
@@ -131,13 +96,30 @@ def register(
     return run
 
 
-def bank_token(bank: DataProvider, software: Software, client_id: str) -> CliResult:
+def with_directory_token(directory: Directory, software: Software, token_file: Path) -> list[str]:
+    """The SSA from the directory, with the directory token in `token_file`."""
+    return [
+        "--directory-api",
+        directory.api_base_url,
+        "--organisation-id",
+        software.organisation_id,
+        "--software-statement-id",
+        software.software_statement_id,
+        "--directory-token",
+        str(token_file),
+    ]
+
+
+def token(
+    server: AuthServer, software: Software, client_id: str, scope: str = "accounts"
+) -> CliResult:
+    """`raidiam-operator token` by tls_client_auth with the software's transport certificate."""
     return raidiam_operator(
         "token",
         "--issuer",
-        bank.issuer,
+        server.issuer,
         "--ca-file",
-        str(bank.ca_path),
+        str(server.ca_path),
         "--client-id",
         client_id,
         "--auth-method",
@@ -147,7 +129,7 @@ def bank_token(bank: DataProvider, software: Software, client_id: str) -> CliRes
         "--key",
         str(software.key),
         "--scope",
-        "accounts",
+        scope,
     )
 
 
@@ -166,9 +148,9 @@ def test_register_from_the_directory_gives_a_client_that_gets_tokens_from_the_ba
     assert "registration_access_token" not in registration
     assert "software_statement" not in registration
     assert result.stderr == ""
-    token = bank_token(clean_data_provider, software, client_id)
-    assert token.code == 0, token.stderr
-    assert token.json()["certificate_thumbprint"] == software.certificate.x5t_s256
+    issued = token(clean_data_provider, software, client_id)
+    assert issued.code == 0, issued.stderr
+    assert issued.json()["certificate_thumbprint"] == software.certificate.x5t_s256
     assert clean_data_provider.registrations(client_id)["created"] == 1
 
 
@@ -180,46 +162,20 @@ def test_registration_token_is_printed_only_when_asked_and_saved_privately(
     result = register("--show-registration-token", "--save-registration-token", str(saved))
 
     assert result.code == 0, result.stderr
-    token = result.json()["registration_access_token"]
-    assert saved.read_text().strip() == token
+    printed = result.json()["registration_access_token"]
+    assert saved.read_text().strip() == printed
     assert stat.S_IMODE(saved.stat().st_mode) == 0o600
 
 
 def test_a_directory_token_from_a_file_fetches_the_software_statement(
     register: Register, auth_server: AuthServer, directory: Directory, software: Software
 ) -> None:
-    got = raidiam_operator(
-        "token",
-        "--issuer",
-        auth_server.issuer,
-        "--ca-file",
-        str(auth_server.ca_path),
-        "--client-id",
-        software.directory_client_id,
-        "--auth-method",
-        "tls_client_auth",
-        "--cert",
-        str(software.cert),
-        "--key",
-        str(software.key),
-        "--scope",
-        "directory:software",
-    )
+    got = token(auth_server, software, software.directory_client_id, "directory:software")
     assert got.code == 0, got.stderr
     token_file = software.workdir / "directory-token"
     token_file.write_text(got.json()["access_token"] + "\n")
 
-    result = register(
-        "--directory-api",
-        directory.api_base_url,
-        "--organisation-id",
-        software.organisation_id,
-        "--software-statement-id",
-        software.software_statement_id,
-        "--directory-token",
-        str(token_file),
-        from_directory=False,
-    )
+    result = register(*with_directory_token(directory, software, token_file), from_directory=False)
 
     assert result.code == 0, result.stderr
     assert result.json()["software_id"] == software.software_statement_id
@@ -303,22 +259,12 @@ def test_a_directory_outage_exits_4_and_registers_nothing(
 
 
 def test_a_directory_token_that_is_not_bound_to_the_certificate_exits_3(
-    register: Register, directory: Directory, software: Software, test_pki: TestPKI
+    register: Register, directory: Directory, software: Software
 ) -> None:
     token_file = software.workdir / "directory-token"
     token_file.write_text("not-a-token-the-directory-knows\n")
 
-    result = register(
-        "--directory-api",
-        directory.api_base_url,
-        "--organisation-id",
-        software.organisation_id,
-        "--software-statement-id",
-        software.software_statement_id,
-        "--directory-token",
-        str(token_file),
-        from_directory=False,
-    )
+    result = register(*with_directory_token(directory, software, token_file), from_directory=False)
 
     assert result.code == 3
     assert "SoftwareStatementRefused" in result.stderr

@@ -23,20 +23,15 @@ from raidiam_operator.cli.shared import (
     EXIT_CONFIGURATION,
     EXIT_OK,
     EXIT_REJECTED,
-    EXIT_TRANSIENT,
     Commands,
     error,
     fail,
     read_flag_file,
+    request_exit_code,
     with_one_quick_retry,
 )
 from raidiam_operator.core import rules
-from raidiam_operator.core.errors import (
-    AuthorizationServerRejection,
-    ConfigurationError,
-    RegistrationGone,
-    TransientError,
-)
+from raidiam_operator.core.errors import ConfigurationError, RaidiamOperatorError, RegistrationGone
 from raidiam_operator.core.registration import (
     METADATA_FLAGS,
     ClientMetadata,
@@ -206,17 +201,13 @@ def register_command(args: argparse.Namespace) -> int:
         registration = asyncio.run(_carry_out(plan))
         if registration is not None:
             _keep_registration_token(args, plan, registration)
-    except ConfigurationError as problem:
-        return fail(args, EXIT_CONFIGURATION, problem)
     except RegistrationGone as problem:
         if plan.operation != "delete":
             return fail(args, EXIT_REJECTED, problem)
         error(args, "note: the registration was already gone at the server")
         registration = None
-    except AuthorizationServerRejection as problem:
-        return fail(args, EXIT_REJECTED, problem)
-    except TransientError as problem:
-        return fail(args, EXIT_TRANSIENT, problem)
+    except RaidiamOperatorError as problem:
+        return fail(args, request_exit_code(problem), problem)
     if registration is None:
         assert plan.handle is not None
         document: dict[str, object] = {

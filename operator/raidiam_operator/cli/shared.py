@@ -10,7 +10,13 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from raidiam_operator.core.errors import ConfigurationError, RaidiamOperatorError, TransientError
+from raidiam_operator.core.errors import (
+    AuthorizationServerRejection,
+    ConfigurationError,
+    RaidiamOperatorError,
+    RegistrationGone,
+    TransientError,
+)
 from raidiam_operator.core.options import CERTIFICATE_EXPIRY_WARNING
 from raidiam_operator.core.spec import parse_duration
 
@@ -63,6 +69,14 @@ def current_namespace(args: argparse.Namespace | None = None) -> str:
 def exit_code_for(problem: RaidiamOperatorError) -> int:
     """4 when the API server (or authorization server) could not be reached or was overloaded:
     trying again may work. 2 for everything to fix first (kubeconfig, RBAC, a missing object)."""
+    return EXIT_TRANSIENT if isinstance(problem, TransientError) else EXIT_CONFIGURATION
+
+
+def request_exit_code(problem: RaidiamOperatorError) -> int:
+    """For the commands that talk to an authorization server themselves (`token`, `register`):
+    3 when it (or the directory) refused, 4 when trying again may work, 2 for the rest."""
+    if isinstance(problem, AuthorizationServerRejection | RegistrationGone):
+        return EXIT_REJECTED
     return EXIT_TRANSIENT if isinstance(problem, TransientError) else EXIT_CONFIGURATION
 
 

@@ -10,21 +10,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from raidiam_operator.cli.shared import (
-    EXIT_CONFIGURATION,
     EXIT_OK,
-    EXIT_REJECTED,
-    EXIT_TRANSIENT,
     Commands,
     fail,
     read_flag_file,
+    request_exit_code,
     with_one_quick_retry,
 )
 from raidiam_operator.core import rules
-from raidiam_operator.core.errors import (
-    AuthorizationServerRejection,
-    ConfigurationError,
-    TransientError,
-)
+from raidiam_operator.core.errors import ConfigurationError, RaidiamOperatorError
 from raidiam_operator.core.rules import AUTH_METHODS, FLAG_FIELDS
 from raidiam_operator.core.times import rfc3339, utc_now
 from raidiam_operator.protocol.client import TokenClient
@@ -80,16 +74,9 @@ def add_parser(commands: Commands[argparse.ArgumentParser]) -> None:
 def token_command(args: argparse.Namespace) -> int:
     try:
         request = request_from_flags(args)
-    except ConfigurationError as error:
-        return fail(args, EXIT_CONFIGURATION, error)
-    try:
         token = asyncio.run(_fetch_with_one_retry(request))
-    except ConfigurationError as error:
-        return fail(args, EXIT_CONFIGURATION, error)
-    except AuthorizationServerRejection as error:
-        return fail(args, EXIT_REJECTED, error)
-    except TransientError as error:
-        return fail(args, EXIT_TRANSIENT, error)
+    except RaidiamOperatorError as error:
+        return fail(args, request_exit_code(error), error)
     json.dump(token_document(token), sys.stdout, indent=2)
     sys.stdout.write("\n")
     return EXIT_OK
