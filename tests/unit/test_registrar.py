@@ -33,7 +33,11 @@ from raidiam_operator.core.errors import (
     SoftwareStatementUnavailable,
     TransientError,
 )
-from raidiam_operator.core.registration import RegistrationHandle
+from raidiam_operator.core.registration import (
+    ClientMetadata,
+    RegistrationHandle,
+    registered_digest,
+)
 from raidiam_operator.protocol.client import TokenClient
 from raidiam_operator.protocol.credentials import TransportCertificate, load_transport_certificate
 from raidiam_operator.protocol.registrar import (
@@ -277,6 +281,7 @@ async def test_read_sends_the_registration_access_token(
     registration = await registrar.read(server, HANDLE)
 
     assert bank.last("GET").headers["authorization"] == f"Bearer {REGISTRATION_TOKEN}"
+    assert "content-type" not in bank.last("GET").headers
     assert registration.document["redirect_uris"] == ["https://tpp.example/cb"]
 
 
@@ -541,3 +546,38 @@ def test_subject_dn_is_what_the_test_bank_checks(pki: TestPKI) -> None:
     )
 
     assert open_finance_subject_dn(issued.certificate) == issued.open_finance_subject_dn
+
+
+# -- submitting metadata ---------------------------------------------------------------------
+
+
+async def test_submit_registers_with_the_derived_subject_dn_and_says_what_was_sent(
+    registrar: Registrar, server: RegistrationServer, bank: Bank, transport: TransportCertificate
+) -> None:
+    metadata = ClientMetadata(redirect_uris=("https://tpp.example/cb",))
+    statement = read_software_statement(SSA, source="test")
+
+    submitted = await registrar.submit(server, metadata, software_statement=statement)
+
+    sent = json.loads(bank.last("POST").content)
+    assert sent["tls_client_auth_subject_dn"] == open_finance_subject_dn(transport.leaf)
+    assert sent["jwks_uri"] == statement.software_jwks_uri
+    assert "client_id" not in sent
+    assert submitted.registration.client_id == "c-1"
+    assert submitted.digest == registered_digest(
+        metadata,
+        subject_dn=open_finance_subject_dn(transport.leaf),
+        software_statement=statement,
+    )
+
+
+async def test_submit_with_an_existing_registration_puts_it_naming_the_client(
+    registrar: Registrar, server: RegistrationServer, bank: Bank
+) -> None:
+    metadata = ClientMetadata(tls_client_auth_subject_dn="CN=given")
+
+    await registrar.submit(server, metadata, software_statement=None, existing=(HANDLE, "c-1"))
+
+    sent = json.loads(bank.last("PUT").content)
+    assert (sent["client_id"], sent["tls_client_auth_subject_dn"]) == ("c-1", "CN=given")
+    assert bank.last("PUT").headers["content-type"] == "application/json"

@@ -40,7 +40,6 @@ from raidiam_operator.core.registration import (
     RegistrationHandle,
     SoftwareStatement,
     check_metadata,
-    registration_body,
 )
 from raidiam_operator.core.rules import AUTH_METHODS, FLAG_FIELDS
 from raidiam_operator.core.times import utc_now
@@ -51,7 +50,7 @@ from raidiam_operator.protocol.registrar import (
     RegistrationServer,
     SoftwareStatementSource,
 )
-from raidiam_operator.protocol.registration import open_finance_subject_dn, read_software_statement
+from raidiam_operator.protocol.registration import read_software_statement
 from raidiam_operator.protocol.request import TokenRequest
 
 DIRECTORY_SCOPE = "directory:software"
@@ -244,18 +243,19 @@ async def _carry_out(plan: Plan) -> Registration | None:
         statement = plan.software_statement or await _fresh_software_statement(
             client, registrar, plan.directory
         )
-        body = registration_body(
-            plan.metadata,
-            software_statement=statement,
-            subject_dn=_subject_dn(plan),
-            client_id=plan.client_id,
-        )
+        existing = None
         if plan.operation == "update":
             assert handle is not None
-            return await registrar.update(plan.server, handle, body)
-        return await registrar.register(
-            plan.server, body, initial_access_token=plan.initial_access_token
+            assert plan.client_id is not None
+            existing = (handle, plan.client_id)
+        submitted = await registrar.submit(
+            plan.server,
+            plan.metadata,
+            software_statement=statement,
+            existing=existing,
+            initial_access_token=plan.initial_access_token,
         )
+        return submitted.registration
 
 
 async def _fresh_software_statement(
@@ -271,15 +271,6 @@ async def _fresh_software_statement(
     return await with_one_quick_retry(
         lambda: registrar.software_statement(directory.source, directory_token=token or "")
     )
-
-
-def _subject_dn(plan: Plan) -> str | None:
-    metadata, transport = plan.metadata, plan.server.transport
-    if metadata.tls_client_auth_subject_dn is not None:
-        return metadata.tls_client_auth_subject_dn
-    if metadata.token_endpoint_auth_method == "tls_client_auth" and transport is not None:
-        return open_finance_subject_dn(transport.leaf)
-    return None
 
 
 # -- the flags ------------------------------------------------------------------------------

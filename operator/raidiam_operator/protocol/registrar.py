@@ -23,11 +23,15 @@ from raidiam_operator.core.errors import (
     SoftwareStatementUnavailable,
 )
 from raidiam_operator.core.registration import (
+    ClientMetadata,
     Json,
+    RegisteredDigest,
     Registration,
     RegistrationHandle,
     SoftwareStatement,
     assertion_url,
+    registered_digest,
+    registration_body,
 )
 from raidiam_operator.core.times import Clock, utc_now
 from raidiam_operator.protocol.client import TokenClient
@@ -38,9 +42,10 @@ from raidiam_operator.protocol.registration import (
     registration_endpoint_for,
     registration_error,
     software_statement_error,
+    subject_dn_for,
 )
 
-_JSON = {"Content-Type": "application/json", "Accept": "application/json"}
+_JSON_BODY = {"Content-Type": "application/json"}
 
 
 @dataclass(frozen=True)
@@ -72,6 +77,15 @@ class SoftwareStatementSource:
     @property
     def url(self) -> str:
         return assertion_url(self.directory_api, self.organisation_id, self.software_statement_id)
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """A registration created or updated, and the digest of what was sent for it: what a
+    RaidiamRegistration's status records to decide the next step."""
+
+    registration: Registration
+    digest: RegisteredDigest
 
 
 class Registrar:
@@ -127,7 +141,7 @@ class Registrar:
         """RFC 7591 §3: POST the metadata (with the SSA in it) to the registration endpoint."""
         async with self._deadline(f"registering a client at {server.issuer}"):
             endpoint = await self.registration_endpoint(server)
-            headers = dict(_JSON)
+            headers = dict(_JSON_BODY)
             if initial_access_token:
                 headers["Authorization"] = f"Bearer {initial_access_token.strip()}"
             status, answer_headers, answer = await self._send(
@@ -138,6 +152,37 @@ class Registrar:
                 status, answer_headers, answer, now=self._clock(), at_client_uri=False
             )
         return parse_registration(answer, url=endpoint)
+
+    async def submit(
+        self,
+        server: RegistrationServer,
+        metadata: ClientMetadata,
+        *,
+        software_statement: SoftwareStatement | None,
+        existing: tuple[RegistrationHandle, str] | None = None,
+        initial_access_token: str | None = None,
+    ) -> Submitted:
+        """Register `metadata` (RFC 7591), or with `existing` (the handle and the client id)
+        update that registration (RFC 7592 PUT), with `software_statement` (fetched just before:
+        the Brasil profile takes one at most 5 minutes old) and the subject DN derived from the
+        transport certificate unless given. Returns the answer and the digest of what was sent."""
+        subject_dn = subject_dn_for(metadata, server.transport)
+        body = registration_body(
+            metadata,
+            software_statement=software_statement,
+            subject_dn=subject_dn,
+            client_id=existing[1] if existing else None,
+        )
+        if existing is None:
+            registration = await self.register(
+                server, body, initial_access_token=initial_access_token
+            )
+        else:
+            registration = await self.update(server, existing[0], body)
+        digest = registered_digest(
+            metadata, subject_dn=subject_dn, software_statement=software_statement
+        )
+        return Submitted(registration, digest)
 
     async def read(self, server: RegistrationServer, handle: RegistrationHandle) -> Registration:
         """RFC 7592 §2.1: the registration as the server holds it now."""
@@ -168,7 +213,9 @@ class Registrar:
     ) -> tuple[bytes, str]:
         """One RFC 7592 request with the registration access token: the answer's body and URL."""
         url = rules.check_https(handle.registration_client_uri, field="registration_client_uri")
-        headers = {**_JSON, "Authorization": f"Bearer {handle.registration_access_token}"}
+        headers = {"Authorization": f"Bearer {handle.registration_access_token}"}
+        if body is not None:
+            headers.update(_JSON_BODY)
         async with self._deadline(f"the registration {method} at {url}"):
             status, answer_headers, answer = await self._send(server, method, url, headers, body)
         if status not in accept:

@@ -31,10 +31,12 @@ from raidiam_operator.core.errors import (
 from raidiam_operator.core.registration import (
     MAX_SOFTWARE_STATEMENT_LENGTH,
     MAX_URI_LENGTH,
+    ClientMetadata,
     Registration,
     SoftwareStatement,
 )
 from raidiam_operator.core.texts import SERVER_VALUE_LIMIT, quoted_server_text
+from raidiam_operator.protocol.credentials import TransportCertificate
 from raidiam_operator.protocol.metadata import ServerMetadata
 from raidiam_operator.protocol.tokens import classify_error_response, unverified_claims
 
@@ -107,6 +109,17 @@ def open_finance_subject_dn(certificate: x509.Certificate) -> str:
             )
         )
     return ",".join(reversed(rdns))
+
+
+def subject_dn_for(metadata: ClientMetadata, transport: TransportCertificate | None) -> str | None:
+    """The `tls_client_auth_subject_dn` to register: the one given, else for tls_client_auth the
+    transport certificate's subject in the profile's format (so a renewed certificate with a new
+    subject changes what is registered); None for the other methods."""
+    if metadata.tls_client_auth_subject_dn is not None:
+        return metadata.tls_client_auth_subject_dn
+    if metadata.token_endpoint_auth_method == "tls_client_auth" and transport is not None:
+        return open_finance_subject_dn(transport.leaf)
+    return None
 
 
 def _attribute_values(name_der: bytes) -> list[list[bytes]]:
