@@ -8,7 +8,7 @@ import stat
 import subprocess
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -209,7 +209,7 @@ def test_a_directory_token_from_a_file_fetches_the_software_statement(
             (),
             Directory.issue_stale_ssa,
             "invalid_software_statement",
-            "issued less than 5 minutes before the request",
+            "s before this request, and the Brasil profile takes one at most 300 s old",
             id="stale-ssa",
         ),
         pytest.param(
@@ -419,3 +419,38 @@ def test_a_bank_that_refuses_delete_exits_3_and_keeps_the_registration(
     assert "method_not_allowed (HTTP 405)" in deleted.stderr
     assert "does not support this RFC 7592 operation" in deleted.stderr
     assert register("--read", *manage, from_directory=False).code == 0
+
+
+def test_a_renewed_certificate_is_registered_by_update_and_the_old_one_refused(
+    register: Register,
+    auth_server: AuthServer,
+    clean_data_provider: DataProvider,
+    software: Software,
+    test_pki: TestPKI,
+) -> None:
+    saved = software.workdir / "registration-token"
+    registered = register("--save-registration-token", str(saved))
+    assert registered.code == 0, registered.stderr
+    client_id = registered.json()["client_id"]
+    old = replace(software)
+    software.rotate_certificate(test_pki, auth_server)
+    software.cert, software.key = software.certificate.write(software.workdir, "renewed")
+    before_update = token(clean_data_provider, software, client_id)
+
+    updated = register(
+        "--update",
+        "--registration-client-uri",
+        registered.json()["registration_client_uri"],
+        "--registration-token",
+        str(saved),
+        "--client-id",
+        client_id,
+    )
+
+    assert before_update.code == 3
+    assert updated.code == 0, updated.stderr
+    assert (
+        updated.json()["tls_client_auth_subject_dn"] == software.certificate.open_finance_subject_dn
+    )
+    assert token(clean_data_provider, software, client_id).code == 0
+    assert token(clean_data_provider, old, client_id).code == 3

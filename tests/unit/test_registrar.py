@@ -581,3 +581,24 @@ async def test_submit_with_an_existing_registration_puts_it_naming_the_client(
     sent = json.loads(bank.last("PUT").content)
     assert (sent["client_id"], sent["tls_client_auth_subject_dn"]) == ("c-1", "CN=given")
     assert bank.last("PUT").headers["content-type"] == "application/json"
+
+
+async def test_a_refused_stale_ssa_says_how_old_it_was(
+    bank: Bank, server: RegistrationServer
+) -> None:
+    bank.answer("POST", MTLS_REGISTRATION, 400, json={"error": "invalid_software_statement"})
+    issued = datetime.fromtimestamp(1_700_000_000, UTC)
+    registrar = Registrar(
+        TokenClient(transport=httpx.MockTransport(bank)),
+        clock=lambda: issued + timedelta(seconds=600),
+    )
+
+    with pytest.raises(RegistrationRejected) as caught:
+        await registrar.submit(
+            server, ClientMetadata(), software_statement=read_software_statement(SSA, source="t")
+        )
+
+    assert caught.value.hints[0].startswith(
+        "The software statement was issued 600 s before this request, and the Brasil profile "
+        "takes one at most 300 s old"
+    )

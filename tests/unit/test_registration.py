@@ -23,6 +23,7 @@ from raidiam_operator.core.registration import (
     parse_digest,
     registered_digest,
     registration_body,
+    stale_software_statement_hint,
 )
 
 NOW = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
@@ -310,3 +311,20 @@ def test_an_update_without_a_new_token_keeps_the_one_held() -> None:
     assert kept.registration_client_uri == "https://bank.example/reg/c"
     assert "held-token" not in repr(kept)
     assert "held-token" not in repr(held)
+
+
+@pytest.mark.parametrize(
+    ("age", "hinted"),
+    [(299, False), (300, False), (301, True)],
+    ids=["fresh", "at-the-limit", "stale"],
+)
+def test_a_stale_ssa_is_named_only_beyond_five_minutes(age: int, hinted: bool) -> None:
+    now = datetime.fromtimestamp(1_700_000_000 + age, UTC)
+
+    hint = stale_software_statement_hint(statement(), now=now)
+
+    assert (hint is not None) == hinted
+
+
+def test_an_ssa_without_iat_gets_no_age_hint() -> None:
+    assert stale_software_statement_hint(statement(iat="yesterday"), now=NOW) is None

@@ -29,6 +29,8 @@ from raidiam_operator.core.rules import AuthMethod
 
 #: the directory's own bound on an SSA (Raidiam Connect documents at most 4,000 characters)
 MAX_SOFTWARE_STATEMENT_LENGTH = 4000
+#: how old an SSA the Brasil DCR profile lets a data provider accept
+SOFTWARE_STATEMENT_MAX_AGE = timedelta(minutes=5)
 #: how often a registration is read back to see drift or deletion at the server
 DEFAULT_CHECK_INTERVAL = timedelta(days=1)
 #: `extra` fields: a handful of server-specific ones, never a second metadata document
@@ -205,6 +207,22 @@ class SoftwareStatement:
     def lasting_claims(self) -> dict[str, object]:
         """The claims about the software, without those that change with every issue."""
         return {k: v for k, v in self.claims.items() if k not in _VOLATILE_CLAIMS}
+
+
+def stale_software_statement_hint(statement: SoftwareStatement, *, now: datetime) -> str | None:
+    """What to say when a server refuses an SSA older than the Brasil profile allows (a file
+    fetched a while ago, a clock that is off), or None when its age is no reason."""
+    issued_at = statement.issued_at
+    if issued_at is None:
+        return None
+    age = now.timestamp() - issued_at
+    if age <= SOFTWARE_STATEMENT_MAX_AGE.total_seconds():
+        return None
+    return (
+        f"The software statement was issued {age:.0f} s before this request, and the Brasil "
+        f"profile takes one at most {SOFTWARE_STATEMENT_MAX_AGE.total_seconds():.0f} s old: "
+        "fetch a fresh one from the directory just before registering."
+    )
 
 
 def assertion_url(directory_api: str, organisation_id: str, software_statement_id: str) -> str:

@@ -20,6 +20,7 @@ from raidiam_operator.core import rules
 from raidiam_operator.core.errors import (
     ConnectionFailure,
     DirectoryTokenMissing,
+    RegistrationRejected,
     SoftwareStatementUnavailable,
 )
 from raidiam_operator.core.registration import (
@@ -32,6 +33,7 @@ from raidiam_operator.core.registration import (
     assertion_url,
     registered_digest,
     registration_body,
+    stale_software_statement_hint,
 )
 from raidiam_operator.core.times import Clock, utc_now
 from raidiam_operator.protocol.client import TokenClient
@@ -173,12 +175,20 @@ class Registrar:
             subject_dn=subject_dn,
             client_id=existing[1] if existing else None,
         )
-        if existing is None:
-            registration = await self.register(
-                server, body, initial_access_token=initial_access_token
+        try:
+            if existing is None:
+                registration = await self.register(
+                    server, body, initial_access_token=initial_access_token
+                )
+            else:
+                registration = await self.update(server, existing[0], body)
+        except RegistrationRejected as rejection:
+            hint = software_statement and stale_software_statement_hint(
+                software_statement, now=self._clock()
             )
-        else:
-            registration = await self.update(server, existing[0], body)
+            if hint and rejection.error == "invalid_software_statement":
+                rejection.add_hint(hint, first=True)
+            raise
         digest = registered_digest(
             metadata, subject_dn=subject_dn, software_statement=software_statement
         )
