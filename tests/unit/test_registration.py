@@ -92,6 +92,7 @@ def test_private_key_jwt_sends_no_subject_dn() -> None:
 
     assert "tls_client_auth_subject_dn" not in body
     assert body["token_endpoint_auth_signing_alg"] == "PS256"
+    assert body["tls_client_certificate_bound_access_tokens"] is True
 
 
 def test_assertion_url_quotes_the_ids() -> None:

@@ -135,6 +135,12 @@ def add_parser(commands: Commands[argparse.ArgumentParser]) -> None:
     )
     metadata.add_argument("--id-token-alg", metavar="ALG", help="id_token_signed_response_alg")
     metadata.add_argument(
+        "--no-certificate-bound-tokens",
+        dest="bound_tokens",
+        action="store_false",
+        help="register tls_client_certificate_bound_access_tokens false (default true, as FAPI asks)",
+    )
+    metadata.add_argument(
         "--metadata",
         action="append",
         default=[],
@@ -440,6 +446,7 @@ def _metadata(args: argparse.Namespace) -> ClientMetadata:
         id_token_signed_response_alg=args.id_token_alg,
         token_endpoint_auth_signing_alg=args.signing_alg,
         tls_client_auth_subject_dn=args.subject_dn,
+        tls_client_certificate_bound_access_tokens=args.bound_tokens,
         extra=_extra(args.metadata),
     )
 

@@ -242,11 +242,14 @@ class RegistrationRejected(AuthorizationServerRejection):
         return _REGISTRATION_HINTS.get(error, _hint_for(error))
 
 
-class SoftwareStatementRefused(RegistrationRejected):
+class SoftwareStatementRefused(AuthorizationServerRejection):
     """The directory refused to issue a software statement for this token and certificate."""
 
     reason = "SoftwareStatementRefused"
     summary = "the directory refused the software statement request"
+
+    def _hint(self, error: str) -> str:
+        return _REGISTRATION_HINTS.get(error, _hint_for(error))
 
 
 class RegistrationGone(RaidiamOperatorError):

@@ -52,6 +52,7 @@ TYPED_FIELDS = frozenset(
         "id_token_signed_response_alg",
         "token_endpoint_auth_signing_alg",
         "tls_client_auth_subject_dn",
+        "tls_client_certificate_bound_access_tokens",
     }
 )
 #: fields the server or this operator sets, which `extra` may not send: credentials and the SSA
@@ -114,6 +115,8 @@ class ClientMetadata:
     id_token_signed_response_alg: str | None = None
     token_endpoint_auth_signing_alg: str | None = None
     tls_client_auth_subject_dn: str | None = None
+    #: RFC 8705 §3.4; FAPI and the Brasil profile want every token bound to the certificate
+    tls_client_certificate_bound_access_tokens: bool = True
     extra: Mapping[str, Json] = field(default_factory=dict)
 
 
@@ -267,9 +270,8 @@ def _typed_fields(
         "id_token_signed_response_alg": metadata.id_token_signed_response_alg,
         "token_endpoint_auth_signing_alg": metadata.token_endpoint_auth_signing_alg,
         "tls_client_auth_subject_dn": subject_dn if method == "tls_client_auth" else None,
+        "tls_client_certificate_bound_access_tokens": metadata.tls_client_certificate_bound_access_tokens,
     }
-    if method in rules.MUTUAL_TLS_METHODS or subject_dn is not None:
-        fields["tls_client_certificate_bound_access_tokens"] = True
     return {k: v for k, v in fields.items() if v is not None}
 
 
