@@ -19,6 +19,7 @@ from raidiam_devenv.directory import Directory
 from raidiam_devenv.pki import TestPKI
 
 from .conftest import CliResult, Participant
+from .test_registration_servers import fresh_ssa
 
 pytestmark = pytest.mark.authserver
 
@@ -454,3 +455,51 @@ def test_a_renewed_certificate_is_registered_by_update_and_the_old_one_refused(
     )
     assert token(clean_data_provider, software, client_id).code == 0
     assert token(clean_data_provider, old, client_id).code == 3
+
+
+def test_a_software_statement_from_a_file_registers(
+    register: Register, auth_server: AuthServer, directory: Directory, software: Software
+) -> None:
+    statement = software.workdir / "ssa.jwt"
+    statement.write_text(fresh_ssa(auth_server, directory, software) + "\n")
+
+    result = register("--software-statement", str(statement), from_directory=False)
+
+    assert result.code == 0, result.stderr
+    assert result.json()["software_id"] == software.software_statement_id
+
+
+def test_a_private_key_jwt_client_signs_with_the_keys_of_the_ssa(
+    register: Register, clean_data_provider: DataProvider, software: Software
+) -> None:
+    assert software.signing_key is not None
+    signing_key = software.workdir / "signing.pem"
+    signing_key.write_bytes(software.signing_key.private_pem)
+
+    result = register("--auth-method", "private_key_jwt", "--signing-alg", "PS256")
+    assert result.code == 0, result.stderr
+    issued = raidiam_operator(
+        "token",
+        "--issuer",
+        clean_data_provider.issuer,
+        "--ca-file",
+        str(clean_data_provider.ca_path),
+        "--client-id",
+        result.json()["client_id"],
+        "--auth-method",
+        "private_key_jwt",
+        "--signing-key",
+        str(signing_key),
+        "--kid",
+        "sig-1",
+        "--cert",
+        str(software.cert),
+        "--key",
+        str(software.key),
+        "--scope",
+        "accounts",
+    )
+
+    assert "tls_client_auth_subject_dn" not in result.json()
+    assert issued.code == 0, issued.stderr
+    assert issued.json()["certificate_thumbprint"] == software.certificate.x5t_s256
