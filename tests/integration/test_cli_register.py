@@ -77,12 +77,7 @@ def register(
         ]
         if from_directory:
             command += [
-                "--directory-api",
-                directory.api_base_url,
-                "--organisation-id",
-                software.organisation_id,
-                "--software-statement-id",
-                software.software_statement_id,
+                *software_statement_at(directory, software),
                 "--directory-issuer",
                 auth_server.issuer,
                 "--directory-client-id",
@@ -97,8 +92,8 @@ def register(
     return run
 
 
-def with_directory_token(directory: Directory, software: Software, token_file: Path) -> list[str]:
-    """The SSA from the directory, with the directory token in `token_file`."""
+def software_statement_at(directory: Directory, software: Software) -> list[str]:
+    """Where the directory issues the software's SSA."""
     return [
         "--directory-api",
         directory.api_base_url,
@@ -106,9 +101,12 @@ def with_directory_token(directory: Directory, software: Software, token_file: P
         software.organisation_id,
         "--software-statement-id",
         software.software_statement_id,
-        "--directory-token",
-        str(token_file),
     ]
+
+
+def with_directory_token(directory: Directory, software: Software, token_file: Path) -> list[str]:
+    """The SSA from the directory, with the directory token in `token_file`."""
+    return [*software_statement_at(directory, software), "--directory-token", str(token_file)]
 
 
 def token(
