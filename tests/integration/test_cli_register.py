@@ -294,6 +294,7 @@ def test_read_update_and_delete_manage_the_registration(
     )
     deleted = register("--delete", *manage, from_directory=False)
     gone = register("--read", *manage, from_directory=False)
+    deleted_again = register("--delete", *manage, from_directory=False)
 
     assert read.code == 0, read.stderr
     assert read.json()["client_id"] == client_id
@@ -303,6 +304,8 @@ def test_read_update_and_delete_manage_the_registration(
     assert deleted.json() == {"registration_client_uri": manage[1], "deleted": True}
     assert gone.code == 3
     assert "RegistrationGone" in gone.stderr
+    assert deleted_again.code == 0
+    assert "the registration was already gone at the server" in deleted_again.stderr
     assert clean_data_provider.registrations(client_id) == {
         "created": 1,
         "read": 1,
@@ -310,7 +313,7 @@ def test_read_update_and_delete_manage_the_registration(
         "deleted": 1,
     }
     assert saved.read_text().strip() not in "".join(
-        r.stdout + r.stderr for r in (registered, read, updated, deleted, gone)
+        r.stdout + r.stderr for r in (registered, read, updated, deleted, gone, deleted_again)
     )
 
 

@@ -24,7 +24,6 @@ from raidiam_operator.cli.shared import (
     EXIT_OK,
     EXIT_REJECTED,
     Commands,
-    error,
     fail,
     read_flag_file,
     request_exit_code,
@@ -209,7 +208,7 @@ def register_command(args: argparse.Namespace) -> int:
     except RegistrationGone as problem:
         if plan.operation != "delete":
             return fail(args, EXIT_REJECTED, problem)
-        error(args, "note: the registration was already gone at the server")
+        _note(args, "the registration was already gone at the server")
         registration = None
     except RaidiamOperatorError as problem:
         return fail(args, request_exit_code(problem), problem)
@@ -489,13 +488,17 @@ def _keep_registration_token(
     rotated = plan.handle is not None and token != plan.handle.registration_access_token
     if target is None and rotated and args.registration_token:
         target = args.registration_token
-        error(
+        _note(
             args,
-            f"note: the server rotated the registration access token; the new one is written "
-            f"to {target}",
+            f"the server rotated the registration access token; the new one is written to {target}",
         )
     if target is not None:
         _write_private(target, token, "--save-registration-token")
+
+
+def _note(args: argparse.Namespace, message: str) -> None:
+    """Something the user should know, on stderr as `status` prints its notes."""
+    print(f"{getattr(args, 'prog', 'raidiam-operator')}: {message}", file=sys.stderr)
 
 
 def _write_private(path: Path, text: str, flag: str) -> None:
