@@ -1,8 +1,10 @@
-"""Fixtures for the token flow against the real test authorization server."""
+"""Fixtures for the token flow against the real test authorization server, and a participant's
+software for the directory and the bank."""
 
 from __future__ import annotations
 
 import json
+import ssl
 import subprocess
 import sys
 import uuid
@@ -12,9 +14,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from cryptography import x509
+from cryptography.x509.oid import NameOID
 
 from raidiam_devenv.authserver import AuthServer
+from raidiam_devenv.devserver import DevServer
+from raidiam_devenv.directory import Directory
 from raidiam_devenv.pki import IssuedCertificate, SigningKey, TestPKI
 from raidiam_operator.core.rules import AssertionAudience
 from raidiam_operator.protocol.credentials import load_signing_key, load_transport_certificate
@@ -36,7 +43,7 @@ class Files:
 
 @pytest.fixture
 def unique() -> Callable[[str], str]:
-    return lambda prefix: f"{prefix}-{uuid.uuid4().hex[:10]}"
+    return unique_name
 
 
 @pytest.fixture
@@ -197,3 +204,102 @@ def cli(clean_auth_server: AuthServer) -> Callable[..., CliResult]:
         return CliResult(completed.returncode, completed.stdout, completed.stderr)
 
     return run
+
+
+# -- a participant of Open Finance Brasil: the directory, the bank -----------------------
+
+
+ORGANIZATION_IDENTIFIER = x509.ObjectIdentifier("2.5.4.97")
+
+
+def unique_name(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def open_finance_certificate(
+    pki: TestPKI, organisation_id: str, software_id: str, common_name: str
+) -> IssuedCertificate:
+    """A transport certificate shaped as the Open Finance Brasil certificate standard has it:
+    UID the software, organizationIdentifier OFBBR-<org>, the CNPJ as serialNumber."""
+    return pki.client_certificate(
+        common_name,
+        country="BR",
+        organization="Participante Exemplo SA",
+        organizational_unit=organisation_id,
+        extra_attributes=[
+            (NameOID.JURISDICTION_COUNTRY_NAME, "BR"),
+            (NameOID.BUSINESS_CATEGORY, "Private Organization"),
+            (NameOID.SERIAL_NUMBER, "13353236000189"),
+            (ORGANIZATION_IDENTIFIER, f"OFBBR-{organisation_id}"),
+            (NameOID.USER_ID, software_id),
+        ],
+    )
+
+
+@dataclass
+class Participant:
+    """A participant's software as the directory knows it, and its transport certificate."""
+
+    organisation_id: str
+    software_statement_id: str
+    directory_client_id: str
+    redirect_uris: list[str]
+    certificate: IssuedCertificate
+    workdir: Path
+    signing_key: SigningKey | None = None
+
+    def http(self, server: DevServer, certificate: IssuedCertificate | None = None) -> httpx.Client:
+        """A client that trusts ``server`` and presents ``certificate`` (default: the
+        participant's own)."""
+        context = ssl.create_default_context(cafile=str(server.ca_path))
+        cert = certificate or self.certificate
+        cert_path, key_path = cert.write(self.workdir, unique_name("transport"))
+        context.load_cert_chain(cert_path, key_path)
+        return httpx.Client(verify=context, timeout=10.0, trust_env=False)
+
+    def rotate_certificate(self, pki: TestPKI, auth_server: AuthServer) -> IssuedCertificate:
+        """A new transport certificate, with another subject, known to the directory's
+        authorization server as the old one was."""
+        self.certificate = open_finance_certificate(
+            pki, self.organisation_id, self.software_statement_id, unique_name("rotated")
+        )
+        auth_server.register_tls_client(self.directory_client_id, self.certificate)
+        return self.certificate
+
+    def transport_files(self) -> tuple[Path, Path]:
+        """The transport certificate and its key on disk, as the command line takes them."""
+        return self.certificate.write(self.workdir, "transport")
+
+
+@pytest.fixture
+def participant(
+    clean_auth_server: AuthServer, clean_directory: Directory, test_pki: TestPKI, tmp_path: Path
+) -> Participant:
+    organisation_id = str(uuid.uuid4())
+    software_statement_id = str(uuid.uuid4())
+    client_id = unique_name("directory-client")
+    redirect_uris = [f"https://{software_statement_id}.example/cb", "https://tpp.example/cb2"]
+    signing_key = test_pki.signing_key("rsa")
+    clean_directory.register_organisation(organisation_id, name="Participante Exemplo SA")
+    clean_directory.register_software_statement(
+        organisation_id,
+        software_statement_id,
+        client_id=client_id,
+        client_name="Exemplo TPP",
+        redirect_uris=redirect_uris,
+        roles=["DADOS", "PAGTO"],
+        jwks={"keys": [signing_key.public_jwk("sig-1", alg="PS256")]},
+    )
+    certificate = open_finance_certificate(
+        test_pki, organisation_id, software_statement_id, "tpp.example"
+    )
+    clean_auth_server.register_tls_client(client_id, certificate)
+    return Participant(
+        organisation_id,
+        software_statement_id,
+        client_id,
+        redirect_uris,
+        certificate,
+        tmp_path,
+        signing_key,
+    )

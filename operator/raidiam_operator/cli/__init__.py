@@ -1,5 +1,5 @@
 """`raidiam-operator` (and `kubectl raidiam`): the command line over the same core the operator
-uses. One module per command: `token`, `run`, `cluster` (status, refresh), `check`.
+uses. One module per command: `token`, `register`, `run`, `cluster` (status, refresh), `check`.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from raidiam_operator import __version__
-from raidiam_operator.cli import check, cluster, run, token
+from raidiam_operator.cli import check, cluster, register, run, token
 
 
 def main(argv: Sequence[str] | None = None, *, prog: str = "raidiam-operator") -> int:
@@ -36,6 +36,7 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     parser.set_defaults(prog=prog)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     token.add_parser(commands)
+    register.add_parser(commands)
     run.add_parser(commands)
     cluster.add_parsers(commands)
     check.add_parser(commands)

@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
-from raidiam_operator.core.errors import RaidiamOperatorError, TransientError
+from raidiam_operator.core.errors import (
+    AuthorizationServerRejection,
+    ConfigurationError,
+    RaidiamOperatorError,
+    RegistrationGone,
+    TransientError,
+)
 from raidiam_operator.core.options import CERTIFICATE_EXPIRY_WARNING
 from raidiam_operator.core.spec import parse_duration
 
@@ -20,6 +29,9 @@ EXIT_REJECTED = 3
 EXIT_TRANSIENT = 4
 
 Commands = argparse._SubParsersAction  # the `add_subparsers()` of the main parser
+# One quick retry for a blip; anything that asks us to wait longer is reported instead.
+QUICK_RETRY_LIMIT_SECONDS = 5.0
+_T = TypeVar("_T")
 
 
 def add_cluster_flags(parser: argparse.ArgumentParser) -> None:
@@ -60,6 +72,14 @@ def exit_code_for(problem: RaidiamOperatorError) -> int:
     return EXIT_TRANSIENT if isinstance(problem, TransientError) else EXIT_CONFIGURATION
 
 
+def request_exit_code(problem: RaidiamOperatorError) -> int:
+    """For the commands that talk to an authorization server themselves (`token`, `register`):
+    3 when it (or the directory) refused, 4 when trying again may work, 2 for the rest."""
+    if isinstance(problem, AuthorizationServerRejection | RegistrationGone):
+        return EXIT_REJECTED
+    return EXIT_TRANSIENT if isinstance(problem, TransientError) else EXIT_CONFIGURATION
+
+
 def error(args: argparse.Namespace, message: str) -> None:
     """On stderr, named as the user invoked us: `kubectl raidiam` or `raidiam-operator`."""
     print(f"{getattr(args, 'prog', 'raidiam-operator')}: error: {message}", file=sys.stderr)
@@ -85,3 +105,24 @@ def add_expiry_warning_flag(parser: argparse.ArgumentParser) -> None:
 def expiry_warning(args: argparse.Namespace) -> timedelta:
     """The flag's value; raises `ConfigurationError` naming the flag."""
     return parse_duration(args.certificate_expiry_warning, field="--certificate-expiry-warning")
+
+
+def read_flag_file(path: Path, flag: str) -> bytes:
+    """A file a flag names; a missing or unreadable one is a `ConfigurationError` naming both."""
+    try:
+        return path.read_bytes()
+    except OSError as error:
+        raise ConfigurationError(f"{flag} {path}: {error.strerror}") from None
+
+
+async def with_one_quick_retry(attempt: Callable[[], Awaitable[_T]]) -> _T:
+    """`attempt`, once more after a transient failure that asks for at most a short wait (a
+    one-shot command absorbs a blip, and reports anything longer)."""
+    try:
+        return await attempt()
+    except TransientError as error:
+        wait = 1.0 if error.retry_after is None else error.retry_after
+        if wait > QUICK_RETRY_LIMIT_SECONDS:
+            raise
+        await asyncio.sleep(wait)
+        return await attempt()

@@ -10,28 +10,21 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from raidiam_operator.cli.shared import (
-    EXIT_CONFIGURATION,
     EXIT_OK,
-    EXIT_REJECTED,
-    EXIT_TRANSIENT,
     Commands,
     fail,
+    read_flag_file,
+    request_exit_code,
+    with_one_quick_retry,
 )
 from raidiam_operator.core import rules
-from raidiam_operator.core.errors import (
-    AuthorizationServerRejection,
-    ConfigurationError,
-    TransientError,
-)
+from raidiam_operator.core.errors import ConfigurationError, RaidiamOperatorError
 from raidiam_operator.core.rules import AUTH_METHODS, FLAG_FIELDS
 from raidiam_operator.core.times import rfc3339, utc_now
 from raidiam_operator.protocol.client import TokenClient
 from raidiam_operator.protocol.credentials import load_signing_key, load_transport_certificate
 from raidiam_operator.protocol.request import TokenRequest
 from raidiam_operator.protocol.tokens import IssuedToken
-
-# One quick retry for a blip; anything that asks us to wait longer is reported instead.
-QUICK_RETRY_LIMIT_SECONDS = 5.0
 
 
 def add_parser(commands: Commands[argparse.ArgumentParser]) -> None:
@@ -81,16 +74,9 @@ def add_parser(commands: Commands[argparse.ArgumentParser]) -> None:
 def token_command(args: argparse.Namespace) -> int:
     try:
         request = request_from_flags(args)
-    except ConfigurationError as error:
-        return fail(args, EXIT_CONFIGURATION, error)
-    try:
         token = asyncio.run(_fetch_with_one_retry(request))
-    except ConfigurationError as error:
-        return fail(args, EXIT_CONFIGURATION, error)
-    except AuthorizationServerRejection as error:
-        return fail(args, EXIT_REJECTED, error)
-    except TransientError as error:
-        return fail(args, EXIT_TRANSIENT, error)
+    except RaidiamOperatorError as error:
+        return fail(args, request_exit_code(error), error)
     json.dump(token_document(token), sys.stdout, indent=2)
     sys.stdout.write("\n")
     return EXIT_OK
@@ -113,14 +99,7 @@ def token_document(token: IssuedToken) -> dict[str, object]:
 
 async def _fetch_with_one_retry(request: TokenRequest) -> IssuedToken:
     async with TokenClient() as client:
-        try:
-            return await client.fetch_token(request)
-        except TransientError as error:
-            wait = 1.0 if error.retry_after is None else error.retry_after
-            if wait > QUICK_RETRY_LIMIT_SECONDS:
-                raise
-            await asyncio.sleep(wait)
-            return await client.fetch_token(request)
+        return await with_one_quick_retry(lambda: client.fetch_token(request))
 
 
 def request_from_flags(args: argparse.Namespace) -> TokenRequest:
@@ -142,13 +121,15 @@ def request_from_flags(args: argparse.Namespace) -> TokenRequest:
         raise ConfigurationError("--signing-key and --alg only apply to private_key_jwt")
     now = utc_now()
     transport = (
-        load_transport_certificate(_read(args.cert, "--cert"), _read(args.key, "--key"), now=now)
+        load_transport_certificate(
+            read_flag_file(args.cert, "--cert"), read_flag_file(args.key, "--key"), now=now
+        )
         if args.cert
         else None
     )
     signing_key = (
         load_signing_key(
-            _read(args.signing_key, "--signing-key"), key_id=args.kid, algorithm=args.alg
+            read_flag_file(args.signing_key, "--signing-key"), key_id=args.kid, algorithm=args.alg
         )
         if args.auth_method == "private_key_jwt"
         else None
@@ -162,7 +143,7 @@ def request_from_flags(args: argparse.Namespace) -> TokenRequest:
         scope=args.scope,
         assertion_audience="issuer" if args.audience == "issuer" else "tokenEndpoint",
         token_endpoint=args.token_endpoint,
-        ca_bundle=_read(args.ca_file, "--ca-file") if args.ca_file else None,
+        ca_bundle=read_flag_file(args.ca_file, "--ca-file") if args.ca_file else None,
         parameters=parameters,
     )
 
@@ -175,10 +156,3 @@ def _parameters(pairs: Sequence[str]) -> dict[str, str]:
             raise ConfigurationError(f"--param {pair!r} is not of the form name=value")
         parameters[name] = value
     return parameters
-
-
-def _read(path: Path, flag: str) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as error:
-        raise ConfigurationError(f"{flag} {path}: {error.strerror}") from None

@@ -6,8 +6,14 @@
      │    │    │                         (with its `not_after`), weak or oversized key
      │    │    └── KeyCheckDeferred .... the namespace spent its budget for key checks: try again
      │    │                              after `retry_after` seconds
-     │    └── ServerMetadataError ...... issuer mismatch, auth method or alg not supported
+     │    ├── ServerMetadataError ...... issuer mismatch, auth method or alg not supported
+     │    │    └── RegistrationEndpointMissing  no registration_endpoint in discovery
+     │    ├── InvalidSoftwareStatement . an SSA that is not a JWT of at most 4,000 characters
+     │    └── DirectoryTokenMissing .... no directory:software token to fetch an SSA with
      ├── AuthorizationServerRejection .. 400/401 with an OAuth `error` code (invalid_client, ...)
+     │    ├── RegistrationRejected ..... RFC 7591/7592 refusal (invalid_client_metadata, ...)
+     │    └── SoftwareStatementRefused . the directory refused the SSA request (invalid_token, ...)
+     ├── RegistrationGone .............. 401/404 at registration_client_uri: deleted at the server
      ├── KubernetesError ............... the API server refused a call, and says why
      │    ├── ObjectNotFound ........... 404: the object is not there
      │    ├── Conflict ................. 409 (or 404 on a replace): it changed since it was read
@@ -17,6 +23,7 @@
           ├── ConnectionFailure ........ the authorization server: timeouts, refused connections,
           │                              TLS handshake failures
           ├── InvalidTokenResponse ..... a response we cannot use: not JSON, no token, too large
+          ├── SoftwareStatementUnavailable  the directory: 5xx, 429, unreachable
           └── KubernetesUnavailable .... the API server: 5xx, 429, timeouts, refused connections
 
 `protocol.client` raises the OAuth side, `kube.gateway` the Kubernetes side: each translates its
@@ -94,14 +101,19 @@ class AuthorizationServerRejection(RaidiamOperatorError):
     """The authorization server answered the token request with an OAuth error."""
 
     reason = "TokenRequestRejected"
+    #: what was rejected, as the message begins
+    summary = "the authorization server rejected the token request"
 
     def __init__(self, error: str, description: str | None, *, status_code: int) -> None:
         self.error = error
         #: the server's error_description, already cleaned (see texts.server_text)
         self.description = description
         self.status_code = status_code
-        self.hints = [_hint_for(error)]
+        self.hints = [self._hint(error)]
         super().__init__(self._compose(description))
+
+    def _hint(self, error: str) -> str:
+        return _hint_for(error)
 
     def add_hint(self, hint: str, *, first: bool = False) -> None:
         """Say more about the likely cause, from what the client knows about the request and the
@@ -126,7 +138,7 @@ class AuthorizationServerRejection(RaidiamOperatorError):
         return cut_bytes(self._compose(cut_bytes(self.description, max(room, 0))), limit)
 
     def _compose(self, description: str | None) -> str:
-        summary = f"the authorization server rejected the token request with {self.error} (HTTP {self.status_code})"
+        summary = f"{self.summary} with {self.error} (HTTP {self.status_code})"
         return sentences(f"{summary}: {description}" if description else summary, *self.hints)
 
 
@@ -213,3 +225,102 @@ _HINTS = {
 
 def _hint_for(error: str) -> str:
     return _HINTS.get(error, "See the authorization server's documentation for this error code.")
+
+
+# -- client registration (RFC 7591 / 7592) and the software statement ----------------------
+
+
+class RegistrationEndpointMissing(ServerMetadataError):
+    reason = "RegistrationEndpointMissing"
+
+
+class InvalidSoftwareStatement(ConfigurationError):
+    """A software statement that cannot be what the directory issues: never sent anywhere."""
+
+    reason = "InvalidSoftwareStatement"
+
+
+class DirectoryTokenMissing(ConfigurationError):
+    reason = "DirectoryTokenMissing"
+
+
+class RegistrationRejected(AuthorizationServerRejection):
+    """The registration endpoint (or registration_client_uri) refused what we sent."""
+
+    reason = "RegistrationRejected"
+    summary = "the authorization server rejected the registration request"
+
+    def _hint(self, error: str) -> str:
+        return _REGISTRATION_HINTS.get(error, _hint_for(error))
+
+
+class SoftwareStatementRefused(AuthorizationServerRejection):
+    """The directory refused to issue a software statement for this token and certificate."""
+
+    reason = "SoftwareStatementRefused"
+    summary = "the directory refused the software statement request"
+
+    def _hint(self, error: str) -> str:
+        return _REGISTRATION_HINTS.get(error, _hint_for(error))
+
+
+class RegistrationGone(RaidiamOperatorError):
+    """The registration no longer exists at the server (RFC 7592 §2: 401 or 404): deleted there,
+    or its registration access token revoked. Register again."""
+
+    reason = "RegistrationGone"
+
+    def __init__(self, message: str, *, status_code: int) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+class SoftwareStatementUnavailable(TransientError):
+    """The directory did not answer the software statement request: an outage, not a refusal."""
+
+    reason = "SoftwareStatementUnavailable"
+
+    def __init__(self, message: str, *, kind: str, retry_after: float | None = None) -> None:
+        super().__init__(message, retry_after=retry_after)
+        self.kind = kind
+
+
+# What to fix, by the server's error: RFC 7591 §3.2.2, RFC 7592, RFC 6750 §3.1 (the directory).
+_REGISTRATION_HINTS = {
+    "invalid_software_statement": (
+        "The server does not accept the software statement: it must be signed by the directory "
+        "the server trusts, issued less than 5 minutes before the request (fetch a fresh one), "
+        "and be of the organisation the transport certificate names."
+    ),
+    "unapproved_software_statement": (
+        "The server does not approve this software statement; ask the data provider to allow "
+        "the software."
+    ),
+    "invalid_client_metadata": (
+        "Change the client metadata the server names: jwks_uri must be the software statement's "
+        "software_jwks_uri, the scope within the software's roles, and tls_client_auth_subject_dn "
+        "the transport certificate's subject in the profile's format."
+    ),
+    "invalid_redirect_uri": (
+        "Register only redirect URIs listed in the software statement's software_redirect_uris "
+        "(change them in the directory, or the --redirect-uri given)."
+    ),
+    "invalid_client": (
+        "The server did not accept the TLS client: register over mutual TLS with a transport "
+        "certificate it trusts, at mtls_endpoint_aliases.registration_endpoint."
+    ),
+    "invalid_token": (
+        "The bearer token was refused: for the registration endpoint, the initial access token; "
+        "for the directory, a directory:software token bound to this transport certificate and "
+        "not expired."
+    ),
+    "method_not_allowed": (
+        "The server does not support this RFC 7592 operation (it may refuse DELETE); remove "
+        "the client at the data provider by other means, or keep it."
+    ),
+    "insufficient_scope": "The directory token lacks the directory:software scope.",
+    "access_denied": (
+        "The directory token's client belongs to another organisation than the one asked for."
+    ),
+    "not_found": "Check the organisation id and the software statement id.",
+}

@@ -32,7 +32,7 @@ import tempfile
 import time
 import zlib
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -369,6 +369,25 @@ class TokenClient:
             status, _, _ = await self._send(client, "GET", url, what="reachability")
         return status
 
+    async def exchange(
+        self,
+        method: str,
+        url: str,
+        *,
+        transport: TransportCertificate | None,
+        ca_bundle: bytes | None,
+        what: str,
+        headers: Mapping[str, str] | None = None,
+        content: bytes | None = None,
+    ) -> tuple[int, Mapping[str, str], bytes]:
+        """One request on the pooled client of `transport`, bounded and translated as the token
+        request is: how protocol.registrar speaks HTTP without importing httpx. `headers` (an
+        Authorization among them) are sent, never logged."""
+        async with self._client(url, transport, ca_bundle, what=what) as client:
+            return await self._send(
+                client, method, url, what=what, extra_headers=headers, content=content
+            )
+
     async def _send(
         self,
         client: httpx.AsyncClient,
@@ -377,10 +396,15 @@ class TokenClient:
         *,
         what: str,
         data: dict[str, str] | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+        content: bytes | None = None,
     ) -> tuple[int, httpx.Headers, bytes]:
         started = time.monotonic()
+        sent_headers = {**_REQUEST_HEADERS, **extra_headers} if extra_headers else _REQUEST_HEADERS
         try:
-            async with client.stream(method, url, data=data, headers=_REQUEST_HEADERS) as response:
+            async with client.stream(
+                method, url, data=data, content=content, headers=sent_headers
+            ) as response:
                 body = await _read_capped(response)
                 status, headers = response.status_code, response.headers
         except httpx.TimeoutException:

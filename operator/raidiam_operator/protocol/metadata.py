@@ -30,6 +30,9 @@ class ServerMetadata:
     signing_algs_supported: tuple[str, ...] | None = None
     #: the server says it binds access tokens to the client's certificate (RFC 8705 §3.3)
     certificate_bound_access_tokens: bool = False
+    #: RFC 7591 registration_endpoint, and its mtls_endpoint_aliases entry (RFC 8705 §5)
+    registration_endpoint: str | None = None
+    mtls_registration_endpoint: str | None = None
 
 
 def discovery_url(issuer: str) -> str:
@@ -69,7 +72,20 @@ def parse_metadata(document: object, *, expected_issuer: str) -> ServerMetadata:
         ),
         certificate_bound_access_tokens=document.get("tls_client_certificate_bound_access_tokens")
         is True,
+        registration_endpoint=_https_or_none(document.get("registration_endpoint")),
+        mtls_registration_endpoint=_https_or_none(
+            aliases.get("registration_endpoint") if isinstance(aliases, Mapping) else None
+        ),
     )
+
+
+def _https_or_none(value: object) -> str | None:
+    """An optional endpoint the token request does not need: one that is not a usable https
+    URL (by the rules `_endpoint` applies) counts as absent, so that it never fails discovery
+    for token clients."""
+    if isinstance(value, str) and len(value) <= MAX_ENDPOINT_LENGTH and not url_problem(value):
+        return value
+    return None
 
 
 def token_endpoint_for(
