@@ -19,6 +19,8 @@ from typing import TypeVar
 
 from raidiam_operator.refresh.state import Key
 
+T = TypeVar("T")
+
 
 class Write(Enum):
     SECRET = "token Secret"
@@ -47,8 +49,6 @@ CLIENT_WRITES = Rate(per_minute=30, burst=5)
 #: each kind of write, per namespace: 5,000 new clients at once, and then 100 a second (a
 #: namespace of 5,000 clients renewing 2-minute tokens writes about 60 a second)
 NAMESPACE_WRITES = Rate(per_minute=12_000, burst=6_000)
-T = TypeVar("T")
-
 #: the tables are swept of full buckets when they grow past this (and twice what was left)
 SWEEP_AT = 1024
 
