@@ -7,7 +7,7 @@ import os
 import signal
 import socket
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,8 @@ from .fault_helpers import (
     audit_events,
     client_id_of,
     drop_namespace,
+    lease_holder,
+    most_in_a_minute,
     new_namespace,
     record_figure,
     token_requests,
@@ -33,7 +35,6 @@ from .fault_helpers import (
 
 pytestmark = [pytest.mark.kube, pytest.mark.authserver]
 
-LEASE = "raidiam-token-operator"
 #: as long as the issue's freeze: the standby takes over about 17 s in (a 15 s Lease)
 FREEZE_S = 45
 #: the good tenant's tokens: their renewals come due after the takeover (about 30 s after they
@@ -44,20 +45,6 @@ AFTER_RESUME_S = 22
 
 def _identity(replica: OperatorProcess) -> str:
     return f"{socket.gethostname()}-{replica.pid}"
-
-
-def _holder(world: World) -> str:
-    result = world.control_plane.kubectl(
-        "get",
-        "lease",
-        LEASE,
-        "-n",
-        world.namespace,
-        "-o",
-        "jsonpath={.spec.holderIdentity}",
-        check=False,
-    )
-    return result.stdout.strip() if result.returncode == 0 else ""
 
 
 def _writes(
@@ -77,13 +64,6 @@ def _writes(
             stamp = datetime.fromisoformat(event["requestReceivedTimestamp"].replace("Z", "+00:00"))
             moments.setdefault(ref.get("name", ""), []).append(stamp)
     return moments
-
-
-def _most_in_a_minute(moments: list[datetime]) -> int:
-    return max(
-        (sum(1 for m in moments if start <= m < start + timedelta(minutes=1)) for start in moments),
-        default=0,
-    )
 
 
 def test_a_leader_frozen_past_its_lease_sends_nothing_when_it_resumes(
@@ -112,7 +92,7 @@ def test_a_leader_frozen_past_its_lease_sends_nothing_when_it_resumes(
     frozen: set[int] = set()
     leader = replicas[0]
     try:
-        holder = wait_for(lambda: _holder(world), timeout=20, what="a Lease holder")
+        holder = wait_for(lambda: lease_holder(world), timeout=20, what="a Lease holder")
         leader = next(r for r in replicas if _identity(r) == holder)
         standby = next(r for r in replicas if r is not leader)
         world.operator = leader
@@ -129,7 +109,9 @@ def test_a_leader_frozen_past_its_lease_sends_nothing_when_it_resumes(
         os.kill(leader.pid, signal.SIGSTOP)
         frozen_at = time.monotonic()
         wait_for(
-            lambda: _holder(world) == _identity(standby), timeout=30, what="the standby's takeover"
+            lambda: lease_holder(world) == _identity(standby),
+            timeout=30,
+            what="the standby's takeover",
         )
         took_over = time.monotonic() - frozen_at
         time.sleep(max(0.0, frozen_at + FREEZE_S - time.monotonic()))
@@ -145,7 +127,7 @@ def test_a_leader_frozen_past_its_lease_sends_nothing_when_it_resumes(
         world.operator = standby
         standby.stop()
         handed_back = datetime.now(UTC)
-        wait_for(lambda: _holder(world) == _identity(leader), timeout=15, what="the hand-back")
+        wait_for(lambda: lease_holder(world) == _identity(leader), timeout=15, what="the hand-back")
         time.sleep(5)
         served = good.stop()
         world.operator = leader
@@ -218,8 +200,8 @@ def test_a_client_whose_tokens_live_a_second_writes_at_most_30_times_a_minute_ea
     status_patches = _writes(events, hostile.namespace, "raidiamclients")
     most = {
         name: (
-            _most_in_a_minute(secret_writes.get(f"{name}-token", [])),
-            _most_in_a_minute(status_patches.get(name, [])),
+            most_in_a_minute(secret_writes.get(f"{name}-token", [])),
+            most_in_a_minute(status_patches.get(name, [])),
         )
         for name in blinking
     }
