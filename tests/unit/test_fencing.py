@@ -16,6 +16,7 @@ from raidiam_operator.core.errors import Conflict
 from raidiam_operator.kube.leader import LeaderElector, LeaseNotHeld, LeaseSettings
 from raidiam_operator.protocol.client import TokenClient
 from raidiam_operator.refresh.engine import EngineSettings, RefreshEngine
+from raidiam_operator.refresh.issuer_status import IssuerStatusReconciler
 from raidiam_operator.refresh.scheduler import Scheduler
 from raidiam_operator.refresh.state import Key
 from tests.unit.engine_fakes import BODY, KEY, Clock, FakeKube, Server
@@ -356,3 +357,42 @@ async def test_a_standby_that_takes_over_reads_the_secrets_instead_of_requesting
 
     assert server.token_requests == 1, "the token the first replica wrote is still good"
     assert base64.b64decode(kube.secrets["directory-token"]["data"]["access_token"]) == b"token-1"
+
+
+async def test_a_closed_fence_checks_no_cluster_issuer_and_writes_no_issuer_status() -> None:
+    requests: list[str] = []
+    statuses: list[str] = []
+
+    def server(request: httpx.Request) -> httpx.Response:
+        requests.append(str(request.url))
+        return httpx.Response(
+            200, json={"issuer": "https://auth.example", "token_endpoint": "https://auth.example/t"}
+        )
+
+    class Gateway:
+        async def read_config_map(self, namespace: str, name: str) -> JSON | None:
+            return None
+
+        async def patch_issuer_status(self, name: str, status: JSON) -> None:
+            statuses.append(name)
+
+    fence = Fence()
+    fence.open = False
+    reconciler = IssuerStatusReconciler(
+        Gateway(),
+        TokenClient(transport=httpx.MockTransport(server)),
+        cluster_resource_namespace="operator",
+        fence=fence,
+    )
+    task = asyncio.create_task(reconciler.run())
+    reconciler.observe(
+        {
+            "metadata": {"name": "sandbox", "generation": 1},
+            "spec": {"issuer": "https://auth.example"},
+        }
+    )
+    await asyncio.sleep(0.1)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+    assert (requests, statuses) == ([], [])
