@@ -318,7 +318,11 @@ async def test_a_failed_renewal_keeps_the_lease_until_its_window_runs_out(clock:
     elector = LeaderElector(
         leases,
         LeaseSettings(
-            namespace="ops", name="lease", identity="me", renew_every=timedelta(seconds=0.01)
+            namespace="ops",
+            name="lease",
+            identity="me",
+            renew_every=timedelta(seconds=0.01),
+            retry_every=timedelta(seconds=0.01),
         ),
         clock=clock,
         steady=steady,
@@ -335,6 +339,35 @@ async def test_a_failed_renewal_keeps_the_lease_until_its_window_runs_out(clock:
     await asyncio.gather(task, return_exceptions=True)
 
     assert changes == [True, False]
+
+
+async def test_a_slow_renewal_is_followed_by_the_next_one_renew_every_after_it_was_sent(
+    clock: Clock,
+) -> None:
+    class Slow(Leases):
+        """An API server that takes 7 s to answer each write."""
+
+        renewals = 0
+
+        async def create_lease(self, namespace: str, body: JSON) -> JSON:
+            steady.seconds += 7
+            return await super().create_lease(namespace, body)
+
+        async def replace_lease(self, namespace: str, name: str, body: JSON) -> JSON:
+            self.renewals += 1
+            steady.seconds += 7
+            return await super().replace_lease(namespace, name, body)
+
+    leases, steady, changes = Slow(), SteadyClock(), []
+    elector = _elector(leases, steady, clock)
+    task = await _leading(elector, changes)
+    await _until(lambda: leases.renewals >= 3, seconds=1.0)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+    assert changes == [True, False], (
+        "never stepped down: each renewal came before the window ran out"
+    )
 
 
 async def test_a_standby_that_takes_over_reads_the_secrets_instead_of_requesting_tokens(

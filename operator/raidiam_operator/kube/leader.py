@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import Enum
 from typing import Any, Literal, Protocol
 
 from raidiam_operator.core.errors import Conflict
@@ -133,6 +134,13 @@ class FencedGateway:
 # -- the election ------------------------------------------------------------------------------
 
 
+class _Look(Enum):
+    """A look at the Lease that did not renew it."""
+
+    HELD_ELSEWHERE = "another replica holds it"
+    UNREACHABLE = "the API server did not answer"
+
+
 def lease_action(
     lease: JSON | None, *, identity: str, now: datetime
 ) -> Literal["create", "take", "renew", "wait"]:
@@ -194,17 +202,25 @@ class LeaderElector:
     async def run(self, on_change: Callable[[bool], None]) -> None:
         """Campaign until cancelled, calling `on_change` whenever leadership flips."""
         self._on_change = on_change
+        settings = self.settings
+        window = (settings.duration - settings.margin).total_seconds()
         try:
             while True:
-                until = await self._attempt()
-                if until is None:
+                look = await self._attempt()
+                pause = settings.retry_every.total_seconds()
+                if look is _Look.HELD_ELSEWHERE:
                     self._step_down("another replica holds it")
-                elif self._steady() < until:
-                    self._hold(until)
+                elif look is _Look.UNREACHABLE:
+                    self.holds_lease()  # steps down if the window ran out meanwhile
+                elif self._steady() < look:
+                    self._hold(look)
+                    # The next renewal is due `renew_every` after this one was sent, however
+                    # long it took to answer: a slow API server does not eat the window.
+                    sent = look - window
+                    pause = max(0.0, sent + settings.renew_every.total_seconds() - self._steady())
                 else:
-                    self.holds_lease()  # the window ran out: this steps down
-                pause = self.settings.renew_every if self.leading else self.settings.retry_every
-                await asyncio.sleep(pause.total_seconds())
+                    self.holds_lease()  # renewed, but only after the window ran out: step down
+                await asyncio.sleep(pause)
         finally:
             self._step_down(None)
 
@@ -242,8 +258,8 @@ class LeaderElector:
             f": {why}" if why else "",
         )
 
-    async def _attempt(self) -> float | None:
-        """One look at the Lease: until when (steady clock) this replica holds it, or None."""
+    async def _attempt(self) -> float | _Look:
+        """One look at the Lease: until when (steady clock) this replica holds it now."""
         # The window starts before the request is sent: the renewTime written is as early.
         now, sent = self._clock(), self._steady()
         settings = self.settings
@@ -251,7 +267,7 @@ class LeaderElector:
             lease = await self._kube.read_lease(settings.namespace, settings.name)
             action = lease_action(lease, identity=settings.identity, now=now)
             if action == "wait":
-                return None
+                return _Look.HELD_ELSEWHERE
             body = self._lease_body(lease, now=now, taking=action != "renew")
             if action == "create":
                 await self._kube.create_lease(settings.namespace, body)
@@ -259,7 +275,7 @@ class LeaderElector:
                 await self._kube.replace_lease(settings.namespace, settings.name, body)
             return sent + (settings.duration - settings.margin).total_seconds()
         except Conflict:
-            return None  # someone else wrote it first; look again next round
+            return _Look.HELD_ELSEWHERE  # someone else wrote it first; look again next round
         except Exception as error:
             logger.warning(
                 "cannot reach Lease %s/%s: %s",
@@ -267,8 +283,7 @@ class LeaderElector:
                 settings.name,
                 type(error).__name__,
             )
-            # The last renewal's window still holds; it runs out by itself.
-            return self._holds_until
+            return _Look.UNREACHABLE  # the last renewal's window holds; it runs out by itself
 
     def _lease_body(self, lease: JSON | None, *, now: datetime, taking: bool) -> JSON:
         previous = (lease or {}).get("spec") or {}
