@@ -14,6 +14,10 @@
 // (`assertion_audience: "token_endpoint"`, refused with an error_description
 // naming the claim and the URL, as such servers do).
 //
+// With a `registration` config key it is a data provider (a bank): RFC 7591 registration and
+// RFC 7592 management at the mTLS alias, checking software statements as the Open Finance
+// Brasil DCR profile says (lib/registration.mjs documents its keys).
+//
 // Usage: node server.mjs --config <config.json>
 // devenv/raidiam_devenv/authserver.py writes the config and documents the
 // admin API. Config keys (all optional except the TLS files):
@@ -31,22 +35,24 @@
 //   certificate_bound_access_tokens (true)  false: a server that binds no
 //                             token and does not advertise
 //                             tls_client_certificate_bound_access_tokens
+//   registration              see lib/registration.mjs
 
 import * as crypto from 'node:crypto';
-import * as fs from 'node:fs';
-import * as http from 'node:http';
-import * as https from 'node:https';
-import * as path from 'node:path';
-import { parseArgs } from 'node:util';
 
 import Provider, { errors } from 'oidc-provider';
 
-const { values: args } = parseArgs({ options: { config: { type: 'string' } } });
-if (!args.config) {
-  process.stderr.write('usage: node server.mjs --config <config.json>\n');
-  process.exit(2);
-}
-const config = JSON.parse(fs.readFileSync(args.config, 'utf8'));
+import {
+  certificateSubjectRdns, certificateThumbprint, dnKey, expectedDnKey, peerInfo,
+} from './lib/certificates.mjs';
+import { FaultList } from './lib/faults.mjs';
+import { generateSigningJwk, verifyJwt } from './lib/jws.mjs';
+import { log } from './lib/log.mjs';
+import { registrationSetup } from './lib/registration.mjs';
+import {
+  announceReady, createAdminServer, createListeners, listen, loadConfig, readJson, sendJson, stopOnSignals,
+} from './lib/server.mjs';
+
+const { config, readPem } = loadConfig('node server.mjs --config <config.json>');
 
 const HOST = config.host ?? '127.0.0.1';
 const PUBLIC_HOST = config.public_host ?? 'localhost';
@@ -86,10 +92,6 @@ const ACCESS_TOKEN_FORMATS = new Set(['jwt', 'opaque']);
 const ASSERTION_AUDIENCES = new Set(['token_endpoint']);
 const CERTIFICATE_BOUND_ACCESS_TOKENS = config.certificate_bound_access_tokens ?? true;
 
-function log(line) {
-  process.stdout.write(`${new Date().toISOString()} ${line}\n`);
-}
-
 // ---------------------------------------------------------------------------
 // Listeners. They are created (and bound) before the Provider exists because
 // the issuer URL contains the port, and binding port 0 is the only race-free
@@ -98,57 +100,22 @@ function log(line) {
 // file is written anyway).
 // ---------------------------------------------------------------------------
 
-// Relative paths in the config are relative to the config file.
-const configDir = path.dirname(path.resolve(args.config));
-const readPem = (p) => fs.readFileSync(path.resolve(configDir, p));
-const clientCas = [].concat(config.client_ca ?? []).map(readPem);
-const tlsBase = {
-  cert: readPem(config.server_cert),
-  key: readPem(config.server_key),
-  minVersion: 'TLSv1.2',
-};
-
 let appHandler = (_req, res) => {
   res.statusCode = 503;
   res.end('starting');
 };
 const dispatch = (req, res) => appHandler(req, res);
 
-const tlsServer = https.createServer({ ...tlsBase }, dispatch);
-// Client certificates are requested but never rejected at the TLS layer: a
-// handshake failure would give the client an opaque TLS error, whereas
-// Raidiam Connect answers a bad certificate with an OAuth `invalid_client`.
-// Chain validation against `client_ca` still happens (socket.authorized) and
-// getCertificate() below only ever hands authorized certificates to the
-// provider.
-const mtlsServer = https.createServer(
-  { ...tlsBase, ca: clientCas, requestCert: true, rejectUnauthorized: false },
-  (req, res) => (new URL(req.url, 'https://x').pathname === RESOURCE_PATH
+const { tlsServer, mtlsServer } = createListeners(config, readPem, {
+  tlsHandler: dispatch,
+  mtlsHandler: (req, res) => (new URL(req.url, 'https://x').pathname === RESOURCE_PATH
     ? protectedResource(req, res)
     : dispatch(req, res)),
-);
-for (const [server, name] of [[tlsServer, 'tls'], [mtlsServer, 'mtls']]) {
-  server.listenerName = name;
-  // Benchmarks reuse connections; a longer idle timeout avoids needless
-  // re-handshakes between bursts.
-  server.keepAliveTimeout = 30_000;
-  server.on('tlsClientError', (err) => {
-    if (LOG_REQUESTS) log(`${name} tls-error ${err.code ?? ''} ${err.message}`);
-  });
-}
+  logRequests: LOG_REQUESTS,
+});
 
-function listen(server, port) {
-  return new Promise((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(port ?? 0, HOST, () => {
-      server.off('error', reject);
-      resolve(server.address().port);
-    });
-  });
-}
-
-const tlsPort = await listen(tlsServer, config.tls_port);
-const mtlsPort = await listen(mtlsServer, config.mtls_port);
+const tlsPort = await listen(tlsServer, config.tls_port, HOST);
+const mtlsPort = await listen(mtlsServer, config.mtls_port, HOST);
 
 const ISSUER = (config.issuer ?? `https://${PUBLIC_HOST}:{tls_port}`).replace('{tls_port}', String(tlsPort));
 const MTLS_BASE = (config.mtls_base_url ?? `https://${PUBLIC_HOST}:{mtls_port}`).replace(
@@ -159,247 +126,8 @@ const RESOURCE = config.resource ?? `${ISSUER}/resource`;
 const RESOURCES = new Set(config.resources ?? [RESOURCE]);
 
 // ---------------------------------------------------------------------------
-// Peer certificate handling (RFC 8705).
+// Peer certificate handling (RFC 8705); the DER and DN code is in lib/certificates.mjs.
 // ---------------------------------------------------------------------------
-
-// Parsing the peer certificate once per TLS connection (not per request)
-// keeps keep-alive benchmarks cheap.
-const peerCache = new WeakMap();
-
-function peerInfo(socket) {
-  let info = peerCache.get(socket);
-  if (info === undefined) {
-    info = null;
-    if (typeof socket?.getPeerCertificate === 'function') {
-      const peer = socket.getPeerCertificate(false);
-      if (peer?.raw) {
-        info = {
-          raw: peer.raw,
-          authorized: socket.authorized === true,
-          authorizationError: socket.authorizationError,
-          pem: `-----BEGIN CERTIFICATE-----\n${peer.raw.toString('base64').replace(/.{64}/g, '$&\n')}\n-----END CERTIFICATE-----\n`,
-          subjectKey: undefined,
-          x509: undefined,
-        };
-      }
-    }
-    peerCache.set(socket, info);
-  }
-  return info;
-}
-
-// --- Minimal DER walker: just enough to read the subject Name exactly as
-// encoded, instead of re-parsing OpenSSL's display string (whose escaping and
-// attribute naming differ from RFC 4514 producers such as Python's
-// `cryptography`).
-
-function readTlv(buf, off) {
-  const tag = buf[off];
-  let len = buf[off + 1];
-  let hdr = 2;
-  if (len & 0x80) {
-    const n = len & 0x7f;
-    len = 0;
-    for (let i = 0; i < n; i += 1) len = len * 256 + buf[off + 2 + i];
-    hdr += n;
-  }
-  return { tag, start: off, body: off + hdr, end: off + hdr + len };
-}
-
-function tlvChildren(buf, tlv) {
-  const out = [];
-  for (let o = tlv.body; o < tlv.end;) {
-    const child = readTlv(buf, o);
-    out.push(child);
-    o = child.end;
-  }
-  return out;
-}
-
-function decodeOid(bytes) {
-  const parts = [];
-  let value = 0;
-  for (let i = 0; i < bytes.length; i += 1) {
-    value = value * 128 + (bytes[i] & 0x7f);
-    if (!(bytes[i] & 0x80)) {
-      if (parts.length === 0) {
-        const first = value < 80 ? Math.floor(value / 40) : 2;
-        parts.push(first, value - first * 40);
-      } else {
-        parts.push(value);
-      }
-      value = 0;
-    }
-  }
-  return parts.join('.');
-}
-
-// DER string value -> JS string. Non-string types are kept as RFC 4514
-// "#hex" of the whole TLV, which is also how such values are written in DN
-// strings, so both sides normalise to the same text.
-function decodeDirectoryString(buf, tlv) {
-  const content = buf.subarray(tlv.body, tlv.end);
-  switch (tlv.tag) {
-    case 0x0c: // UTF8String
-      return content.toString('utf8');
-    case 0x12: // NumericString
-    case 0x13: // PrintableString
-    case 0x16: // IA5String
-    case 0x1a: // VisibleString
-    case 0x14: // TeletexString (treated as Latin-1, as most toolkits do)
-      return content.toString('latin1');
-    case 0x1e: { // BMPString (UTF-16BE)
-      const swapped = Buffer.from(content);
-      swapped.swap16();
-      return swapped.toString('utf16le');
-    }
-    case 0x1c: { // UniversalString (UTF-32BE)
-      let s = '';
-      for (let i = 0; i + 3 < content.length; i += 4) s += String.fromCodePoint(content.readUInt32BE(i));
-      return s;
-    }
-    default:
-      return `#${buf.subarray(tlv.start, tlv.end).toString('hex')}`;
-  }
-}
-
-function certificateSubjectRdns(der) {
-  const cert = readTlv(der, 0);
-  const tbs = tlvChildren(der, cert)[0];
-  const fields = tlvChildren(der, tbs);
-  const offset = fields[0].tag === 0xa0 ? 1 : 0; // optional [0] version
-  const subject = fields[offset + 4]; // serial, signature, issuer, validity, subject
-  return tlvChildren(der, subject).map((set) => tlvChildren(der, set).map((seq) => {
-    const [oid, value] = tlvChildren(der, seq);
-    return [decodeOid(der.subarray(oid.body, oid.end)), decodeDirectoryString(der, value)];
-  }));
-}
-
-// Attribute type keywords (RFC 4514 + OpenSSL short/long names) -> OID, so
-// "CN", "commonName", "2.5.4.3" and "OID.2.5.4.3" all compare equal.
-const ATTRIBUTE_OIDS = Object.fromEntries(Object.entries({
-  '2.5.4.3': ['cn', 'commonname'],
-  '2.5.4.4': ['sn', 'surname'],
-  '2.5.4.5': ['serialnumber'],
-  '2.5.4.6': ['c', 'countryname'],
-  '2.5.4.7': ['l', 'localityname'],
-  '2.5.4.8': ['st', 's', 'stateorprovincename'],
-  '2.5.4.9': ['street', 'streetaddress'],
-  '2.5.4.10': ['o', 'organizationname'],
-  '2.5.4.11': ['ou', 'organizationalunitname'],
-  '2.5.4.12': ['title'],
-  '2.5.4.15': ['businesscategory'],
-  '2.5.4.17': ['postalcode'],
-  '2.5.4.42': ['gn', 'givenname'],
-  '2.5.4.46': ['dnqualifier'],
-  '2.5.4.97': ['organizationidentifier'],
-  '0.9.2342.19200300.100.1.1': ['uid', 'userid'],
-  '0.9.2342.19200300.100.1.25': ['dc', 'domaincomponent'],
-  '1.2.840.113549.1.9.1': ['emailaddress', 'email', 'e'],
-  '1.3.6.1.4.1.311.60.2.1.1': ['jurisdictionl', 'jurisdictionlocalityname'],
-  '1.3.6.1.4.1.311.60.2.1.2': ['jurisdictionst', 'jurisdictionstateorprovincename'],
-  '1.3.6.1.4.1.311.60.2.1.3': ['jurisdictionc', 'jurisdictioncountryname'],
-}).flatMap(([oid, names]) => names.map((n) => [n, oid])));
-
-function attributeOid(type) {
-  const t = type.trim().toLowerCase().replace(/^oid\./, '');
-  if (/^\d+(\.\d+)+$/.test(t)) return t;
-  const oid = ATTRIBUTE_OIDS[t];
-  if (!oid) throw new Error(`unknown DN attribute type ${type}`);
-  return oid;
-}
-
-function decodeHexValue(hex) {
-  const der = Buffer.from(hex, 'hex');
-  return decodeDirectoryString(der, readTlv(der, 0));
-}
-
-// Lenient RFC 4514 parser ("," or ";" between RDNs, "+" inside multi-valued
-// RDNs, backslash and \XX escapes, "#hex" and legacy quoted values).
-function parseDn(dn) {
-  const rdns = [];
-  let rdn = [];
-  let i = 0;
-  const n = dn.length;
-  while (i < n) {
-    let type = '';
-    while (i < n && dn[i] !== '=') type += dn[i++];
-    if (i >= n) throw new Error(`malformed DN near "${type}"`);
-    i += 1;
-    while (i < n && dn[i] === ' ') i += 1;
-    let value;
-    if (dn[i] === '#') {
-      let hex = '';
-      i += 1;
-      while (i < n && /[0-9a-fA-F]/.test(dn[i])) hex += dn[i++];
-      value = decodeHexValue(hex);
-    } else if (dn[i] === '"') {
-      i += 1;
-      let s = '';
-      while (i < n && dn[i] !== '"') {
-        if (dn[i] === '\\') i += 1;
-        s += dn[i++];
-      }
-      i += 1;
-      value = s;
-    } else {
-      const bytes = [];
-      let lastSignificant = 0;
-      while (i < n && !',;+'.includes(dn[i])) {
-        if (dn[i] === '\\') {
-          const hex = dn.slice(i + 1, i + 3);
-          if (/^[0-9a-fA-F]{2}$/.test(hex)) {
-            bytes.push(parseInt(hex, 16));
-            i += 3;
-          } else {
-            bytes.push(...Buffer.from(dn[i + 1] ?? '', 'utf8'));
-            i += 2;
-          }
-          lastSignificant = bytes.length;
-        } else {
-          bytes.push(...Buffer.from(dn[i], 'utf8'));
-          i += 1;
-          if (dn[i - 1] !== ' ') lastSignificant = bytes.length;
-        }
-      }
-      value = Buffer.from(bytes.slice(0, lastSignificant)).toString('utf8');
-    }
-    while (i < n && dn[i] === ' ') i += 1;
-    rdn.push([attributeOid(type), value]);
-    if (i >= n || dn[i] === ',' || dn[i] === ';') {
-      rdns.push(rdn);
-      rdn = [];
-    }
-    i += 1;
-    while (i < n && dn[i] === ' ') i += 1;
-  }
-  if (rdn.length) rdns.push(rdn);
-  return rdns;
-}
-
-// Canonical form: RDN order is ignored. X.500 order (as in the DER) and
-// RFC 4514 order (reversed) are both common in registrations, and the set of
-// attribute/value pairs is what identifies the certificate holder.
-function dnKey(rdns) {
-  return JSON.stringify(rdns
-    .map((rdn) => rdn.map(([oid, value]) => `${oid}=${value}`).sort().join('+'))
-    .sort());
-}
-
-const expectedDnCache = new Map();
-function expectedDnKey(dn) {
-  let key = expectedDnCache.get(dn);
-  if (key === undefined) {
-    try {
-      key = dnKey(parseDn(dn));
-    } catch (err) {
-      log(`cannot parse tls_client_auth_subject_dn ${JSON.stringify(dn)}: ${err.message}`);
-      key = null;
-    }
-    expectedDnCache.set(dn, key);
-  }
-  return key;
-}
 
 function getCertificate(ctx) {
   const info = peerInfo(ctx.socket);
@@ -478,6 +206,8 @@ class Adapter {
   async upsert(id, payload, expiresIn) {
     if (this.model === 'Client') {
       clientStore.set(id, payload);
+      // A registration updated over RFC 7592 takes effect at the next token request.
+      clientCache.delete(id);
       return;
     }
     const expiresAt = typeof expiresIn === 'number' ? Date.now() + expiresIn * 1000 : Infinity;
@@ -511,8 +241,12 @@ class Adapter {
   }
 
   async destroy(id) {
-    if (this.model === 'Client') clientStore.delete(id);
-    else this.store.delete(id);
+    if (this.model === 'Client') {
+      clientStore.delete(id);
+      clientCache.delete(id);
+    } else {
+      this.store.delete(id);
+    }
   }
 
   async revokeByGrantId(grantId) {
@@ -523,11 +257,6 @@ class Adapter {
 // ---------------------------------------------------------------------------
 // Provider.
 // ---------------------------------------------------------------------------
-
-function signingJwk(type, options, kid) {
-  const { privateKey } = crypto.generateKeyPairSync(type, options);
-  return { ...privateKey.export({ format: 'jwk' }), kid, use: 'sig' };
-}
 
 const resourceServerInfo = {
   scope: SCOPES.join(' '),
@@ -558,17 +287,23 @@ async function assertJwtClientAuthClaimsAndHeader(ctx, claims, _header, client) 
   }
 }
 
+const registration = registrationSetup(config, { readPem, scopes: SCOPE_SET, log });
+
 const discoveryExtras = { ...(config.discovery ?? {}) };
 if (config.publish_mtls_aliases ?? true) {
   discoveryExtras.mtls_endpoint_aliases = { token_endpoint: `${MTLS_BASE}${TOKEN_PATH}` };
+  if (registration.enabled) {
+    discoveryExtras.mtls_endpoint_aliases.registration_endpoint = `${MTLS_BASE}${registration.discovery.registration_endpoint}`;
+  }
 }
 
 const SIGNING_KEYS = [
-  signingJwk('rsa', { modulusLength: 2048 }, 'rsa-sig'),
-  signingJwk('ec', { namedCurve: 'P-256' }, 'ec-sig'),
+  generateSigningJwk('rsa', { modulusLength: 2048 }, 'rsa-sig'),
+  generateSigningJwk('ec', { namedCurve: 'P-256' }, 'ec-sig'),
 ];
 
 const provider = new Provider(ISSUER, {
+  ...(registration.enabled ? { fetch: registration.fetch } : {}),
   adapter: Adapter,
   clients: [],
   jwks: { keys: SIGNING_KEYS },
@@ -589,7 +324,8 @@ const provider = new Provider(ISSUER, {
     // access_token_format: "jwt" (default) | "opaque".
     // assertion_audience: "token_endpoint" accepts client assertions only
     //   with the token endpoint URL as aud.
-    properties: ['fapi_profile', 'token_ttl', 'access_token_format', 'assertion_audience'],
+    // On a data provider also what lib/registration.mjs keeps of a registration.
+    properties: ['fapi_profile', 'token_ttl', 'access_token_format', 'assertion_audience', ...registration.extraProperties],
     validator(_ctx, key, value, metadata) {
       if (value === undefined || value === null) {
         delete metadata[key];
@@ -624,6 +360,7 @@ const provider = new Provider(ISSUER, {
     PreAuthorizedCode: 600,
   },
   features: {
+    ...registration.features,
     devInteractions: { enabled: false },
     clientCredentials: { enabled: true },
     userinfo: { enabled: false },
@@ -697,8 +434,6 @@ async function registerClient(metadata) {
 
 const TOKEN_MODES = new Set(['status', 'hang', 'slow', 'response']);
 const DISCOVERY_MODES = new Set(['discovery_issuer', 'no_mtls_aliases']);
-let faults = [];
-let nextFaultId = 1;
 
 function newStats() {
   return {
@@ -726,17 +461,17 @@ const bump = (obj, key) => {
   obj[key] = (obj[key] ?? 0) + 1;
 };
 
+// The endpoints a fault can hit: token and discovery always, registration (POST, and GET, PUT,
+// DELETE on a client's registration_client_uri) on a data provider.
+const FAULT_ENDPOINTS = new Set(['token', 'discovery', 'registration']);
+
 function validateFault(body) {
-  if (!body || typeof body !== 'object') throw new Error('fault must be a JSON object');
   const { mode } = body;
   if (!TOKEN_MODES.has(mode) && !DISCOVERY_MODES.has(mode)) {
     throw new Error(`mode must be one of ${[...TOKEN_MODES, ...DISCOVERY_MODES].join(', ')}`);
   }
   const endpoint = DISCOVERY_MODES.has(mode) ? 'discovery' : (body.endpoint ?? 'token');
-  if (!['token', 'discovery'].includes(endpoint)) throw new Error('endpoint must be token or discovery');
-  if (body.count !== undefined && body.count !== null && !(Number.isSafeInteger(body.count) && body.count > 0)) {
-    throw new Error('count must be a positive integer');
-  }
+  if (!FAULT_ENDPOINTS.has(endpoint)) throw new Error(`endpoint must be one of ${[...FAULT_ENDPOINTS].join(', ')}`);
   if (mode === 'status' && !(Number.isSafeInteger(body.status) && body.status >= 100 && body.status <= 599)) {
     throw new Error('status mode needs an HTTP status');
   }
@@ -746,24 +481,18 @@ function validateFault(body) {
   if (mode === 'discovery_issuer' && typeof body.issuer !== 'string') {
     throw new Error('discovery_issuer mode needs issuer');
   }
-  return {
-    id: nextFaultId++,
-    ...body,
-    endpoint,
-    remaining: body.count ?? null,
-  };
+  return { ...body, endpoint };
 }
 
-// Returns the first matching fault and consumes one use of it.
-function takeFault(endpoint, clientId, predicate = () => true) {
-  const fault = faults.find((f) => f.endpoint === endpoint
+const faults = new FaultList(validateFault);
+
+// Consumes one use of the first fault for this endpoint (and client, and HTTP method, where the
+// fault names one) that `predicate` accepts, and returns it.
+function takeFault(endpoint, clientId, predicate = () => true, method = undefined) {
+  return faults.take((f) => f.endpoint === endpoint
     && (f.client_id === undefined || f.client_id === null || f.client_id === clientId)
+    && (f.method === undefined || f.method === null || method === undefined || f.method.toUpperCase() === method)
     && predicate(f));
-  if (fault && fault.remaining !== null) {
-    fault.remaining -= 1;
-    if (fault.remaining <= 0) faults = faults.filter((f) => f !== fault);
-  }
-  return fault;
 }
 
 function defaultErrorCode(status) {
@@ -858,6 +587,14 @@ provider.use(async (ctx, next) => {
   let clientId;
   let note = '';
   try {
+    if (registration.enabled && registration.handles(ctx)) {
+      clientId = await registration.handle(ctx, next, {
+        takeFault: (endpoint, id, method) => takeFault(endpoint, id, (f) => TOKEN_MODES.has(f.mode), method),
+        applyFault,
+        readBody: readRawBody,
+      });
+      return;
+    }
     if (ctx.path === TOKEN_PATH && ctx.method === 'POST') {
       let params = new URLSearchParams();
       if (ctx.is('application/x-www-form-urlencoded')) {
@@ -936,27 +673,10 @@ provider.use(async (ctx, next) => {
 // The protected resource (GET /resource on the mTLS listener).
 // ---------------------------------------------------------------------------
 
-const VERIFY_OPTIONS = {
-  PS256: (key) => ({ key, padding: crypto.constants.RSA_PKCS1_PSS_PADDING, saltLength: 32 }),
-  RS256: (key) => ({ key, padding: crypto.constants.RSA_PKCS1_PADDING }),
-  ES256: (key) => ({ key, dsaEncoding: 'ieee-p1363' }),
-};
-
 // The access token's claims if its signature, issuer, audience and lifetime are good; throws
 // an Error whose message is the reason otherwise.
 function verifiedAccessToken(token) {
-  const parts = token.split('.');
-  if (parts.length !== 3) throw new Error('not a JWT');
-  const header = JSON.parse(Buffer.from(parts[0], 'base64url').toString('utf8'));
-  const jwk = SIGNING_KEYS.find((k) => k.kid === header.kid);
-  const options = VERIFY_OPTIONS[header.alg];
-  if (!jwk || !options) throw new Error(`unknown key ${header.kid} or alg ${header.alg}`);
-  const key = crypto.createPublicKey({ key: jwk, format: 'jwk' });
-  const signed = Buffer.from(`${parts[0]}.${parts[1]}`);
-  if (!crypto.verify('sha256', signed, options(key), Buffer.from(parts[2], 'base64url'))) {
-    throw new Error('bad signature');
-  }
-  const claims = JSON.parse(Buffer.from(parts[1], 'base64url').toString('utf8'));
+  const { claims } = verifyJwt(token, SIGNING_KEYS);
   if (claims.iss !== ISSUER) throw new Error('wrong issuer');
   const audiences = [].concat(claims.aud ?? []);
   if (!audiences.some((a) => RESOURCES.has(a))) throw new Error('wrong audience');
@@ -986,7 +706,7 @@ function protectedResource(req, res) {
   } catch (error) {
     return reject(`invalid token: ${error.message}`);
   }
-  const thumbprint = crypto.createHash('sha256').update(peer.raw).digest('base64url');
+  const thumbprint = certificateThumbprint(peer.raw);
   const bound = claims.cnf?.['x5t#S256'];
   if (!bound) return reject('token is not certificate-bound');
   if (bound !== thumbprint) return reject('token is bound to another certificate');
@@ -1009,19 +729,6 @@ provider.on('grant.error', (ctx, err) => {
 // Admin API (plain HTTP, loopback only).
 // ---------------------------------------------------------------------------
 
-function sendJson(res, status, body) {
-  const data = JSON.stringify(body);
-  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(data) });
-  res.end(data);
-}
-
-async function readJson(req) {
-  const chunks = [];
-  for await (const chunk of req) chunks.push(chunk);
-  const text = Buffer.concat(chunks).toString('utf8');
-  return text ? JSON.parse(text) : undefined;
-}
-
 function serverInfo() {
   return {
     status: 'ok',
@@ -1030,6 +737,10 @@ function serverInfo() {
     mtls_token_endpoint: `${MTLS_BASE}${TOKEN_PATH}`,
     resource: RESOURCE,
     protected_resource_url: `${MTLS_BASE}${RESOURCE_PATH}`,
+    ...(registration.enabled ? {
+      registration_endpoint: `${ISSUER}${registration.discovery.registration_endpoint}`,
+      mtls_registration_endpoint: `${MTLS_BASE}${registration.discovery.registration_endpoint}`,
+    } : {}),
     tls_port: tlsPort,
     mtls_port: mtlsPort,
     admin_port: adminServer.address()?.port,
@@ -1042,17 +753,22 @@ async function adminRoute(req, res) {
   const url = new URL(req.url, 'http://admin');
   const route = `${req.method} ${url.pathname.replace(/\/+$/, '')}`;
   const clientMatch = /^\/admin\/clients\/(.+)$/.exec(url.pathname);
-  const faultMatch = /^\/admin\/fault\/(\d+)$/.exec(url.pathname);
 
   if (route === 'GET /admin/health') return sendJson(res, 200, serverInfo());
   if (route === 'GET /admin/stats') {
-    const body = { ...stats, clients_registered: clientStore.size, faults_active: faults.length };
+    const body = {
+      ...stats,
+      ...(registration.enabled ? registration.stats() : {}),
+      clients_registered: clientStore.size,
+      faults_active: faults.length,
+    };
     if (url.searchParams.get('timeline') === '1') body.token_request_times_by_client = timeline;
     return sendJson(res, 200, body);
   }
   if (route === 'POST /admin/stats/reset') {
     stats = newStats();
     timeline = {};
+    if (registration.enabled) registration.resetStats();
     return sendJson(res, 200, stats);
   }
   if (route === 'POST /admin/clients') {
@@ -1085,66 +801,21 @@ async function adminRoute(req, res) {
     clientCache.delete(id);
     return sendJson(res, 200, { deleted: id });
   }
-  if (route === 'POST /admin/fault') {
-    let fault;
-    try {
-      fault = validateFault(await readJson(req));
-    } catch (err) {
-      return sendJson(res, 400, { error: 'invalid_fault', error_description: err.message });
-    }
-    faults.push(fault);
-    log(`admin fault set ${JSON.stringify({ ...fault, body: fault.body === undefined ? undefined : '<body>' })}`);
-    return sendJson(res, 200, fault);
-  }
-  if (route === 'GET /admin/fault') return sendJson(res, 200, faults);
-  if (route === 'DELETE /admin/fault') {
-    const cleared = faults.length;
-    faults = [];
-    if (cleared) log(`admin faults cleared (${cleared})`);
-    return sendJson(res, 200, { cleared });
-  }
-  if (faultMatch && req.method === 'DELETE') {
-    const id = Number(faultMatch[1]);
-    const before = faults.length;
-    faults = faults.filter((f) => f.id !== id);
-    return sendJson(res, 200, { cleared: before - faults.length });
-  }
+  if (await faults.route(req, res, url.pathname)) return undefined;
   return sendJson(res, 404, { error: 'not_found', error_description: route });
 }
 
-const adminServer = http.createServer((req, res) => {
-  adminRoute(req, res).catch((err) => {
-    log(`admin error ${err.stack ?? err}`);
-    if (!res.headersSent) sendJson(res, err instanceof SyntaxError ? 400 : 500, { error: 'admin_error', error_description: err.message });
-    else res.destroy();
-  });
-});
+const adminServer = createAdminServer(adminRoute);
 
 for (const metadata of config.clients ?? []) {
   await registerClient(metadata);
 }
 
 appHandler = provider.callback();
-const adminPort = await listen(adminServer, config.admin_port);
+const adminPort = await listen(adminServer, config.admin_port, HOST);
 
 const ready = serverInfo();
 ready.admin_port = adminPort;
 ready.admin_url = `http://${HOST}:${adminPort}`;
-if (config.ready_file) {
-  // Written atomically: the launcher polls for this file.
-  const tmp = `${config.ready_file}.tmp`;
-  fs.writeFileSync(tmp, JSON.stringify(ready, null, 2));
-  fs.renameSync(tmp, config.ready_file);
-}
-log(`ready ${JSON.stringify(ready)}`);
-
-function shutdown(signal) {
-  log(`${signal} received, shutting down`);
-  for (const server of [tlsServer, mtlsServer, adminServer]) {
-    server.close();
-    server.closeAllConnections?.();
-  }
-  setTimeout(() => process.exit(0), 200).unref();
-}
-process.on('SIGTERM', () => shutdown('SIGTERM'));
-process.on('SIGINT', () => shutdown('SIGINT'));
+announceReady(config, ready);
+stopOnSignals([tlsServer, mtlsServer, adminServer]);

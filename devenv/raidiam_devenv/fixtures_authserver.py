@@ -36,9 +36,7 @@ def auth_server(
 @pytest.fixture
 def clean_auth_server(auth_server: AuthServer) -> AuthServer:
     """The session server with no faults and zeroed counters."""
-    auth_server.clear_faults()
-    auth_server.reset_stats()
-    return auth_server
+    return auth_server.cleared()
 
 
 @pytest.fixture(scope="session")

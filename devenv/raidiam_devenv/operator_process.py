@@ -56,6 +56,14 @@ class OperatorProcess:
         assert self._process is not None
         return self._process.pid
 
+    def peak_rss_bytes(self) -> int:
+        """The most memory the process has held resident so far (VmHWM in /proc/<pid>/status):
+        what a container's memory limit is measured against."""
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+        raise RuntimeError(f"no VmHWM in /proc/{self.pid}/status")
+
     @property
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None

@@ -101,6 +101,37 @@ def _signature_hash(key: PrivateKey) -> hashes.SHA256 | None:
     return None if isinstance(key, ed25519.Ed25519PrivateKey) else hashes.SHA256()
 
 
+_OPEN_FINANCE_NAMES = {
+    NameOID.COMMON_NAME,
+    NameOID.COUNTRY_NAME,
+    NameOID.LOCALITY_NAME,
+    NameOID.STATE_OR_PROVINCE_NAME,
+    NameOID.STREET_ADDRESS,
+    NameOID.ORGANIZATION_NAME,
+    NameOID.ORGANIZATIONAL_UNIT_NAME,
+    NameOID.USER_ID,
+    NameOID.DOMAIN_COMPONENT,
+}
+
+
+def _open_finance_attribute(attribute: x509.NameAttribute[Any]) -> str:
+    if attribute.oid in _OPEN_FINANCE_NAMES:
+        return attribute.rfc4514_string()
+    # The value's DER: its string type's tag (how the certificate encodes it), length, bytes.
+    tag = attribute._type.value  # the ASN.1 string type the certificate carries
+    value = attribute.value if isinstance(attribute.value, bytes) else attribute.value.encode()
+    if tag == 30:  # BMPString
+        value = str(attribute.value).encode("utf-16-be")
+    size = len(value)
+    if size < 0x80:
+        length = bytes([size])
+    elif size <= 0xFF:
+        length = bytes([0x81, size])
+    else:
+        length = bytes([0x82, size >> 8, size & 0xFF])
+    return f"{attribute.oid.dotted_string}=#{(bytes([tag]) + length + value).hex()}"
+
+
 @dataclass(frozen=True)
 class IssuedCertificate:
     """A certificate with its private key, both PEM encoded."""
@@ -121,6 +152,19 @@ class IssuedCertificate:
         matches, and so would the X.500-ordered form.
         """
         return self.certificate.subject.rfc4514_string()
+
+    @property
+    def open_finance_subject_dn(self) -> str:
+        """The subject DN in the Open Finance Brasil DCR profile's format (clause 7.1.2), as a
+        ``tls_client_auth_subject_dn`` registered at a bank must be: RDNs in reverse order
+        joined by ``,``; ``CN``, ``L``, ``ST``, ``O``, ``OU``, ``C``, ``STREET``, ``DC`` and
+        ``UID`` by name; every other attribute (``serialNumber``, ``businessCategory``,
+        ``jurisdictionCountryName``, ``organizationIdentifier``, ...) as its dotted OID, ``=#``
+        and the DER of its value in hex."""
+        return ",".join(
+            "+".join(_open_finance_attribute(attribute) for attribute in rdn)
+            for rdn in reversed(self.certificate.subject.rdns)
+        )
 
     @property
     def x5t_s256(self) -> str:

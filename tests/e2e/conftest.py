@@ -174,13 +174,15 @@ class World:
         issued: IssuedCertificate | None = None,
         token_ttl: float | None = None,
         create_secret: bool = True,
+        bound: bool = True,
         **extra: Any,
     ) -> IssuedCertificate:
-        """Register a tls_client_auth client, store its certificate (`issued`, or a new one from
-        the test PKI), create the RaidiamClient."""
+        """Register a tls_client_auth client (whose tokens are bound to its certificate unless
+        `bound` is False), store its certificate (`issued`, or a new one from the test PKI),
+        create the RaidiamClient."""
         client_id = f"{name}-{uuid.uuid4().hex[:8]}"
         issued = issued or self.pki.client_certificate(client_id)
-        self.auth.register_tls_client(client_id, issued, token_ttl=token_ttl)
+        self.auth.register_tls_client(client_id, issued, token_ttl=token_ttl, bound=bound)
         if create_secret:
             self.tls_secret(f"{name}-transport", issued)
         self.create_client(

@@ -560,7 +560,7 @@ def _statuses(world: World) -> dict[str, dict[str, Any]]:
     return {item["metadata"]["name"]: item.get("status", {}) for item in items["items"]}
 
 
-def _allis_ready(world: World, names: list[str]) -> bool:
+def _all_ready(world: World, names: list[str]) -> bool:
     statuses = _statuses(world)
     for name in names:
         conditions = {c["type"]: c for c in statuses.get(name, {}).get("conditions", [])}
@@ -577,7 +577,7 @@ def test_a_sigkill_in_the_middle_of_a_refresh_wave_of_200_clients_loses_no_token
     world, ttl, count = fw, 60, 200
     names = [f"wave-{i:03d}" for i in range(count)]
     ids = bulk_tls_clients(world, names, token_ttl=ttl)
-    wait_for(lambda: _allis_ready(world, names), timeout=120, what="200 clients Ready", interval=1)
+    wait_for(lambda: _all_ready(world, names), timeout=120, what="200 clients Ready", interval=1)
     first = tokens_by_client(world)
     assert set(first) == set(names)
 
@@ -640,7 +640,7 @@ def test_a_sigkill_in_the_middle_of_a_refresh_wave_of_200_clients_loses_no_token
             "longest_without_valid_token_s": max(longest_without.values(), default=0.0),
         },
     )
-    assert wait_for(lambda: _allis_ready(world, names), timeout=30, what="all Ready", interval=1)
+    assert wait_for(lambda: _all_ready(world, names), timeout=30, what="all Ready", interval=1)
     now = _now()
     final = tokens_by_client(world)
     assert all(token_exp(final[n]) > now for n in names), "every token valid afterwards"
@@ -661,7 +661,7 @@ def test_a_token_secret_edited_by_hand_is_restored_from_the_current_token_withou
 ) -> None:
     world = fw
     world.tls_client("edited")
-    world.waitis_ready("edited")
+    world.wait_ready("edited")
     client_id = client_id_of(world, "edited")
     original = world.secret("edited-token")
     requests = world.requests_for(client_id)
@@ -709,7 +709,7 @@ def test_a_token_secret_edited_by_hand_is_restored_from_the_current_token_withou
     assert not world.secret("edited-token").metadata.owner_references
     world.core.delete_namespaced_secret("edited-token", world.namespace)
     wait_for(restored, timeout=10, what="the Secret re-created after deleting the orphan")
-    world.waitis_ready("edited", timeout=10)
+    world.wait_ready("edited", timeout=10)
     assert world.requests_for(client_id) == requests
 
 
@@ -721,7 +721,7 @@ def test_two_clients_naming_the_same_token_secret_the_first_keeps_it_the_second_
 ) -> None:
     world = fw
     world.tls_client("first", token_ttl=12, tokenSecret={"name": "shared-token"})
-    world.waitis_ready("first")
+    world.wait_ready("first")
     first_uid = world.client("first")["metadata"]["uid"]
 
     def shared_token() -> str | None:

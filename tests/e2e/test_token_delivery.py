@@ -232,7 +232,7 @@ def test_a_template_too_large_for_a_secret_is_reported_and_the_token_kept(world:
     world.patch_client("oversized", {"spec": {"tokenSecret": {"template": {"data": huge}}}})
 
     ready = world.wait_reason("oversized", "TemplateRenderFailed", timeout=15)
-    assert "more than the 1 MiB a Secret may hold" in ready["message"]
+    assert "(a Secret holds at most 1 MiB); data[copy0] alone would be" in ready["message"]
     assert world.token("oversized") == token
     assert set(_data(world.secret("oversized-token"))) == {
         "access_token",

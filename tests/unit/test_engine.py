@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import base64
 import copy
+from dataclasses import replace
 from typing import Any
 
 import httpx
+import jwt
 import pytest
 
+from raidiam_operator.core.spec import Owner, TokenSecretTemplate
+from raidiam_operator.refresh.readback import record_from_secret
+from raidiam_operator.refresh.render import token_secret
 from tests.unit.engine_fakes import BODY, KEY, NS, Clock, FakeKube, Server, _engine
 
 
@@ -59,13 +64,18 @@ async def test_a_renewal_costs_one_request_and_two_writes_and_no_event(
     assert len(kube.events) == events
 
 
-async def test_a_restarted_engine_reuses_the_stored_token(
-    kube: FakeKube, server: Server, clock: Clock
-) -> None:
+async def _first_token(kube: FakeKube, server: Server, clock: Clock) -> dict[str, Any]:
+    """A token issued by one engine; the client as a restarted engine lists it."""
     first = _engine(kube, server, clock)
     first.observe(BODY)
     await first.reconcile(KEY)
-    body = {**BODY, "status": kube.statuses[-1]}
+    return {**BODY, "status": kube.statuses[-1]}
+
+
+async def test_a_restarted_engine_reuses_the_stored_token(
+    kube: FakeKube, server: Server, clock: Clock
+) -> None:
+    body = await _first_token(kube, server, clock)
 
     clock.advance(30)
     second = _engine(kube, server, clock)
@@ -73,6 +83,71 @@ async def test_a_restarted_engine_reuses_the_stored_token(
     await second.reconcile(KEY)
 
     assert server.token_requests == 1
+
+
+async def test_a_restarted_engine_replaces_a_token_secret_edited_to_live_forever(
+    kube: FakeKube, server: Server, clock: Clock
+) -> None:
+    body = await _first_token(kube, server, clock)
+    annotations = kube.secrets["directory-token"]["metadata"]["annotations"]
+    annotations["raidiam.io/expires-at"] = "2099-01-01T00:00:00Z"
+    annotations["raidiam.io/binding"] = "verified"
+
+    clock.advance(30)
+    second = _engine(kube, server, clock)
+    second.observe(body)
+    await second.reconcile(KEY)
+    await second.events_posted()
+
+    assert server.token_requests == 2
+    secret = kube.secrets["directory-token"]
+    assert base64.b64decode(secret["data"]["access_token"]) == b"token-2"
+    assert secret["metadata"]["annotations"]["raidiam.io/expires-at"] == "2026-11-27T12:05:30Z"
+    assert kube.statuses[-1]["binding"] == "none"
+    warnings = [event for event in kube.events if event[0]]
+    assert warnings == [
+        (
+            True,
+            "TokenSecretEdited",
+            "the token Secret payments/directory-token is not as the operator wrote it: its "
+            "raidiam.io/expires-at annotation says 2099-01-01T00:00:00Z, its expires_at key "
+            "'2026-11-27T12:05:00Z'. A new token is requested to replace it; the operator owns "
+            "this Secret, so change the RaidiamClient instead",
+        )
+    ]
+    assert kube.events[-1] == (
+        False,
+        "TokenIssued",
+        "Issued a token for client c1 (the token Secret was not as the operator wrote it); it "
+        "expires at 2026-11-27T12:05:30Z",
+    )
+
+
+async def test_a_restarted_engine_replaces_a_token_bound_to_another_certificate(
+    kube: FakeKube, server: Server, clock: Clock
+) -> None:
+    body = await _first_token(kube, server, clock)
+    # Rewritten with care: every annotation agrees with a JWT bound to someone else's certificate.
+    written = record_from_secret(kube.secrets["directory-token"], now=clock.now).record
+    assert written is not None
+    theirs = jwt.encode({"cnf": {"x5t#S256": "theirs"}}, "k" * 32, algorithm="HS256")
+    forged = replace(
+        written, access_token=theirs, binding="verified", certificate_thumbprint="theirs"
+    )
+    kube.secrets["directory-token"] = kube._stored(
+        token_secret(
+            Owner(NS, "directory", "uid-1"), TokenSecretTemplate("directory-token"), forged
+        )
+    )
+
+    second = _engine(kube, server, clock)
+    second.observe(body)
+    await second.reconcile(KEY)
+    await second.events_posted()
+
+    assert server.token_requests == 2
+    assert base64.b64decode(kube.secrets["directory-token"]["data"]["access_token"]) == b"token-2"
+    assert "(the transport certificate changed)" in kube.events[-1][2]
 
 
 async def test_a_transient_failure_keeps_the_token_and_honours_retry_after(

@@ -10,13 +10,13 @@ import pytest
 from raidiam_operator.core.errors import ConfigurationError
 from raidiam_operator.core.spec import TokenSecretTemplate
 from raidiam_operator.protocol.credentials import CertificateFiles
+from raidiam_operator.refresh.readback import ReadBack, record_from_secret
 from raidiam_operator.refresh.render import (
     Owner,
     Problem,
     StatusView,
     TokenRecord,
     client_status,
-    record_from_secret,
     secret_differs,
     token_secret,
 )
@@ -60,7 +60,7 @@ def test_rendering_is_stable_and_reads_back_to_the_same_record() -> None:
     secret = token_secret(OWNER, TEMPLATE, RECORD)
 
     assert token_secret(OWNER, TEMPLATE, RECORD) == secret
-    assert record_from_secret(secret) == RECORD
+    assert record_from_secret(secret, now=NOW) == ReadBack(RECORD)
     assert not secret_differs(secret, secret)
 
 
@@ -82,19 +82,6 @@ def test_an_unbound_token_reports_no_thumbprint() -> None:
         _status(record=unbound)["binding"],
         _status(record=unbound)["certificateThumbprint"],
     ) == ("none", None)
-
-
-def test_a_secret_written_before_bindings_were_recorded_is_bound_only_by_what_its_token_shows() -> (
-    None
-):
-    secret = token_secret(OWNER, TEMPLATE, RECORD)
-    del secret["metadata"]["annotations"]["raidiam.io/binding"]
-
-    record = record_from_secret(secret)
-
-    # An opaque token next to a thumbprint annotation: nothing proves the binding.
-    assert record is not None
-    assert (record.binding, record.certificate_thumbprint) == ("none", None)
 
 
 def test_a_hand_edited_token_is_seen_as_drift() -> None:
@@ -224,7 +211,7 @@ def test_ca_crt_is_written_only_when_the_certificate_secret_has_one() -> None:
 def test_the_certificate_reads_back_with_its_token_after_a_restart() -> None:
     record = replace(RECORD, certificate=CERTIFICATE)
 
-    assert record_from_secret(token_secret(OWNER, BUNDLE, record)) == record
+    assert record_from_secret(token_secret(OWNER, BUNDLE, record), now=NOW) == ReadBack(record)
 
 
 def test_template_keys_are_rendered_from_the_token_and_the_client() -> None:
@@ -244,7 +231,7 @@ def test_template_keys_are_rendered_from_the_token_and_the_client() -> None:
         b"EXPIRES_AT=2026-11-27T12:05:00Z\nEXPIRES_IN=300\n"
         b"CLIENT=payments/directory\nTHUMBPRINT=thumb\n"
     )
-    assert record_from_secret(token_secret(OWNER, template, RECORD)) == RECORD
+    assert record_from_secret(token_secret(OWNER, template, RECORD), now=NOW) == ReadBack(RECORD)
 
 
 def test_a_rendered_secret_over_the_api_servers_limit_is_a_render_error() -> None:
@@ -255,7 +242,11 @@ def test_a_rendered_secret_over_the_api_servers_limit_is_a_render_error() -> Non
         token_secret(OWNER, template, record)
 
     assert caught.value.reason == "TemplateRenderFailed"
-    assert "more than the 1 MiB a Secret may hold" in caught.value.message
+    assert caught.value.message == (
+        "spec.tokenSecret.template.data would render to 1.6 MiB, more than the 1.0 MiB left in "
+        "the token Secret (a Secret holds at most 1 MiB); data[k0] alone would be 53 KiB. Use "
+        "${access_token} fewer times, or in fewer keys"
+    )
 
 
 def test_the_status_names_the_token_secret() -> None:

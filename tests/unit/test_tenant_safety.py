@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import itertools
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -17,6 +17,8 @@ import pytest
 from raidiam_operator.core.errors import Conflict
 from raidiam_operator.protocol.client import TokenClient
 from raidiam_operator.refresh.engine import EngineSettings, RefreshEngine
+from raidiam_operator.refresh.state import MAX_EVENT_KEYS, Notices
+from raidiam_operator.refresh.writes import EVENT_REPEAT
 from tests.unit.engine_fakes import BODY, KEY, NS, Clock, FakeKube, Server, _engine
 
 
@@ -338,3 +340,44 @@ async def test_the_keys_kept_of_a_shared_secret_follow_the_clients_that_name_it(
     assert one == {"tls.crt", "tls.key", "ca.crt"}
     assert after_change == {"new.crt", "tls.key", "ca.crt"}
     assert engine._watch._keys_used(secret) == frozenset()
+
+
+async def test_a_server_that_invents_an_error_code_per_answer_gets_one_event_in_five_minutes(
+    kube: FakeKube, server: Server, clock: Clock
+) -> None:
+    engine = _engine(kube, server, clock)
+    engine.observe(BODY)
+    await engine.reconcile(KEY)
+    await engine.events_posted()
+    issued_events = len(kube.events)
+    for attempt in range(150):  # a refresh asked for every 2 s, each answered with a new code
+        server.response = httpx.Response(400, json={"error": f"invented_{attempt}"})
+        clock.advance(2)
+        body = copy.deepcopy(BODY)
+        body["metadata"]["annotations"] = {"raidiam.io/refresh-requested-at": f"{attempt}"}
+        engine.observe(body)
+        await engine.reconcile(KEY)
+
+    warnings = kube.events[issued_events:]
+    state = engine._watch.clients[KEY]
+    assert server.token_requests == 151
+    assert [reason for _, reason, _ in warnings] == ["invented_0"]
+    assert kube.degraded()["reason"] == "invented_149", "the condition names the latest code"
+    assert list(state.notices.last_events) == ["TokenIssued/Issuing", "TokenRequestRejected"]
+
+
+def test_a_client_remembers_a_bounded_number_of_event_keys() -> None:
+    notices = Notices()
+    start = datetime(2026, 12, 7, tzinfo=UTC)
+
+    posted = [
+        notices.event_due(f"Reason{i}", now=start + timedelta(seconds=i), every=EVENT_REPEAT)
+        for i in range(1000)
+    ]
+
+    assert all(posted)
+    assert len(notices.last_events) == MAX_EVENT_KEYS
+    assert next(iter(notices.last_events)) == f"Reason{1000 - MAX_EVENT_KEYS}"
+    later = start + timedelta(seconds=1000)
+    assert not notices.event_due("Reason999", now=later, every=EVENT_REPEAT)
+    assert notices.event_due("Reason999", now=later + EVENT_REPEAT, every=EVENT_REPEAT)

@@ -13,6 +13,7 @@ from raidiam_operator.core.errors import (
 )
 from raidiam_operator.core.times import MAX_RETRY_AFTER, parse_retry_after
 from raidiam_operator.protocol.tokens import (
+    MAX_ACCESS_TOKEN_BYTES,
     MAX_RESPONSE_BYTES,
     classify_error_response,
     parse_token_response,
@@ -101,6 +102,41 @@ def test_non_json_is_refused() -> None:
 def test_a_body_over_one_mebibyte_is_refused() -> None:
     with pytest.raises(InvalidTokenResponse, match="larger than"):
         _parse(None, raw=b" " * (MAX_RESPONSE_BYTES + 1))
+
+
+def test_an_access_token_over_16_kib_is_refused_with_its_size() -> None:
+    huge = "t" * 200 * 1024
+
+    with pytest.raises(InvalidTokenResponse) as caught:
+        _parse({"access_token": huge, "token_type": "Bearer", "expires_in": 300})
+
+    assert caught.value.message == (
+        "the access token is 200 KiB, more than the 16 KiB accepted; no workload could send it "
+        "in an Authorization header; check the token format the authorization server is "
+        "configured to issue"
+    )
+
+
+def test_an_access_token_of_16_kib_is_accepted() -> None:
+    token = _parse(
+        {"access_token": "t" * MAX_ACCESS_TOKEN_BYTES, "token_type": "Bearer", "expires_in": 300}
+    )
+
+    assert len(token.access_token) == MAX_ACCESS_TOKEN_BYTES
+
+
+def test_a_token_is_measured_in_bytes_not_characters() -> None:
+    with pytest.raises(InvalidTokenResponse, match="the access token is 16 KiB, more than"):
+        _parse({"access_token": "é" * 8193, "token_type": "Bearer", "expires_in": 300})
+
+
+def test_a_granted_scope_over_4_kib_is_refused_with_its_size() -> None:
+    with pytest.raises(InvalidTokenResponse) as caught:
+        _parse({"access_token": "t", "token_type": "Bearer", "scope": "openid " * 1000})
+
+    assert caught.value.message.startswith(
+        "the granted scope is 7 KiB, more than the 4 KiB accepted"
+    )
 
 
 def test_a_200_carrying_an_oauth_error_is_a_rejection() -> None:

@@ -6,11 +6,17 @@ object, loops and conditions do not exist, and rendering cannot run away: its ou
 the template with each field put in. It is Python's `string.Template`, limited to braces so
 that every placeholder is visible and the CRD's CEL rule can check the same grammar at admission.
 
-Values are put in as they are, without escaping. Every field has a syntax that keeps it safe inside a
-JSON string, an HTTP header line or a double-quoted env-file line (a Bearer token is a b64token,
-a scope has no quote or backslash), and a value outside that syntax is refused rather than
-written: a stray quote or newline from a broken server would otherwise change the meaning of the
-document the workload reads.
+Values are put in as they are, without escaping. A value put in must be printable ASCII without a
+quote, backslash, `$` or backtick, which keeps it inside a JSON string, an HTTP header line or a
+double-quoted env-file line, and a value outside that is refused rather than written: a stray
+quote or newline from a broken server would otherwise change the meaning of the document the
+workload reads. Every valid value passes: a scope has none of those characters, and neither has
+an access token that fits RFC 6750's Bearer syntax (b64token). The access token is not held to
+b64token itself: RFC 6749 allows any printable character in one, and such a token still works
+in a JSON document or an env file; a resource server that wants b64token says so itself.
+
+The rendered size is known before anything is rendered (each placeholder times the length of
+its value), so a template that multiplies a long token is refused without building its output.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import string
 from collections.abc import Mapping
 
 from raidiam_operator.core.errors import ConfigurationError
+from raidiam_operator.core.texts import byte_size
 
 #: the fields a template may use, in the order the docs list them
 FIELDS: tuple[str, ...] = (
@@ -61,6 +68,10 @@ class _Template(string.Template):
       (?P<invalid>)
     )
     """  # type: ignore[assignment]
+
+
+# string.Template's metaclass compiles the class's pattern
+_PLACEHOLDER: re.Pattern[str] = _Template.pattern  # type: ignore[assignment]
 
 
 def check_templates(templates: Mapping[str, str]) -> None:
@@ -111,9 +122,15 @@ def check_key(key: str) -> None:
         )
 
 
-def render_templates(templates: Mapping[str, str], fields: Mapping[str, str]) -> dict[str, str]:
-    """Each template with the token's fields put in. Raises `ConfigurationError` naming the field
-    whose value cannot be put in safely (never the value itself: it may be the token)."""
+def render_templates(
+    templates: Mapping[str, str], fields: Mapping[str, str], *, room: int
+) -> dict[str, str]:
+    """Each template with the token's fields put in, in at most `room` bytes in all.
+
+    Raises `ConfigurationError` naming the field whose value cannot be put in safely (never the
+    value itself: it may be the token), or, before any output is built, the key that makes the
+    rendered templates larger than `room`.
+    """
     for name in _used_fields(templates):
         value = fields[name]
         if not _SAFE_VALUE.fullmatch(value) or _UNSAFE_CHARACTERS.intersection(value):
@@ -124,7 +141,30 @@ def render_templates(templates: Mapping[str, str], fields: Mapping[str, str]) ->
                 f"${{{name}}} from spec.tokenSecret.template",
                 reason="TemplateRenderFailed",
             )
+    lengths = {name: len(value.encode()) for name, value in fields.items()}
+    sizes = {key: _rendered_size(text, lengths) for key, text in templates.items()}
+    total = sum(sizes.values())
+    if total > room:
+        largest = max(sizes, key=sizes.__getitem__)
+        raise ConfigurationError(
+            f"spec.tokenSecret.template.data would render to {byte_size(total)}, more than the "
+            f"{byte_size(max(room, 0))} left in the token Secret (a Secret holds at most 1 MiB); "
+            f"data[{largest}] alone would be {byte_size(sizes[largest])}. Use ${{access_token}} "
+            "fewer times, or in fewer keys",
+            reason="TemplateRenderFailed",
+        )
     return {key: _Template(text).substitute(fields) for key, text in templates.items()}
+
+
+def _rendered_size(text: str, lengths: Mapping[str, int]) -> int:
+    """The UTF-8 size of `text` rendered with fields of these `lengths`, without rendering it."""
+    size, end = 0, 0
+    for match in _PLACEHOLDER.finditer(text):
+        size += len(text[end : match.start()].encode())
+        name = match.group("braced")
+        size += lengths[name] if name is not None else len("$")
+        end = match.end()
+    return size + len(text[end:].encode())
 
 
 def _used_fields(templates: Mapping[str, str]) -> set[str]:

@@ -77,6 +77,15 @@ def sentences(*parts: str) -> str:
     return " ".join(sentence(part) for part in parts if part.strip())
 
 
+def byte_size(size: int) -> str:
+    """A size for a message, as a user reads it: "812 bytes", "200 KiB", "4.3 MiB"."""
+    if size < 1024:
+        return f"{size} bytes"
+    if round(size / 1024) < 1024:
+        return f"{size / 1024:.0f} KiB"
+    return f"{size / (1024 * 1024):.1f} MiB"
+
+
 def _as_json(value: object) -> str:
     try:
         return json.dumps(value)

@@ -21,6 +21,7 @@ from raidiam_operator.core.errors import (
 from raidiam_operator.core.texts import (
     ERROR_CODE_LIMIT,
     ERROR_DESCRIPTION_LIMIT,
+    byte_size,
     quoted_server_text,
     server_text,
 )
@@ -34,6 +35,12 @@ Binding = Literal["verified", "advertised", "none"]
 BINDINGS: tuple[Binding, ...] = ("verified", "advertised", "none")
 
 MAX_RESPONSE_BYTES = 1024 * 1024
+# A workload sends the token in an Authorization header, which common servers cap at 8 KiB a
+# line (nginx, Apache); a FAPI JWT with its cnf is 1-2 KiB. Twice the header limit leaves room
+# for generous servers, and keeps a token times a template far from the Secret's 1 MiB.
+MAX_ACCESS_TOKEN_BYTES = 16 * 1024
+# A granted scope is a few words (Open Finance's longest lists are a few hundred characters).
+MAX_SCOPE_BYTES = 4 * 1024
 DEFAULT_LIFETIME = timedelta(seconds=300)
 # Anything longer is a server bug, not a token lifetime (and would overflow datetime arithmetic).
 MAX_LIFETIME = timedelta(days=366)
@@ -128,6 +135,13 @@ def parse_token_response(
     access_token = document.get("access_token")
     if not isinstance(access_token, str) or not access_token:
         raise InvalidTokenResponse("the token response has no access_token")
+    _check_size(
+        "access token",
+        access_token,
+        MAX_ACCESS_TOKEN_BYTES,
+        "no workload could send it in an Authorization header; check the token format the "
+        "authorization server is configured to issue",
+    )
     token_type = document.get("token_type")
     if not isinstance(token_type, str) or token_type.lower() != "bearer":
         raise InvalidTokenResponse(
@@ -141,6 +155,8 @@ def parse_token_response(
         server_binds_certificates=server_binds_certificates,
     )
     scope = document.get("scope")
+    if isinstance(scope, str):
+        _check_size("granted scope", scope, MAX_SCOPE_BYTES, "check the authorization server")
     return IssuedToken(
         access_token=access_token,
         token_type="Bearer",
@@ -151,6 +167,18 @@ def parse_token_response(
         certificate_thumbprint=certificate_thumbprint if binding != "none" else None,
         binding=binding,
     )
+
+
+def _check_size(what: str, value: str, limit: int, advice: str) -> None:
+    """Refuse a server's string too long to store, before anything is built from it."""
+    # A character takes at most 4 bytes: most values are judged without encoding them.
+    if len(value) * 4 <= limit:
+        return
+    size = len(value.encode(errors="replace"))
+    if size > limit:
+        raise InvalidTokenResponse(
+            f"the {what} is {byte_size(size)}, more than the {byte_size(limit)} accepted; {advice}"
+        )
 
 
 def _lifetime(

@@ -58,6 +58,8 @@ class ClientView:
     backoff: Backoff
     #: when this client's last token request went out
     last_request_at: datetime | None = None
+    #: why the token Secret read back cannot be believed as written
+    secret_doubt: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,17 +75,24 @@ class Reason:
 Check = Callable[[ClientView, Inputs, datetime], Reason | None]
 
 
+def _secret_edited(view: ClientView, inputs: Inputs, now: datetime) -> Reason | None:
+    # The TokenSecretEdited Warning, posted when the Secret was read, says what did not add up.
+    if view.secret_doubt is None:
+        return None
+    return Reason("SecretEdited", "the token Secret was not as the operator wrote it")
+
+
 def _no_token(view: ClientView, inputs: Inputs, now: datetime) -> Reason | None:
     return Reason("Issuing", "first token") if view.record is None else None
 
 
 def _certificate_changed(view: ClientView, inputs: Inputs, now: datetime) -> Reason | None:
     record = view.record
-    if (
-        record is not None
-        and record.inputs_fingerprint != inputs.fingerprint
-        and record.certificate_thumbprint != inputs.request.certificate_thumbprint
-    ):
+    if record is None or record.certificate_thumbprint == inputs.request.certificate_thumbprint:
+        return None
+    # A bound token names its certificate: another one is a change whatever the fingerprint
+    # says (read back after a restart, the fingerprint is an annotation anyone may edit).
+    if record.binding != "none" or record.inputs_fingerprint != inputs.fingerprint:
         return Reason("CertificateChanged", "the transport certificate changed")
     return None
 
@@ -115,6 +124,7 @@ def _renewal_due(view: ClientView, inputs: Inputs, now: datetime) -> Reason | No
 
 #: asked in this order; the first answer is the reason (docs/concepts.md lists them)
 REFRESH_CHECKS: tuple[Check, ...] = (
+    _secret_edited,
     _no_token,
     _certificate_changed,
     _spec_changed,
@@ -180,7 +190,9 @@ def after_failure(
     attempts = backoff.failed_attempts + 1
     not_before = expired_retry_at = None
     if isinstance(error, AuthorizationServerRejection):
-        problem = Problem(error.error, error.message, error.note())
+        # The condition names the server's code; the Event limit counts our own reason, so a
+        # server that invents a code per answer gets no Event per answer.
+        problem = Problem(error.error, error.message, error.note(), repeat_key=error.reason)
         retry_at = now + REJECTION_RETRY
     elif isinstance(error, TransientError):
         problem = Problem(error.reason, error.message, error.note())

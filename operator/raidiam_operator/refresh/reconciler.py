@@ -43,11 +43,11 @@ from raidiam_operator.refresh import policy
 from raidiam_operator.refresh.budget import WriteBudget
 from raidiam_operator.refresh.inputs import Inputs, read_inputs, resolve_issuer
 from raidiam_operator.refresh.policy import ClientView, Reason
+from raidiam_operator.refresh.readback import record_from_secret
 from raidiam_operator.refresh.render import (
     Problem,
     TokenRecord,
     is_owned_by,
-    record_from_secret,
     token_secret,
 )
 from raidiam_operator.refresh.renewal import short_lifetime
@@ -117,11 +117,11 @@ class Reconciler:
             if existing is not None:
                 token.secret_in_use = spec.token_secret.name
             if token.record is None and existing is not None:
-                token.record = record_from_secret(existing)
-                if token.record is not None and token.next_refresh is None:
+                record = token.record = await self._read_back(state, existing, now=now)
+                if record is not None and token.next_refresh is None:
                     token.next_refresh = policy.renewal_in_status(
-                        observed.status, token.record
-                    ) or policy.next_renewal(token.record, spec.refresh, rng=self._rng)
+                        observed.status, record
+                    ) or policy.next_renewal(record, spec.refresh, rng=self._rng)
 
         try:
             # Which server, and whether this client may use it, before its keys are read.
@@ -160,6 +160,29 @@ class Reconciler:
             await self._failed(state, inputs, error, reason=reason, started=started)
             return
         await self._succeeded(state, spec, inputs, issued, existing, reason=reason, started=started)
+
+    async def _read_back(
+        self, state: ClientState, secret: Mapping[str, Any], *, now: datetime
+    ) -> TokenRecord | None:
+        """The token in the client's own Secret as far as it proves itself (after a restart); a
+        Secret that is not as the operator wrote it is to be replaced with a new token."""
+        owner = state.observed.owner
+        read = record_from_secret(secret, now=now)
+        state.token.secret_doubt = read.doubt
+        if read.doubt is None:
+            return read.record
+        name = secret["metadata"]["name"]
+        problem = Problem(
+            "TokenSecretEdited",
+            f"the token Secret {owner.namespace}/{name} is not as the operator wrote it: "
+            f"{read.doubt}. A new token is requested to replace it; the operator owns this "
+            "Secret, so change the RaidiamClient instead",
+        )
+        logger.warning(
+            "%s/%s: %s: %s", owner.namespace, owner.name, problem.reason, problem.message
+        )
+        await self._writes.event(state, problem, warning=True, now=now)
+        return read.record
 
     async def events_posted(self) -> None:
         await self._writes.events_posted()
@@ -336,7 +359,7 @@ class Reconciler:
             # A token the Secret's template cannot carry is dropped; the one in the Secret stays.
             await self._blocked(state, error, now=self._clock())
             return
-        token.record = record
+        token.record, token.secret_doubt = record, None
         expires_at = record.expires_at
         recovered = state.backoff.failure is not None
         token.next_refresh = policy.next_renewal(token.record, spec.refresh, rng=self._rng)
@@ -364,10 +387,10 @@ class Reconciler:
                     "TokenIssued",
                     f"Issued a token for client {spec.client_id} ({reason.message}); "
                     f"it expires at {rfc3339(expires_at)}",
+                    repeat_key=f"TokenIssued/{reason.reason}",
                 ),
                 warning=False,
                 now=now,
-                repeat_key=f"TokenIssued/{reason.reason}",
             )
         if token.lifetime_warning is not None:
             await self._writes.event(state, token.lifetime_warning, warning=True, now=now)
@@ -424,4 +447,5 @@ def _view(state: ClientState) -> ClientView:
         refresh_requested_at=state.observed.refresh_requested_at,
         backoff=state.backoff,
         last_request_at=token.last_request_at,
+        secret_doubt=token.secret_doubt,
     )

@@ -7,12 +7,12 @@ condition flip), so rendering the same state twice gives the same object and dri
 from __future__ import annotations
 
 import base64
+import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from raidiam_operator.core.errors import ConfigurationError, InvalidTokenResponse
 from raidiam_operator.core.spec import (
     GROUP,
     KIND,
@@ -23,14 +23,11 @@ from raidiam_operator.core.spec import (
     TokenSecretTemplate,
 )
 from raidiam_operator.core.templating import render_templates
-from raidiam_operator.core.times import parse_rfc3339, rfc3339
+from raidiam_operator.core.times import rfc3339
 from raidiam_operator.protocol.credentials import CertificateFiles
 from raidiam_operator.protocol.tokens import (
-    BINDINGS,
     Binding,
     IssuedToken,
-    token_binding,
-    unverified_claims,
 )
 
 ANNOTATION_PREFIX = "raidiam.io/"
@@ -40,6 +37,7 @@ CERTIFICATE_THUMBPRINT = ANNOTATION_PREFIX + "certificate-thumbprint"
 BINDING = ANNOTATION_PREFIX + "binding"
 INPUTS_FINGERPRINT = ANNOTATION_PREFIX + "inputs-fingerprint"
 TOKEN_ENDPOINT = ANNOTATION_PREFIX + "token-endpoint"
+TOKEN_DIGEST = ANNOTATION_PREFIX + "token-digest"
 CLIENT_LABEL = ANNOTATION_PREFIX + "client"
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 # The API server refuses a Secret whose data adds up to more than this.
@@ -129,6 +127,7 @@ def token_secret(
         INPUTS_FINGERPRINT: record.inputs_fingerprint,
         TOKEN_ENDPOINT: record.token_endpoint,
         BINDING: record.binding,
+        TOKEN_DIGEST: token_digest(record),
     }
     if record.certificate_thumbprint:
         annotations[CERTIFICATE_THUMBPRINT] = record.certificate_thumbprint
@@ -149,6 +148,31 @@ def token_secret(
     }
 
 
+def token_digest(record: TokenRecord) -> str:
+    """A digest of everything the token Secret says about its token, as one annotation: a Secret
+    read back after a restart whose token or annotations were changed by hand no longer matches
+    it (see `readback`). Not keyed, so a proof of nothing against whoever computes it anew."""
+    digest = hashlib.sha256()
+    for part in (
+        record.access_token,
+        record.token_type,
+        record.scope or "",
+        rfc3339(record.issued_at),
+        rfc3339(record.expires_at),
+        record.token_endpoint,
+        record.binding,
+        record.certificate_thumbprint or "",
+        record.inputs_fingerprint,
+        record.refresh_requested_at or "",
+    ):
+        digest.update(part.encode() + b"\0")
+    if record.certificate is not None:
+        for files in (record.certificate.certificate, record.certificate.private_key):
+            digest.update(hashlib.sha256(files).digest())
+        digest.update(hashlib.sha256(record.certificate.ca or b"").digest())
+    return "sha256:" + digest.hexdigest()
+
+
 def _token_data(owner: Owner, template: TokenSecretTemplate, record: TokenRecord) -> dict[str, str]:
     data = {
         "access_token": record.access_token.encode(),
@@ -162,15 +186,13 @@ def _token_data(owner: Owner, template: TokenSecretTemplate, record: TokenRecord
         if record.certificate.ca is not None:
             data["ca.crt"] = record.certificate.ca
     if template.templates:
-        rendered = render_templates(template.templates, token_fields(owner, record))
-        data.update((key, text.encode()) for key, text in rendered.items())
-    size = sum(len(value) for value in data.values())
-    if size > MAX_SECRET_BYTES:
-        raise ConfigurationError(
-            f"the token Secret would hold {size} bytes, more than the 1 MiB a Secret may hold; "
-            "shorten spec.tokenSecret.template",
-            reason="TemplateRenderFailed",
+        size = sum(len(value) for value in data.values())
+        # Sized before it is built: a template that multiplies the token would otherwise take
+        # its rendered size in memory before the API server refused it.
+        rendered = render_templates(
+            template.templates, token_fields(owner, record), room=MAX_SECRET_BYTES - size
         )
+        data.update((key, text.encode()) for key, text in rendered.items())
     return {key: base64.b64encode(value).decode("ascii") for key, value in data.items()}
 
 
@@ -204,68 +226,6 @@ def secret_differs(actual: Mapping[str, Any], desired: Mapping[str, Any]) -> boo
         ref.get("uid") == desired_meta["ownerReferences"][0]["uid"]
         for ref in actual_meta.get("ownerReferences") or []
     )
-
-
-def record_from_secret(secret: Mapping[str, Any]) -> TokenRecord | None:
-    """Read back a token Secret we wrote (after a restart), or None if it isn't one."""
-    annotations = secret.get("metadata", {}).get("annotations") or {}
-    data = secret.get("data") or {}
-    try:
-        access_token = base64.b64decode(data["access_token"]).decode()
-        token_type = base64.b64decode(data.get("token_type", "")).decode() or "Bearer"
-        scope = base64.b64decode(data.get("scope", "")).decode() or None
-    except (KeyError, ValueError, UnicodeDecodeError):
-        return None
-    expires_at = parse_rfc3339(annotations.get(EXPIRES_AT, ""))
-    issued_at = parse_rfc3339(annotations.get(ISSUED_AT, ""))
-    fingerprint = annotations.get(INPUTS_FINGERPRINT)
-    if not access_token or expires_at is None or issued_at is None or not fingerprint:
-        return None
-    certificate = _certificate_files(data)
-    thumbprint = annotations.get(CERTIFICATE_THUMBPRINT)
-    binding = next((b for b in BINDINGS if b == annotations.get(BINDING)), None)
-    if binding is None:
-        # Written before bindings were recorded: only what the token itself shows counts.
-        binding = _binding_of(access_token, thumbprint)
-    return TokenRecord(
-        access_token=access_token,
-        token_type=token_type,
-        scope=scope,
-        issued_at=issued_at,
-        expires_at=expires_at,
-        token_endpoint=annotations.get(TOKEN_ENDPOINT, ""),
-        certificate_thumbprint=thumbprint if binding != "none" else None,
-        inputs_fingerprint=fingerprint,
-        refresh_requested_at=annotations.get(REFRESH_REQUESTED_AT),
-        certificate=certificate,
-        binding=binding,
-    )
-
-
-def _binding_of(access_token: str, thumbprint: str | None) -> Binding:
-    try:
-        return token_binding(
-            unverified_claims(access_token),
-            certificate_thumbprint=thumbprint,
-            server_binds_certificates=False,
-        )
-    except InvalidTokenResponse:
-        return "none"
-
-
-def _certificate_files(data: Mapping[str, str]) -> CertificateFiles | None:
-    """The certificate written beside the token: we wrote both in one update, so they are the
-    pair this token was issued with."""
-    if not data.get("tls.crt") or not data.get("tls.key"):
-        return None
-    try:
-        return CertificateFiles(
-            certificate=base64.b64decode(data["tls.crt"]),
-            private_key=base64.b64decode(data["tls.key"]),
-            ca=base64.b64decode(data["ca.crt"]) if data.get("ca.crt") else None,
-        )
-    except ValueError:
-        return None
 
 
 # -- status -------------------------------------------------------------------------------
@@ -318,10 +278,17 @@ class Problem:
     message: str
     #: the message within an Event's 1 KiB, when it is longer (the server's text cut, not the hint)
     note: str | None = None
+    #: what the Event limit counts this problem as, when not its reason: the operator's own
+    #: reason when `reason` is the server's word (an OAuth error code a server may invent)
+    repeat_key: str | None = None
 
     @property
     def event_note(self) -> str:
         return self.note or self.message
+
+    @property
+    def event_key(self) -> str:
+        return self.repeat_key or self.reason
 
 
 @dataclass(frozen=True, slots=True)

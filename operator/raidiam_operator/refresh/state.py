@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from raidiam_operator.core.errors import ConfigurationError, RaidiamOperatorError
@@ -68,6 +68,8 @@ class TokenState:
     lifetime_warning: Problem | None = None
     #: a discovery that failed just before this attempt (outside the shared slots)
     discovery_failure: RaidiamOperatorError | None = None
+    #: why the token Secret read back is not as the operator wrote it; a new token replaces it
+    secret_doubt: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,14 +88,31 @@ class Backoff:
     expired_retry_at: datetime | None = None
 
 
+#: Event keys remembered per client: the operator's own reasons, a few dozen, fit with room
+MAX_EVENT_KEYS = 64
+
+
 @dataclass(slots=True)
 class Notices:
     last_warning: tuple[str, datetime] | None = None
-    #: when an Event of each reason was last posted for this client
+    #: when an Event of each key (`Problem.event_key`) was last posted for this client, oldest
+    #: first
     last_events: dict[str, datetime] = field(default_factory=dict)
     certificate_warning: Problem | None = None
     certificate_not_after: datetime | None = None
     last_certificate_warning: datetime | None = None
+
+    def event_due(self, key: str, *, now: datetime, every: timedelta) -> bool:
+        """Whether an Event of `key` may be posted now (none went out within `every`), recording
+        it if so. Past MAX_EVENT_KEYS keys the one posted longest ago is forgotten."""
+        last = self.last_events.pop(key, None)
+        if last is not None and now - last < every:
+            self.last_events[key] = last
+            return False
+        self.last_events[key] = now
+        if len(self.last_events) > MAX_EVENT_KEYS:
+            del self.last_events[next(iter(self.last_events))]
+        return True
 
 
 @dataclass(slots=True)

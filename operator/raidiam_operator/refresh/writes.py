@@ -67,16 +67,11 @@ class Writes:
         *,
         warning: bool,
         now: datetime,
-        repeat_key: str | None = None,
     ) -> None:
-        """Post an Event, unless one of the same reason (or `repeat_key`) went out for this
-        client within EVENT_REPEAT."""
-        key = repeat_key or problem.reason
-        last_events = state.notices.last_events
-        last = last_events.get(key)
-        if last is not None and now - last < EVENT_REPEAT:
+        """Post an Event, unless one of the same `event_key` went out for this client within
+        EVENT_REPEAT."""
+        if not state.notices.event_due(problem.event_key, now=now, every=EVENT_REPEAT):
             return
-        last_events[key] = now
         owner = state.observed.owner
         if warning:
             await self._kube.post_event(
