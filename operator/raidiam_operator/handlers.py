@@ -21,6 +21,7 @@ from raidiam_operator.kube.gateway import KubernetesGateway
 from raidiam_operator.kube.leader import UNFENCED, Fence, LeaderElector, LeaseSettings
 from raidiam_operator.metrics import Metrics
 from raidiam_operator.protocol.client import TokenClient
+from raidiam_operator.protocol.keychecks import KeyChecker, WorkerPool
 from raidiam_operator.refresh.engine import EngineSettings, RefreshEngine
 from raidiam_operator.refresh.issuer_status import IssuerStatusReconciler
 from raidiam_operator.refresh.watch import what_the_engine_reads
@@ -82,6 +83,8 @@ async def start_engine(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: An
         listing.why,
     )
     tokens = TokenClient()
+    # Tenants' private keys are checked in a worker process, never on this event loop.
+    keys = KeyChecker(WorkerPool())
 
     def secret_event(kind: str, namespace: str, name: str, resource_version: str) -> None:
         engine.secret_changed(namespace, name, None if kind == "DELETED" else resource_version)
@@ -107,6 +110,7 @@ async def start_engine(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: An
         metrics=metrics,
         secret_names=secrets,
         fence=fence,
+        keys=keys,
     )
     issuers = IssuerStatusReconciler(
         kube,
@@ -117,6 +121,7 @@ async def start_engine(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: An
     )
     secrets.start()
     memo.kube, memo.tokens, memo.engine, memo.issuers = kube, tokens, engine, issuers
+    memo.key_checker = keys
     memo.secrets = secrets
     memo.engine_task = asyncio.create_task(engine.run(), name="refresh engine")
     memo.issuers_task = asyncio.create_task(issuers.run(), name="issuer status")
@@ -149,6 +154,8 @@ async def stop_engine(memo: kopf.Memo, **_: Any) -> None:
             await asyncio.gather(task, return_exceptions=True)
     if memo.get("tokens") is not None:
         await memo.tokens.aclose()
+    if memo.get("key_checker") is not None:
+        await memo.key_checker.aclose()
     if memo.get("kube") is not None:
         memo.kube.close()
 

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -327,13 +327,17 @@ def started_world(
     *,
     kubeconfig: Path | None = None,
     all_namespaces: bool = False,
+    extra_args: Sequence[str] = (),
+    env: dict[str, str] | None = None,
 ) -> Iterator[World]:
-    """A `World` with its own operator, stopped on the way out: the `world` fixture's, and the
-    wider ones of `fault_helpers.running_world`."""
+    """A `World` with its own operator (given `extra_args` and `env`), stopped on the way out:
+    the `world` fixture's, and the wider ones of `fault_helpers.running_world`."""
     operator = OperatorProcess(
         kubeconfig or control_plane.kubeconfig,
         log_path,
         namespaces=[] if all_namespaces else [namespace],
+        extra_args=extra_args,
+        env=env,
     )
     auth.clear_faults()
     world = World.from_kube_api(control_plane, auth, pki, kube_api, namespace, operator.start())

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 from kubernetes.client.exceptions import ApiException
@@ -58,6 +59,8 @@ def running_world(
     *,
     kubeconfig: Path | None = None,
     all_namespaces: bool = False,
+    extra_args: Sequence[str] = (),
+    env: dict[str, str] | None = None,
 ) -> Iterator[World]:
     """A `World` with its own operator, for fixtures wider than one test (the `world` fixture is
     per test). The same leak canary runs on the way out."""
@@ -70,6 +73,8 @@ def running_world(
         log_path,
         kubeconfig=kubeconfig,
         all_namespaces=all_namespaces,
+        extra_args=extra_args,
+        env=env,
     ) as world:
         yield world
         assert_nothing_leaked(world)  # while the operator still serves its metrics
@@ -155,6 +160,12 @@ def bulk_tls_clients(
             ),
         )
     return ids
+
+
+def origin(url: str) -> str:
+    """https://host:port of a URL: an --allowed-issuer prefix that covers the whole server."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 def tls_client_with(

@@ -453,21 +453,117 @@ def test_network_policy_allows_only_the_api_server_authorization_servers_and_dns
                 "ipBlock": {
                     "cidr": "0.0.0.0/0",
                     "except": [
+                        "0.0.0.0/8",
                         "10.0.0.0/8",
                         "172.16.0.0/12",
                         "192.168.0.0/16",
                         "169.254.0.0/16",
                         "100.64.0.0/10",
+                        "198.18.0.0/15",
+                        "240.0.0.0/4",
                     ],
                 }
             },
-            {"ipBlock": {"cidr": "::/0", "except": ["fc00::/7", "fe80::/10"]}},
+            {
+                "ipBlock": {
+                    "cidr": "::/0",
+                    # NAT64 and 6to4 embed an IPv4 address: they would lead to the ranges above.
+                    "except": [
+                        "fc00::/7",
+                        "fe80::/10",
+                        "64:ff9b::/96",
+                        "64:ff9b:1::/48",
+                        "2002::/16",
+                    ],
+                }
+            },
             # A range listed by hand is allowed as it is, private or not.
             {"ipBlock": {"cidr": "198.51.100.0/24"}},
         ],
         "ports": [{"port": 443, "protocol": "TCP"}],
     }
-    assert dns == {"ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]}
+    # DNS goes to the cluster's DNS pods only: https://10.0.0.5:53/ is no way out.
+    assert dns == {
+        "to": [
+            {
+                "namespaceSelector": {
+                    "matchLabels": {"kubernetes.io/metadata.name": "kube-system"}
+                },
+                "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+            }
+        ],
+        "ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}],
+    }
+
+
+NETWORK_POLICY_ON: dict[str, Any] = {
+    "networkPolicy": {"enabled": True, "apiServer": {"cidrs": ["10.0.0.1/32"]}}
+}
+
+
+def _network_policy(**values: Any) -> dict[str, Any]:
+    merged = {"networkPolicy": {**NETWORK_POLICY_ON["networkPolicy"], **values}}
+    return dict(one(objects(values=merged), "NetworkPolicy")["spec"])
+
+
+def test_network_policy_dns_selector_and_node_local_cache_can_be_given() -> None:
+    dns = _network_policy(
+        dns={
+            "namespaceSelector": {"kubernetes.io/metadata.name": "dns"},
+            "podSelector": {"app.kubernetes.io/name": "coredns"},
+            "cidrs": ["169.254.20.10/32"],
+        }
+    )["egress"][2]
+
+    assert dns["to"] == [
+        {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "dns"}},
+            "podSelector": {"matchLabels": {"app.kubernetes.io/name": "coredns"}},
+        },
+        {"ipBlock": {"cidr": "169.254.20.10/32"}},
+    ]
+    assert len(_network_policy(dns={"enabled": False})["egress"]) == 2
+
+
+def test_network_policy_keeps_the_metrics_port_closed_unless_told_who_may_scrape() -> None:
+    """The metrics name every tenant's clients and Secrets."""
+    assert _network_policy()["ingress"] == []
+    assert _network_policy(metricsFromAnywhere=True)["ingress"] == [
+        {"ports": [{"port": "metrics", "protocol": "TCP"}]}
+    ]
+    prometheus = [{"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}]
+    assert _network_policy(metricsFrom=prometheus)["ingress"][0]["from"] == prometheus
+
+
+@pytest.mark.parametrize(
+    ("values", "complaint"),
+    [
+        (
+            {"serviceMonitor": {"enabled": True}},
+            "with serviceMonitor.enabled and networkPolicy.enabled, set networkPolicy.metricsFrom",
+        ),
+        (
+            {
+                "networkPolicy": {
+                    "metricsFromAnywhere": True,
+                    "metricsFrom": [{"podSelector": {}}],
+                }
+            },
+            "networkPolicy.metricsFromAnywhere lets every source in",
+        ),
+    ],
+)
+def test_a_network_policy_that_would_shut_out_prometheus_or_say_two_things_is_refused(
+    values: dict[str, Any], complaint: str
+) -> None:
+    merged = {
+        **values,
+        "networkPolicy": {**NETWORK_POLICY_ON["networkPolicy"], **values.get("networkPolicy", {})},
+    }
+    result = render(values=merged, check=False)
+
+    assert result.returncode != 0
+    assert complaint in result.stderr
 
 
 def test_network_policy_keeps_the_cluster_cidrs_out_of_reach_of_issuer_urls() -> None:

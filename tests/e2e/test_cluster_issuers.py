@@ -28,7 +28,7 @@ from raidiam_devenv.operator_process import OperatorProcess
 from raidiam_devenv.pki import TestPKI
 
 from .conftest import GROUP, JWT, VERSION, World, wait_for
-from .fault_helpers import drop_namespace, new_namespace, tls_client_with
+from .fault_helpers import drop_namespace, new_namespace, origin, tls_client_with
 
 pytestmark = [pytest.mark.kube, pytest.mark.authserver]
 
@@ -110,7 +110,7 @@ def platform(
     operator_namespace = new_namespace(control_plane, "operator")
     operators: list[OperatorProcess] = []
 
-    def start_operator(*flags: str) -> OperatorProcess:
+    def start_operator(*flags: str, env: dict[str, str] | None = None) -> OperatorProcess:
         for running in operators:
             running.stop()
         operator = OperatorProcess(
@@ -122,6 +122,7 @@ def platform(
                 "--issuer-check-interval=2s",
                 *flags,
             ],
+            env=env,
         )
         operators.append(operator)
         world.operator = operator.start()
@@ -320,8 +321,11 @@ def test_each_issuer_policy_decides_whether_an_inline_issuer_is_contacted(
     ready = world.wait_reason("inline", "IssuerNotAllowed")
     assert ready["status"] == "False"
     if policy == "allowlist":
-        assert ready["message"].startswith(f"spec.issuer '{world.auth.issuer}' is not under")
-        assert "https://auth.example" in ready["message"]
+        assert ready["message"].startswith(
+            f"spec.issuer '{world.auth.issuer}' is not an issuer the operator's policy allows "
+            "(--issuer-policy allowlist). Ask the platform team"
+        )
+        assert "https://auth.example" not in ready["message"]  # the allowlist is not shown
     else:
         assert "--issuer-policy references-only" in ready["message"]
         assert "Set spec.issuerRef to a ClusterRaidiamIssuer" in ready["message"]
@@ -334,9 +338,15 @@ def test_each_issuer_policy_decides_whether_an_inline_issuer_is_contacted(
 
 def test_an_allowlisted_inline_issuer_gets_its_token(platform: Platform) -> None:
     world = platform.world
-    platform.start_operator("--issuer-policy=allowlist", f"--allowed-issuer={world.auth.issuer}")
+    # The test server's CA in the operator's own trust store: no inline caBundle under allowlist.
+    platform.start_operator(
+        "--issuer-policy=allowlist",
+        f"--allowed-issuer={world.auth.issuer}",
+        f"--allowed-issuer={origin(world.auth.mtls_token_endpoint)}",
+        env={"SSL_CERT_FILE": str(world.auth.ca_path)},
+    )
 
-    client_id = tls_client_with(world, "allowed")
+    client_id = tls_client_with(world, "allowed", caBundle=None)
 
     world.wait_ready("allowed")
     assert world.requests_for(client_id) == 1

@@ -27,7 +27,7 @@ from raidiam_devenv.controlplane import ControlPlane
 from raidiam_devenv.pki import IssuedCertificate, TestPKI
 
 from .conftest import GROUP, PLURAL, VERSION, World, wait_for
-from .fault_helpers import drop_namespace, new_namespace, running_world
+from .fault_helpers import drop_namespace, new_namespace, origin, running_world
 
 pytestmark = [pytest.mark.kube, pytest.mark.authserver]
 
@@ -100,6 +100,18 @@ ADMISSION: dict[str, Rejected] = {
         "FieldValueInvalid",
         "spec.issuer",
         "issuer must be an https URL",
+    ),
+    "an issuer with a bidi override": Rejected(
+        _with(issuer="https://auth.example/\u202enekot"),
+        "FieldValueInvalid",
+        "spec.issuer",
+        "issuer may hold only printable ASCII characters, without spaces (percent-encode others)",
+    ),
+    "a tokenEndpoint with a NEL": Rejected(
+        _with(tokenEndpoint="https://auth.example/token\u0085[INFO] forged"),
+        "FieldValueInvalid",
+        "spec.tokenEndpoint",
+        "tokenEndpoint may hold only printable ASCII characters",
     ),
     "an issuer longer than 2048": Rejected(
         _with(issuer="https://" + "a" * 2050),
@@ -443,6 +455,18 @@ ISSUER_ADMISSION: dict[str, Rejected] = {
         "FieldValueTooLong",
         "spec.issuer",
         "may not be more than 2048 bytes",
+    ),
+    "an issuer with a space": Rejected(
+        _issuer(issuer="https://auth.example/a b"),
+        "FieldValueInvalid",
+        "spec.issuer",
+        "issuer may hold only printable ASCII characters",
+    ),
+    "a token endpoint with a bidi override": Rejected(
+        _issuer(tokenEndpoint="https://auth.example/\u202etoken"),
+        "FieldValueInvalid",
+        "spec.tokenEndpoint",
+        "tokenEndpoint may hold only printable ASCII characters",
     ),
     "an http token endpoint": Rejected(
         _issuer(tokenEndpoint="http://auth.example/token"),
@@ -878,6 +902,30 @@ def _long_name(world: World, name: str) -> None:
     )
 
 
+def _discovery_answer(**document: Any) -> dict[str, Any]:
+    """A discovery fault answering with the server's document changed as given, with the
+    placeholders of `_with_origins` in its strings."""
+    return {"mode": "response", "endpoint": "discovery", "status": 200, "body": document}
+
+
+def _with_origins(world: World, value: Any) -> Any:
+    """`value` with "{tls}" and "{mtls}" as the test server's TLS and mTLS origins, and
+    "{tls-by-ip}" and "{mtls-by-ip}" as the same server under another name (127.0.0.1)."""
+    if isinstance(value, dict):
+        return {k: _with_origins(world, v) for k, v in value.items()}
+    if not isinstance(value, str):
+        return value
+    tls, mtls = origin(world.auth.token_endpoint), origin(world.auth.mtls_token_endpoint)
+    for placeholder, url in (
+        ("{tls-by-ip}", tls.replace("localhost", "127.0.0.1")),
+        ("{mtls-by-ip}", mtls.replace("localhost", "127.0.0.1")),
+        ("{tls}", tls),
+        ("{mtls}", mtls),
+    ):
+        value = value.replace(placeholder, url)
+    return value
+
+
 RUNTIME: dict[str, Runtime] = {
     # -- the transport certificate and its key
     "a certificate that is not PEM": Runtime(
@@ -1093,7 +1141,7 @@ RUNTIME: dict[str, Runtime] = {
     ),
     "a discovery token endpoint over http": Runtime(
         "DiscoveryMismatch",
-        ("has no https token_endpoint",),
+        ("gives token_endpoint 'http://localhost/token', which must be an https URL",),
         _plain(ca_variant=5),
         discovery_fault={
             "mode": "response",
@@ -1101,6 +1149,35 @@ RUNTIME: dict[str, Runtime] = {
             "status": 200,
             "body": "DISCOVERY:token_endpoint=http://localhost/token",
         },
+    ),
+    "a discovered mTLS endpoint with a NEL and a forged log line": Runtime(
+        "DiscoveryMismatch",
+        (
+            "gives mtls_endpoint_aliases.token_endpoint '{mtls}/token [INFO] forged', which may "
+            "hold only printable ASCII characters",
+        ),
+        _plain(ca_variant=6),
+        discovery_fault=_discovery_answer(
+            mtls_endpoint_aliases={"token_endpoint": "{mtls}/token\u0085[INFO] forged"}
+        ),
+    ),
+    "a discovered token endpoint with a bidi override": Runtime(
+        "DiscoveryMismatch",
+        ("gives token_endpoint '{tls}/ nekot', which may hold only printable ASCII",),
+        _plain(ca_variant=7),
+        discovery_fault=_discovery_answer(token_endpoint="{tls}/\u202enekot"),
+    ),
+    "a discovered endpoint no HTTP client can request": Runtime(
+        "InvalidURL",
+        (
+            "the token request was not sent: 'https://xn--zz.localhost/token' is not a URL that "
+            "can be requested",
+            "fix the token endpoint (spec.tokenEndpoint, or the discovery document's",
+        ),
+        _plain(ca_variant=8),
+        discovery_fault=_discovery_answer(
+            mtls_endpoint_aliases={"token_endpoint": "https://xn--zz.localhost/token"}
+        ),
     ),
     "a token endpoint that does not exist": Runtime(
         "InvalidTokenResponse",
@@ -1219,6 +1296,8 @@ def _apply_discovery_fault(world: World, fault: dict[str, Any]) -> None:
     if isinstance(body, str) and body.startswith("DISCOVERY:"):
         key, _, value = body.removeprefix("DISCOVERY:").partition("=")
         fault["body"] = _discovery(world, **{key: [value] if key.endswith("supported") else value})
+    elif isinstance(body, dict):
+        fault["body"] = _discovery(world, **_with_origins(world, body))
     world.auth.set_fault(**fault)
 
 
@@ -1301,11 +1380,12 @@ def test_a_bad_runtime_input_gets_its_reason_on_the_conditions_and_a_warning_eve
     assert (degraded["status"], degraded["reason"]) == ("True", expected.reason)
     assert (ready["status"], ready["reason"]) == ("False", expected.reason)
     for fragment in expected.fragments:
-        assert fragment in degraded["message"], degraded["message"]
+        assert _with_origins(world, fragment) in degraded["message"], degraded["message"]
     assert degraded["message"] == ready["message"]
     message = degraded["message"]
     assert "Traceback" not in message
     assert "\n" not in message
+    assert message.isprintable(), "a control or invisible character reached the status"
     assert len(message) < 1024
     events = wait_for(
         lambda: [
@@ -1319,3 +1399,163 @@ def test_a_bad_runtime_input_gets_its_reason_on_the_conditions_and_a_warning_eve
         world.wait_ready(name, timeout=5)
     else:
         assert world.secret(f"{name}-token") is None, "no token Secret without a token"
+
+
+# -- under --issuer-policy allowlist -------------------------------------------------------------
+
+
+@dataclass
+class Escape:
+    """A tenant's way around the allowlist: the reason it gets, and proof nothing was sent."""
+
+    reason: str
+    fragments: tuple[str, ...]
+    #: a discovery fault (see `_discovery_answer`) for this client's discovery, if any
+    discovery_fault: dict[str, Any] | None = None
+    #: spec overrides of an otherwise good, registered client (placeholders of `_with_origins`)
+    spec: dict[str, Any] = field(default_factory=dict)
+    #: the client names the test server's CA in spec.caBundle
+    inline_ca_bundle: bool = False
+    observed: dict[str, Any] = field(default_factory=dict)
+
+
+ESCAPES: dict[str, Escape] = {
+    "a discovered mTLS endpoint on another host": Escape(
+        "DiscoveredEndpointNotAllowed",
+        (
+            "gives mtls_endpoint_aliases.token_endpoint '{mtls-by-ip}/token', which is not under "
+            "an issuer the operator's policy allows (--issuer-policy allowlist), so no token "
+            "request was sent to it",
+            "Ask the platform team to allow that endpoint too (--allowed-issuer)",
+        ),
+        _discovery_answer(mtls_endpoint_aliases={"token_endpoint": "{mtls-by-ip}/token"}),
+    ),
+    "a discovered token endpoint on another host, without mTLS aliases": Escape(
+        "DiscoveredEndpointNotAllowed",
+        ("gives token_endpoint '{tls-by-ip}/token', which is not under",),
+        _discovery_answer(token_endpoint="{tls-by-ip}/token", mtls_endpoint_aliases={}),
+    ),
+    "a discovered endpoint that climbs out with ..;": Escape(
+        "DiscoveredEndpointNotAllowed",
+        ("gives mtls_endpoint_aliases.token_endpoint '{mtls}/token/..;/..;/admin'",),
+        _discovery_answer(mtls_endpoint_aliases={"token_endpoint": "{mtls}/token/..;/..;/admin"}),
+    ),
+    "a discovered endpoint that climbs out with %252e%252e": Escape(
+        "DiscoveredEndpointNotAllowed",
+        ("gives mtls_endpoint_aliases.token_endpoint '{mtls}/token/%252e%252e/admin'",),
+        _discovery_answer(
+            mtls_endpoint_aliases={"token_endpoint": "{mtls}/token/%252e%252e/admin"}
+        ),
+    ),
+    "an inline caBundle for an allowed issuer": Escape(
+        "IssuerNotAllowed",
+        (
+            "spec.caBundle is not allowed with --issuer-policy allowlist: the operator checks an "
+            "allowed issuer's TLS certificate against its own trust store",
+            "Remove spec.caBundle",
+        ),
+        inline_ca_bundle=True,
+    ),
+    "an issuer outside the allowlist": Escape(
+        "IssuerNotAllowed",
+        (
+            "spec.issuer '{tls-by-ip}' is not an issuer the operator's policy allows "
+            "(--issuer-policy allowlist). Ask the platform team which issuers the operator allows",
+        ),
+        spec={"issuer": "{tls-by-ip}"},
+    ),
+}
+
+
+#: the issuer of the clients that meet a discovery fault: the server's URL with a trailing slash.
+#: The operator checks every ClusterRaidiamIssuer in the cluster (other tests' name the server
+#: by its plain URL) and caches the real document it fetches under that URL and CA bundle.
+ESCAPE_ISSUER = "{tls}/"
+
+
+def _escape_name(case: str) -> str:
+    return "escape-" + str(list(ESCAPES).index(case))
+
+
+@pytest.fixture(scope="module")
+def allowlisted(
+    control_plane: ControlPlane,
+    auth_server: AuthServer,
+    test_pki: TestPKI,
+    kube_api: Any,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[World]:
+    """One operator under `--issuer-policy allowlist` (the test server's TLS and mTLS origins,
+    its CA in the operator's trust store), and each escape tried in turn: every discovery fault
+    meets its own client's discovery, since a refused document is not kept."""
+    namespace = new_namespace(control_plane, "allowlist")
+    log = tmp_path_factory.mktemp("allowlist") / "operator.log"
+    flags = [
+        "--issuer-policy=allowlist",
+        f"--allowed-issuer={auth_server.issuer}",
+        f"--allowed-issuer={origin(auth_server.mtls_token_endpoint)}",
+    ]
+    try:
+        with running_world(
+            control_plane,
+            auth_server,
+            test_pki,
+            kube_api,
+            namespace,
+            log,
+            extra_args=flags,
+            env={"SSL_CERT_FILE": str(auth_server.ca_path)},
+        ) as world:
+            for case, escape in ESCAPES.items():
+                name = _escape_name(case)
+                spec = dict(escape.spec)
+                if escape.discovery_fault is not None:
+                    fault = escape.discovery_fault
+                    body = {"issuer": ESCAPE_ISSUER, **fault["body"]}
+                    _apply_discovery_fault(world, {**fault, "body": body})
+                    spec.setdefault("issuer", ESCAPE_ISSUER)
+                ca = {"configMapName": world.ca_config_map()} if escape.inline_ca_bundle else None
+                _plain(caBundle=ca, **_with_origins(world, spec))(world, name)
+                escape.observed["client_id"] = world.client(name)["spec"]["clientId"]
+                try:
+                    escape.observed["degraded"] = world.wait_reason(
+                        name, escape.reason, kind="Degraded", timeout=20
+                    )
+                except AssertionError:
+                    escape.observed["last"] = world.condition(name, "Degraded")
+                world.auth.clear_faults()
+            # Last, so that no fault met it: a client of the allowed server gets its token.
+            _plain(caBundle=None)(world, "allowed")
+            world.wait_ready("allowed", timeout=30)
+            yield world
+    finally:
+        drop_namespace(control_plane, namespace)
+
+
+@pytest.mark.parametrize("case", list(ESCAPES))
+def test_an_allowlist_escape_is_refused_with_its_reason_and_nothing_is_sent(
+    allowlisted: World, case: str
+) -> None:
+    world, escape = allowlisted, ESCAPES[case]
+    name = _escape_name(case)
+
+    assert "degraded" in escape.observed, f"never saw {escape.reason}: {escape.observed}"
+    message = escape.observed["degraded"]["message"]
+    for fragment in escape.fragments:
+        assert _with_origins(world, fragment) in message, message
+    assert message.isprintable()
+    # The allowlist itself is the platform team's: not shown to the tenant.
+    assert "allowlist: https" not in message
+    assert f"{world.auth.issuer}, " not in message
+    assert world.condition(name)["reason"] == escape.reason
+    events = wait_for(
+        lambda: [
+            e for e in world.events(name) if e.type == "Warning" and e.reason == escape.reason
+        ],
+        timeout=10,
+        what=f"a Warning event {escape.reason}",
+    )
+    assert events[0].message == message
+    # The server never saw this client's token request, and there is no token.
+    assert world.requests_for(escape.observed["client_id"]) == 0
+    assert world.secret(f"{name}-token") is None

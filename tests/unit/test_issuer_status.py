@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 
-from raidiam_operator.protocol.client import TokenClient
+from raidiam_operator.protocol.client import HttpSettings, TokenClient
 from raidiam_operator.refresh.issuer_status import (
     CheckResult,
     IssuerStatusReconciler,
@@ -128,6 +128,26 @@ async def test_a_fixed_token_endpoint_is_only_reached_not_discovered() -> None:
     ready = status["conditions"][0]
     assert (ready["status"], ready["reason"]) == ("True", "TokenEndpointReachable")
     assert "HTTP 405" in ready["message"]
+
+
+async def test_a_server_that_never_answers_ends_the_check_at_the_attempt_deadline() -> None:
+    async def silent(request: httpx.Request) -> httpx.Response:
+        await asyncio.Event().wait()
+        raise AssertionError("never answered")
+
+    tokens = TokenClient(HttpSettings(attempt_deadline=0.2), transport=httpx.MockTransport(silent))
+    reconciler = IssuerStatusReconciler(
+        Gateway(), tokens, cluster_resource_namespace="operator", clock=lambda: NOW
+    )
+
+    result = await asyncio.wait_for(reconciler.check(_issuer()), timeout=2)
+
+    assert result.problem is not None
+    assert result.problem.reason == "AuthorizationServerUnreachable"
+    assert result.problem.message == (
+        f"checking {ISSUER} took longer than 0 s (discovery); the server is too slow or trickles "
+        "its answer"
+    )
 
 
 def test_a_condition_keeps_its_transition_time_while_it_does_not_flip() -> None:

@@ -44,6 +44,18 @@ def _refused(reason: str, **kwargs: Any) -> str:
     return raised.value.message
 
 
+def _refused_by_allowlist(**spec: Any) -> str:
+    """The IssuerNotAllowed message for an inline client under an allowlist of SANDBOX."""
+    return _refused(
+        "IssuerNotAllowed",
+        spec=_client(**spec),
+        namespace="p",
+        policy=issuer_policy("allowlist", [SANDBOX]),
+        issuer=None,
+        labels={},
+    )
+
+
 # -- who may use an issuer ---------------------------------------------------------------------
 
 
@@ -308,64 +320,145 @@ def test_policy_references_only_still_serves_references() -> None:
     assert spec.issuer == SANDBOX
 
 
-def test_policy_allowlist_lets_an_issuer_under_a_prefix_through() -> None:
+def test_policy_allowlist_lets_an_issuer_under_a_prefix_through_holding_its_endpoints_to_it() -> (
+    None
+):
     policy = issuer_policy("allowlist", [SANDBOX])
     spec = _client(issuer=SANDBOX)
 
-    assert effective_spec(spec, namespace="p", policy=policy, issuer=None, labels={}) is spec
+    effective = effective_spec(spec, namespace="p", policy=policy, issuer=None, labels={})
+
+    assert effective.issuer == SANDBOX
+    assert effective.endpoint_allowlist == (SANDBOX,)
+    # Where the request may go is not what it sends: the token stays current.
+    assert effective.token_fingerprint() == spec.token_fingerprint()
 
 
-def test_policy_allowlist_refuses_others_naming_the_field_and_the_allowed_prefixes() -> None:
-    message = _refused(
-        "IssuerNotAllowed",
-        spec=_client(issuer="https://kubernetes.default.svc"),
+def test_only_the_allowlist_holds_discovered_endpoints() -> None:
+    for mode in ("any", "references-only"):
+        referenced = effective_spec(
+            _client(),
+            namespace="p",
+            policy=issuer_policy(mode, []),
+            issuer=_issuer(),
+            labels={},
+        )
+        assert referenced.endpoint_allowlist is None
+    # A ClusterRaidiamIssuer is the platform team's choice, allowlist or not.
+    referenced = effective_spec(
+        _client(),
         namespace="p",
-        policy=issuer_policy("allowlist", [SANDBOX]),
-        issuer=None,
+        policy=issuer_policy("allowlist", ["https://auth.example"]),
+        issuer=_issuer(),
         labels={},
     )
+    assert referenced.endpoint_allowlist is None
 
-    assert message.startswith("spec.issuer 'https://kubernetes.default.svc' is not under an issuer")
-    assert SANDBOX in message
+
+def test_policy_allowlist_refuses_others_naming_the_field_but_not_the_allowlist() -> None:
+    message = _refused_by_allowlist(issuer="https://kubernetes.default.svc")
+
+    assert message == (
+        "spec.issuer 'https://kubernetes.default.svc' is not an issuer the operator's policy "
+        "allows (--issuer-policy allowlist). Ask the platform team which issuers the operator "
+        "allows, or use a ClusterRaidiamIssuer in spec.issuerRef (kubectl get "
+        "clusterraidiamissuers lists them)"
+    )
+    assert SANDBOX not in message
 
 
 def test_policy_allowlist_checks_the_token_endpoint_too() -> None:
     """Otherwise an allowed issuer with a tokenEndpoint of one's choosing would pass."""
-    message = _refused(
-        "IssuerNotAllowed",
-        spec=_client(issuer=SANDBOX, tokenEndpoint="https://10.0.0.1/token"),
-        namespace="p",
-        policy=issuer_policy("allowlist", [SANDBOX]),
-        issuer=None,
-        labels={},
+    message = _refused_by_allowlist(issuer=SANDBOX, tokenEndpoint="https://10.0.0.1/token")
+
+    assert message.startswith("spec.tokenEndpoint 'https://10.0.0.1/token' is not an issuer")
+
+
+def test_policy_allowlist_refuses_an_inline_ca_bundle_saying_where_a_private_ca_goes() -> None:
+    """A CA of the tenant's choosing would let whoever it signs for pose as an allowed host."""
+    message = _refused_by_allowlist(issuer=SANDBOX, caBundle={"configMapName": "my-ca"})
+
+    assert message.startswith(
+        "spec.caBundle is not allowed with --issuer-policy allowlist: the operator checks an "
+        "allowed issuer's TLS certificate against its own trust store"
+    )
+    assert "Remove spec.caBundle" in message
+    assert "a ClusterRaidiamIssuer with its CA bundle" in message
+
+
+def test_an_inline_ca_bundle_is_the_clients_own_choice_under_policy_any() -> None:
+    spec = _client(issuer=SANDBOX, caBundle={"configMapName": "my-ca"})
+
+    assert (
+        effective_spec(spec, namespace="p", policy=IssuerPolicy(), issuer=None, labels={}) is spec
     )
 
-    assert message.startswith("spec.tokenEndpoint 'https://10.0.0.1/token'")
+
+ALLOWED = "https://auth.example/tenants/a"
+
+#: (url, prefix, under): the prefix test, and every way seen of making a path mean another one
+PREFIX_CASES = [
+    ("https://auth.example", "https://auth.example", True),
+    ("https://auth.example/", "https://auth.example", True),
+    ("https://auth.example/token", "https://auth.example", True),
+    ("https://AUTH.example/token", "https://auth.example", True),
+    ("https://auth.example:443/token", "https://auth.example", True),
+    ("https://auth.example/tenants/a", "https://auth.example/tenants/", True),
+    ("https://auth.example/tenants/a", "https://auth.example/tenants", True),
+    ("https://auth.example/tenants", "https://auth.example/tenants/", True),
+    (f"{ALLOWED}/token", ALLOWED, True),
+    (f"{ALLOWED}/", ALLOWED, True),
+    (f"{ALLOWED}/tok%65n", ALLOWED, True),  # an encoded letter is the letter
+    (f"{ALLOWED}/token;v=1", ALLOWED, True),
+    # other hosts and ports
+    ("https://auth.example.evil.test", "https://auth.example", False),
+    ("https://auth.example.", "https://auth.example", False),
+    ("https://auth.example@evil.test", "https://auth.example", False),
+    ("https://user@auth.example/token", "https://auth.example", False),
+    ("https://auth%2eexample/token", "https://auth.example", False),
+    ("https://auth.example:8443", "https://auth.example", False),
+    ("https://auth.example:99999", "https://auth.example", False),
+    ("http://auth.example", "https://auth.example", False),
+    # whole segments only
+    ("https://auth.example/tenantsX", "https://auth.example/tenants", False),
+    ("https://auth.example/tenants/ab", ALLOWED, False),
+    # dot segments, in any encoding
+    ("https://auth.example/tenants/../admin", "https://auth.example/tenants", False),
+    (f"{ALLOWED}/./token", ALLOWED, False),
+    (f"{ALLOWED}/..", ALLOWED, False),
+    (f"{ALLOWED}/%2e%2e/b/token", ALLOWED, False),
+    (f"{ALLOWED}/%2E%2E/b/token", ALLOWED, False),
+    (f"{ALLOWED}/.%2e/b/token", ALLOWED, False),
+    (f"{ALLOWED}/%252e%252e/b/token", ALLOWED, False),
+    (f"{ALLOWED}/%25252e%25252e/b/token", ALLOWED, False),
+    (f"{ALLOWED}/%2525252e%2525252e/b/token", ALLOWED, False),  # past the decoding rounds
+    (f"{ALLOWED}/..;/b/token", ALLOWED, False),  # matrix parameters: Tomcat's ..;
+    (f"{ALLOWED}/..;jsessionid=x/b/token", ALLOWED, False),
+    (f"{ALLOWED}/.;/token", ALLOWED, False),
+    (f"{ALLOWED}/%c0%ae%c0%ae/b/token", ALLOWED, False),  # overlong UTF-8 dots
+    (f"{ALLOWED}/%ef%bc%8e%ef%bc%8e/b/token", ALLOWED, False),  # fullwidth dots
+    # separators in disguise, empty segments
+    (f"{ALLOWED}/..%2fb/token", ALLOWED, False),
+    (f"{ALLOWED}/%2f/b", ALLOWED, False),
+    (f"{ALLOWED}/%252f/b", ALLOWED, False),
+    (f"{ALLOWED}/..%5cb/token", ALLOWED, False),
+    (f"{ALLOWED}\\..\\b", ALLOWED, False),
+    ("https://auth.example\\@evil.test", "https://auth.example", False),
+    (f"{ALLOWED}//token", ALLOWED, False),
+    # queries, fragments, characters outside printable ASCII
+    ("https://auth.example/?next=x", "https://auth.example", False),
+    ("https://auth.example/#x", "https://auth.example", False),
+    ("https://auth.example/#", "https://auth.example", False),
+    (f"{ALLOWED}/to ken", ALLOWED, False),
+    (f"{ALLOWED}/token\u0085", ALLOWED, False),  # NEL
+    (f"{ALLOWED}/\u202etoken", ALLOWED, False),  # a bidi override
+    (f"{ALLOWED}/%e2%80%aetoken", ALLOWED, False),  # the same, encoded
+    (f"{ALLOWED}/%00", ALLOWED, False),
+    (f"{ALLOWED}/t%zz", ALLOWED, False),
+]
 
 
-@pytest.mark.parametrize(
-    ("url", "prefix", "under"),
-    [
-        ("https://auth.example", "https://auth.example", True),
-        ("https://auth.example/", "https://auth.example", True),
-        ("https://auth.example/token", "https://auth.example", True),
-        ("https://AUTH.example/token", "https://auth.example", True),
-        ("https://auth.example:443/token", "https://auth.example", True),
-        ("https://auth.example/tenants/a", "https://auth.example/tenants/", True),
-        ("https://auth.example/tenants/a", "https://auth.example/tenants", True),
-        ("https://auth.example.evil.test", "https://auth.example", False),
-        ("https://auth.example@evil.test", "https://auth.example", False),
-        ("https://auth.example:8443", "https://auth.example", False),
-        ("https://auth.example/tenantsX", "https://auth.example/tenants", False),
-        ("https://auth.example/tenants/../admin", "https://auth.example/tenants", False),
-        ("https://auth.example/tenants/%2e%2e/admin", "https://auth.example/tenants", False),
-        ("https://auth.example/?next=x", "https://auth.example", False),
-        ("https://auth.example/#x", "https://auth.example", False),
-        ("https://auth.example\\@evil.test", "https://auth.example", False),
-        ("http://auth.example", "https://auth.example", False),
-        ("https://auth.example:99999", "https://auth.example", False),
-    ],
-)
+@pytest.mark.parametrize(("url", "prefix", "under"), PREFIX_CASES)
 def test_an_allowed_prefix_covers_whole_hosts_and_path_segments_only(
     url: str, prefix: str, under: bool
 ) -> None:
@@ -380,6 +473,8 @@ def test_an_allowed_prefix_covers_whole_hosts_and_path_segments_only(
         ("any", [SANDBOX], "--allowed-issuer applies only with --issuer-policy allowlist"),
         ("allowlist", ["auth.example"], "must be an https URL with a host"),
         ("allowlist", ["https://auth.example?x=1"], "must be an https URL with a host"),
+        ("allowlist", ["https://auth.example/a/../b"], "or dot segments"),
+        ("allowlist", ["https://auth.example/a/%252e%252e/b"], "or dot segments"),
     ],
 )
 def test_a_policy_flag_that_cannot_work_is_refused_at_start(
@@ -397,6 +492,24 @@ def test_an_issuer_stored_before_a_schema_change_is_refused_with_the_field() -> 
         _issuer(issuer="http://auth.example")
 
     assert raised.value.reason == "InvalidIssuer"
+
+
+@pytest.mark.parametrize(
+    ("field", "url", "problem"),
+    [
+        ("issuer", "https://auth.example/\u202e", "may hold only printable ASCII characters"),
+        ("tokenEndpoint", "https://auth.example/t\u0085", "may hold only printable ASCII"),
+        ("tokenEndpoint", "https://user@auth.example/token", "may not have a user part"),
+    ],
+)
+def test_an_issuer_url_that_is_no_printable_https_url_is_refused_with_the_field(
+    field: str, url: str, problem: str
+) -> None:
+    with pytest.raises(ConfigurationError) as raised:
+        _issuer(**{field: url})
+
+    assert raised.value.reason == "InvalidIssuer"
+    assert raised.value.message.startswith(f"ClusterRaidiamIssuer sandbox: spec.{field} {problem}")
 
 
 def test_a_client_may_not_combine_an_issuer_ref_with_its_own_endpoint_or_ca() -> None:

@@ -16,6 +16,7 @@ import pytest
 from raidiam_devenv.pki import TestPKI
 from raidiam_operator.core.errors import (
     AuthorizationServerRejection,
+    ConfigurationError,
     ConnectionFailure,
     InvalidTokenResponse,
     ServerMetadataError,
@@ -369,3 +370,106 @@ async def test_mutual_tls_clients_get_no_audience_hint(
         await client.fetch_token(tls_request)
 
     assert "assertionAudience" not in rejected.value.message
+
+
+# -- where a request may go ----------------------------------------------------------------------
+
+
+async def test_an_allowlisted_request_sends_nothing_to_a_discovered_endpoint_outside_it(
+    client: TokenClient, server: Server, tls_request: TokenRequest
+) -> None:
+    request = dataclasses.replace(tls_request, endpoint_allowlist=(ISSUER,))
+
+    with pytest.raises(ConfigurationError) as caught:
+        await client.fetch_token(request)
+
+    assert caught.value.reason == "DiscoveredEndpointNotAllowed"
+    assert "gives mtls_endpoint_aliases.token_endpoint 'https://matls-auth.example/token'" in (
+        caught.value.message
+    )
+    assert server.urls("POST") == []
+
+
+async def test_a_refused_discovery_document_is_read_again_at_the_next_attempt(
+    client: TokenClient, server: Server, tls_request: TokenRequest
+) -> None:
+    request = dataclasses.replace(tls_request, endpoint_allowlist=(ISSUER,))
+    with pytest.raises(ConfigurationError):
+        await client.fetch_token(request)
+
+    # The server's operator moves the alias under the issuer.
+    server.discovery["mtls_endpoint_aliases"] = {"token_endpoint": f"{ISSUER}/mtls/token"}
+    await client.fetch_token(request)
+
+    assert len(server.urls("GET")) == 2
+    assert server.urls("POST") == [f"{ISSUER}/mtls/token"]
+
+
+async def test_an_allowlist_that_covers_the_discovered_endpoint_lets_the_request_through(
+    client: TokenClient, server: Server, tls_request: TokenRequest
+) -> None:
+    request = dataclasses.replace(
+        tls_request, endpoint_allowlist=(ISSUER, "https://matls-auth.example")
+    )
+
+    await client.fetch_token(request)
+
+    assert server.urls("POST") == ["https://matls-auth.example/token"]
+
+
+async def test_a_discovered_endpoint_with_a_bidi_override_reaches_no_message_unfiltered(
+    client: TokenClient, server: Server, tls_request: TokenRequest
+) -> None:
+    server.discovery["mtls_endpoint_aliases"] = {
+        "token_endpoint": "https://matls-auth.example/\u202enekot\u0085[INFO] forged"
+    }
+
+    with pytest.raises(ServerMetadataError) as caught:
+        await client.fetch_token(tls_request)
+
+    message = caught.value.message
+    assert (
+        "gives mtls_endpoint_aliases.token_endpoint 'https://matls-auth.example/ nekot [INFO]"
+        in (message)
+    )
+    assert "may hold only printable ASCII characters" in message
+    assert message.isprintable()
+    assert server.urls("POST") == []
+
+
+async def test_a_host_that_is_no_valid_idna_name_is_a_configuration_error_naming_the_field(
+    client: TokenClient, server: Server, tls_request: TokenRequest
+) -> None:
+    request = dataclasses.replace(tls_request, token_endpoint="https://xn--zz.example/token")
+
+    with pytest.raises(ConfigurationError) as caught:
+        await client.fetch_token(request)
+
+    assert caught.value.reason == "InvalidURL"
+    assert caught.value.message.startswith(
+        "the token request was not sent: 'https://xn--zz.example/token' is not a URL that can "
+        "be requested (Invalid A-label); fix the token endpoint (spec.tokenEndpoint, or the "
+        "discovery document's token_endpoint or mtls_endpoint_aliases.token_endpoint)"
+    )
+    assert server.requests == []
+
+
+@pytest.mark.parametrize(
+    "refusal", [httpx.InvalidURL("Invalid port: ':x'"), httpx.UnsupportedProtocol("no https")]
+)
+async def test_a_url_the_http_library_refuses_is_a_configuration_error_not_a_connection_failure(
+    tls_request: TokenRequest, refusal: Exception
+) -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise refusal
+
+    client = TokenClient(transport=httpx.MockTransport(refuse))
+
+    with pytest.raises(ConfigurationError) as caught:
+        await client.fetch_token(tls_request)
+
+    assert caught.value.reason == "InvalidURL"
+    assert caught.value.message == (
+        "the discovery request was not sent: 'https://auth.example/.well-known/openid-"
+        f"configuration' is not a URL that can be requested ({refusal}); fix the issuer"
+    )

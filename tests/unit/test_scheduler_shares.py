@@ -6,7 +6,9 @@ import asyncio
 from collections import Counter
 from datetime import UTC, datetime
 
-from raidiam_operator.refresh.scheduler import Scheduler
+import pytest
+
+from raidiam_operator.refresh.scheduler import Scheduler, tenant_share
 from raidiam_operator.refresh.state import Key
 
 
@@ -43,9 +45,10 @@ async def _until(condition: object, seconds: float = 5.0) -> None:
 
 
 def _all_due(
-    issuer_of: dict[Key, str], *, share: int
+    issuer_of: dict[Key, str], *, share: int | None
 ) -> tuple[Attempts, Scheduler, asyncio.Task[None]]:
-    """A running scheduler with every client of `issuer_of` due now."""
+    """A running scheduler of 64 slots with every client of `issuer_of` due now (`share`: None
+    for the default shares)."""
     attempts = Attempts(issuer_of)
     scheduler = Scheduler(
         attempts,
@@ -95,6 +98,38 @@ async def test_an_issuer_shared_by_namespaces_holds_its_share_and_serves_them_al
     assert sorted(attempts.done) == sorted(issuer_of)
     assert not scheduler._namespace_shares._held, "a namespace kept a share nobody holds"
     assert not scheduler._issuer_shares._held, "an issuer kept a share nobody holds"
+
+
+async def test_three_namespaces_whose_servers_hang_leave_a_quarter_of_the_slots_to_the_rest() -> (
+    None
+):
+    """The default shares: 40 hanging clients in each of three namespaces, each on its own
+    issuer, hold 16 slots each; all 16 clients of a fourth namespace run at once."""
+    issuer_of = {
+        (f"hostile{n}", f"c{i}"): f"https://slow{n}.example" for n in range(3) for i in range(40)
+    }
+    attempts, scheduler, runner = _all_due(issuer_of, share=None)
+    await _until(lambda: sum(attempts.running[f"namespace hostile{n}"] for n in range(3)) == 48)
+    for i in range(16):
+        issuer_of[("good", f"c{i}")] = "https://auth.example"
+        scheduler.schedule(("good", f"c{i}"), _now())
+    await _until(lambda: attempts.running["namespace good"] == 16)
+    good_ran = attempts.running["namespace good"]
+    attempts.release.set()
+    await _until(lambda: len(attempts.done) == len(issuer_of))
+    runner.cancel()
+    await asyncio.gather(runner, return_exceptions=True)
+
+    assert good_ran == 16, f"only {good_ran} of the good namespace's 16 clients ran"
+    assert [attempts.most[f"namespace hostile{n}"] for n in range(3)] == [16, 16, 16]
+    assert sorted(attempts.done) == sorted(issuer_of)
+
+
+@pytest.mark.parametrize(("concurrency", "share"), [(64, 16), (128, 32), (16, 4), (8, 4), (2, 2)])
+def test_a_tenants_share_is_a_quarter_of_the_slots_and_at_least_four(
+    concurrency: int, share: int
+) -> None:
+    assert tenant_share(concurrency) == share
 
 
 async def test_a_stopped_scheduler_leaves_no_attempt_behind() -> None:

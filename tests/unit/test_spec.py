@@ -178,3 +178,38 @@ def test_the_token_secret_shape_does_not_change_the_token() -> None:
         parse_spec(shaped, name="d").token_fingerprint()
         == parse_spec(BASE, name="d").token_fingerprint()
     )
+
+
+@pytest.mark.parametrize("field", ["issuer", "tokenEndpoint"])
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        (
+            "https://auth.example/\u0085x",
+            "'https://auth.example/\\x85x' may hold only printable ASCII characters, without "
+            "spaces (percent-encode others)",
+        ),
+        ("https://auth.example/\u202etoken", "'https://auth.example/\\u202etoken' may hold only"),
+        ("https://auth example", "'https://auth example' may hold only printable ASCII"),
+        ("https://auth.example:70000", "'https://auth.example:70000' is not a URL"),
+        ("https://me@auth.example", "'https://me@auth.example' may not have a user part"),
+        ("https://", "'https://' must name a host"),
+        ("http://auth.example", "'http://auth.example' must be an https URL"),
+    ],
+)
+def test_an_issuer_or_token_endpoint_that_is_no_printable_https_url_is_refused(
+    field: str, url: str, message: str
+) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        parse_spec({**BASE, field: url}, name="directory")
+
+    assert caught.value.message.startswith(f"spec.{field} {message}")
+
+
+def test_a_long_bad_url_is_cut_in_the_message() -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        parse_spec({**BASE, "issuer": "https://" + "a" * 3000 + " x"}, name="directory")
+
+    assert caught.value.message.startswith("spec.issuer 'https://aaa")
+    assert "'… may hold only printable ASCII" in caught.value.message
+    assert len(caught.value.message) < 300

@@ -19,7 +19,7 @@ from raidiam_operator.protocol.client import TokenClient
 from raidiam_operator.refresh.engine import EngineSettings, RefreshEngine
 from raidiam_operator.refresh.state import MAX_EVENT_KEYS, Notices
 from raidiam_operator.refresh.writes import EVENT_REPEAT
-from tests.unit.engine_fakes import BODY, KEY, NS, Clock, FakeKube, Server, _engine
+from tests.unit.engine_fakes import BODY, ISSUER, KEY, NS, Clock, FakeKube, Server, _engine
 
 
 def _short_tokens(server: Server, lifetime: float) -> None:
@@ -133,6 +133,26 @@ async def test_retry_after_holds_even_once_the_token_has_expired(
     assert engine._due[KEY] - clock.now >= timedelta(seconds=45)
 
 
+async def _good_client_served(
+    engine: RefreshEngine, kube: FakeKube, good: dict[str, Any], release: asyncio.Event
+) -> bool:
+    """Run the engine, the hostile clients observed already; half a second in, the client
+    `good` arrives: whether it has its token within 2 s, before `release` lets the hostile
+    server answer."""
+    runner = asyncio.create_task(engine.run())
+    await asyncio.sleep(0.5)
+    engine.observe(good)
+    for _ in range(200):
+        if kube.secrets.get("good-token"):
+            break
+        await asyncio.sleep(0.01)
+    served = "good-token" in kube.secrets
+    release.set()
+    runner.cancel()
+    await asyncio.gather(runner, return_exceptions=True)
+    return served
+
+
 async def test_a_busy_namespace_holds_at_most_its_share_of_the_slots(
     kube: FakeKube, clock: Clock
 ) -> None:
@@ -168,20 +188,52 @@ async def test_a_busy_namespace_holds_at_most_its_share_of_the_slots(
     good: dict[str, Any] = copy.deepcopy(BODY)
     good["metadata"].update(namespace=NS, name="good", uid="good")
     kube.secrets["transport-hostile"] = kube.secrets["transport"]
-    runner = asyncio.create_task(engine.run())
-    await asyncio.sleep(0.5)
-    engine.observe(good)
-    for _ in range(200):
-        if kube.secrets.get("good-token"):
-            break
-        await asyncio.sleep(0.01)
-    good_served = "good-token" in kube.secrets
-    release.set()
-    runner.cancel()
-    await asyncio.gather(runner, return_exceptions=True)
+    good_served = await _good_client_served(engine, kube, good, release)
 
     assert good_served, "the good client waited for the hostile namespace"
     assert most["hostile"] <= 4
+
+
+async def test_clients_of_two_cluster_issuers_wait_only_for_their_own_issuers_share(
+    kube: FakeKube, clock: Clock
+) -> None:
+    """40 clients of a ClusterRaidiamIssuer whose server hangs hold its issuer share (4); a
+    client of another ClusterRaidiamIssuer, in another namespace, gets its token at once."""
+    release = asyncio.Event()
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "slow.example":
+            await release.wait()
+            return httpx.Response(503)
+        if request.url.path.endswith("openid-configuration"):
+            return httpx.Response(200, json={"issuer": ISSUER, "token_endpoint": f"{ISSUER}/t"})
+        return httpx.Response(
+            200, json={"access_token": "t", "token_type": "Bearer", "expires_in": 300}
+        )
+
+    tokens = TokenClient(transport=httpx.MockTransport(handler), clock=clock)
+    engine = RefreshEngine(
+        kube, tokens, EngineSettings(seed=1, concurrency=16, tenant_concurrency=4), clock=clock
+    )
+    engine.issuer_changed(
+        {"metadata": {"name": "slow", "generation": 1}, "spec": {"issuer": "https://slow.example"}}
+    )
+    engine.issuer_changed(
+        {"metadata": {"name": "good", "generation": 1}, "spec": {"issuer": ISSUER}}
+    )
+
+    def referring(namespace: str, name: str, issuer: str) -> dict[str, Any]:
+        body: dict[str, Any] = copy.deepcopy(BODY)
+        body["metadata"].update(namespace=namespace, name=name, uid=name)
+        del body["spec"]["issuer"]
+        body["spec"]["issuerRef"] = {"name": issuer}
+        return body
+
+    for i in range(40):
+        engine.observe(referring("hostile", f"h{i}", "slow"))
+    good_served = await _good_client_served(engine, kube, referring(NS, "good", "good"), release)
+
+    assert good_served, "the good issuer's client waited for the slow issuer's share"
 
 
 async def test_what_the_engine_keeps_of_inputs_goes_when_their_clients_go(

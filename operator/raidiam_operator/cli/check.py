@@ -42,6 +42,7 @@ from raidiam_operator.core.rules import AssertionAudience
 from raidiam_operator.core.spec import KIND, parse_spec
 from raidiam_operator.core.times import rfc3339, utc_now
 from raidiam_operator.protocol.client import TokenClient
+from raidiam_operator.protocol.keychecks import InProcessChecks, KeyChecker
 from raidiam_operator.protocol.request import TokenRequest, assertion_audience
 from raidiam_operator.refresh.inputs import expiring_certificates, read_inputs, resolve_issuer
 
@@ -160,6 +161,8 @@ async def check_manifests(
         return 2
     report = _Report()
     gateway = gateway_factory()
+    # One tenant's keys, checked here and now: nobody else's renewals wait on this process.
+    keys = KeyChecker(InProcessChecks())
     try:
         async with TokenClient() as tokens:
             for client in clients:
@@ -168,6 +171,7 @@ async def check_manifests(
                     namespace,
                     gateway,
                     tokens,
+                    keys,
                     report,
                     expiry_warning,
                     try_audiences=try_audiences,
@@ -190,6 +194,7 @@ async def _check_one(
     namespace: str | None,
     gateway: KubernetesGateway,
     tokens: TokenClient,
+    keys: KeyChecker,
     report: _Report,
     expiry_warning: timedelta,
     try_audiences: bool = False,
@@ -224,7 +229,7 @@ async def _check_one(
         report.ok(f"ClusterRaidiamIssuer {spec.issuer_ref} serves namespace {ns}")
     report.ok(f"spec: {spec.auth_method} for client {spec.client_id} at {spec.issuer}")
     try:
-        inputs = await read_inputs(spec, namespace=ns, reader=gateway, now=now)
+        inputs = await read_inputs(spec, namespace=ns, reader=gateway, keys=keys, now=now)
     except ConfigurationError as problem:
         report.fail(problem)
         return

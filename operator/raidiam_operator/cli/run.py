@@ -95,8 +95,9 @@ def add_parser(commands: Commands[argparse.ArgumentParser]) -> None:
         action="append",
         default=[],
         metavar="PREFIX",
-        help="with --issuer-policy allowlist: an https URL that inline issuers and token "
-        "endpoints must be at or below, by host, port and whole path segments (repeatable)",
+        help="with --issuer-policy allowlist: an https URL that inline issuers, their token "
+        "endpoints and the endpoints their discovery documents name must be at or below, by "
+        "host, port and whole path segments (repeatable); an inline spec.caBundle is refused",
     )
     run.add_argument(
         "--cluster-resource-namespace",

@@ -3,7 +3,9 @@
     RaidiamOperatorError
      ├── ConfigurationError ............ the user must change the spec, a Secret or the directory
      │    ├── CredentialError .......... bad PEM, key/certificate mismatch, expired certificate
-     │    │                              (with its `not_after`), weak key
+     │    │    │                         (with its `not_after`), weak or oversized key
+     │    │    └── KeyCheckDeferred .... the namespace spent its budget for key checks: try again
+     │    │                              after `retry_after` seconds
      │    └── ServerMetadataError ...... issuer mismatch, auth method or alg not supported
      ├── AuthorizationServerRejection .. 400/401 with an OAuth `error` code (invalid_client, ...)
      ├── KubernetesError ............... the API server refused a call, and says why
@@ -70,6 +72,16 @@ class CredentialError(ConfigurationError):
         super().__init__(message, reason=reason)
         #: for an expired certificate, when it expired: still worth a metric and the status
         self.not_after = not_after
+
+
+class KeyCheckDeferred(CredentialError):
+    """A key is not checked now: its namespace has spent its budget of checking time."""
+
+    reason = "KeyCheckDeferred"
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class ServerMetadataError(ConfigurationError):

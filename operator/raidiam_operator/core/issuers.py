@@ -19,14 +19,22 @@ raised before any request is built, so a refused client sends nothing at all.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal, get_args
 from urllib.parse import SplitResult, unquote, urlsplit
 
 from raidiam_operator.core.errors import ConfigurationError
-from raidiam_operator.core.rules import AUTH_METHODS, AssertionAudience, AuthMethod
+from raidiam_operator.core.rules import (
+    AUTH_METHODS,
+    AssertionAudience,
+    AuthMethod,
+    shown_url,
+    url_problem,
+)
 from raidiam_operator.core.spec import CABundleRef, ClientSpec, check_assertion_audience
+from raidiam_operator.core.texts import URL_LIMIT, quoted_server_text
 
 ISSUER_PLURAL = "clusterraidiamissuers"
 ISSUER_KIND = "ClusterRaidiamIssuer"
@@ -37,6 +45,8 @@ ISSUER_POLICY_MODES: tuple[IssuerPolicyMode, ...] = get_args(IssuerPolicyMode)
 NOT_ALLOWED = "IssuerNotAllowed"
 NOT_FOUND = "IssuerNotFound"
 INVALID = "InvalidIssuer"
+#: a discovery document sends an allowlisted client's request outside the allowlist
+DISCOVERED_NOT_ALLOWED = "DiscoveredEndpointNotAllowed"
 
 
 # -- the ClusterRaidiamIssuer -------------------------------------------------------------------
@@ -135,11 +145,13 @@ def parse_issuer(body: Mapping[str, Any], *, cluster_resource_namespace: str) ->
     name = str(body.get("metadata", {}).get("name", ""))
     spec = body.get("spec") or {}
     issuer = spec.get("issuer")
-    if not isinstance(issuer, str) or not issuer.startswith("https://") or len(issuer) <= 8:
-        raise _invalid(name, "spec.issuer must be an https URL")
+    problem = url_problem(issuer)
+    if problem is not None or not isinstance(issuer, str):
+        raise _invalid(name, f"spec.issuer {problem}")
     token_endpoint = spec.get("tokenEndpoint") or None
-    if token_endpoint is not None and not str(token_endpoint).startswith("https://"):
-        raise _invalid(name, "spec.tokenEndpoint must be an https URL")
+    problem = url_problem(token_endpoint) if token_endpoint is not None else None
+    if problem is not None:
+        raise _invalid(name, f"spec.tokenEndpoint {problem}")
     ca = spec.get("caBundle")
     audience = spec.get("assertionAudience")
     if audience not in (None, "issuer", "tokenEndpoint"):
@@ -220,17 +232,27 @@ def issuer_policy(mode: str, allowed_prefixes: Sequence[str]) -> IssuerPolicy:
         )
     for prefix in allowed_prefixes:
         parts = _url(prefix)
-        if parts is None or parts.query or parts.fragment or not parts.hostname:
+        if parts is None or parts.query or parts.fragment or _path_segments(parts.path) is None:
             raise ConfigurationError(
                 f"--allowed-issuer {prefix!r} must be an https URL with a host and no query, "
-                "fragment or user, e.g. https://auth.example or https://auth.example/tenants/"
+                "fragment, user or dot segments, e.g. https://auth.example or "
+                "https://auth.example/tenants/"
             )
     return IssuerPolicy(mode, tuple(allowed_prefixes))
 
 
+#: what a tenant refused by the allowlist can do; the allowlist itself is the platform team's
+#: business, and is not shown to tenants
+_ALLOWLIST_ADVICE = (
+    "Ask the platform team which issuers the operator allows, or use a ClusterRaidiamIssuer in "
+    "spec.issuerRef (kubectl get clusterraidiamissuers lists them)"
+)
+
+
 def check_inline_issuer(policy: IssuerPolicy, spec: ClientSpec) -> None:
     """Raise IssuerNotAllowed if a RaidiamClient's own `spec.issuer` (and `spec.tokenEndpoint`,
-    which a tenant could otherwise point anywhere) breaks the policy."""
+    which a tenant could otherwise point anywhere, and `spec.caBundle`, which would let the tenant
+    say who is an allowed host) breaks the policy."""
     if policy.mode == "any":
         return
     if policy.mode == "references-only":
@@ -243,11 +265,36 @@ def check_inline_issuer(policy: IssuerPolicy, spec: ClientSpec) -> None:
     for field, url in (("spec.issuer", spec.issuer), ("spec.tokenEndpoint", spec.token_endpoint)):
         if url is not None and not any(url_under(url, p) for p in policy.allowed_prefixes):
             raise ConfigurationError(
-                f"{field} {url[:200]!r} is not under an issuer the operator allows "
-                f"(--issuer-policy allowlist: {', '.join(policy.allowed_prefixes)}). Use one of "
-                "those, or a ClusterRaidiamIssuer in spec.issuerRef",
+                f"{field} {shown_url(url)} is not an issuer the operator's policy allows "
+                f"(--issuer-policy allowlist). {_ALLOWLIST_ADVICE}",
                 reason=NOT_ALLOWED,
             )
+    if spec.ca_bundle is not None:
+        raise ConfigurationError(
+            "spec.caBundle is not allowed with --issuer-policy allowlist: the operator checks an "
+            "allowed issuer's TLS certificate against its own trust store, so that a client "
+            "cannot choose whom to trust for it. Remove spec.caBundle; for a server with a "
+            "private CA, ask the platform team to add the CA to the operator's trust store or "
+            "to set up a ClusterRaidiamIssuer with its CA bundle",
+            reason=NOT_ALLOWED,
+        )
+
+
+def check_discovered_endpoint(
+    allowed_prefixes: Sequence[str], *, issuer: str, field: str, url: str
+) -> None:
+    """Raise DiscoveredEndpointNotAllowed if the endpoint a discovery document names (`field`)
+    lies outside the allowlist: the transport certificate and the assertion would go there."""
+    if any(url_under(url, prefix) for prefix in allowed_prefixes):
+        return
+    raise ConfigurationError(
+        f"the discovery document of {issuer} gives {field} "
+        f"{quoted_server_text(url, limit=URL_LIMIT)}, which is not under an issuer the "
+        "operator's policy allows (--issuer-policy allowlist), so no token request was sent to "
+        "it. Ask the platform team to allow that endpoint too (--allowed-issuer), or use a "
+        "ClusterRaidiamIssuer in spec.issuerRef (kubectl get clusterraidiamissuers lists them)",
+        reason=DISCOVERED_NOT_ALLOWED,
+    )
 
 
 def url_under(url: str, prefix: str) -> bool:
@@ -255,30 +302,67 @@ def url_under(url: str, prefix: str) -> bool:
 
     Stricter than a string prefix: https://auth.example does not cover
     https://auth.example.evil.test, https://auth.example@evil.test or
-    https://auth.example/a/../../admin; a URL with a query or fragment is never covered (a `?` in
-    an issuer would shape the request path).
+    https://auth.example/a/../../admin. A URL is never covered with a query or fragment (a `?` in
+    an issuer would shape the request path), nor with a path that a server might read as another
+    one: a dot segment in any encoding (`..`, `%2e%2e`, `%252e%252e`, `..;x`), an empty segment,
+    an encoded slash or backslash, or a character outside printable ASCII once decoded. What is
+    left means the same to every server, so the prefix test on it is the test on what the
+    server serves.
     """
     target, base = _url(url), _url(prefix)
     if target is None or base is None or target.query or target.fragment or "?" in url:
         return False
     if (target.hostname, _port(target)) != (base.hostname, _port(base)):
         return False
-    segments = unquote(target.path).split("/")
-    if any(segment in (".", "..") for segment in segments):
+    segments, base_segments = _path_segments(target.path), _path_segments(base.path)
+    if segments is None or base_segments is None:
         return False
-    base_path = base.path.rstrip("/")
-    return target.path == base_path or target.path.startswith(base_path + "/")
+    if base_segments and base_segments[-1] == "":  # a prefix ending in / covers what is below
+        base_segments = base_segments[:-1]
+    return segments[: len(base_segments)] == base_segments
+
+
+#: percent-encodings undone (%252e: twice) before a path that still holds one is refused
+_DECODING_ROUNDS = 3
+#: an encoded slash or backslash: a server may decode it before it resolves the path
+_ENCODED_SEPARATOR = re.compile(r"%(2f|5c)", re.IGNORECASE)
+#: a decoded path: printable ASCII after its leading slash
+_URL_PATH = re.compile(r"(/[!-~]*)?")
+
+
+def _path_segments(path: str) -> list[str] | None:
+    """The path's segments, decoded; None for a path a server might resolve differently.
+
+    A trailing slash leaves a last empty segment; an empty path has no segments.
+    """
+    decoded = path
+    for _ in range(_DECODING_ROUNDS):
+        if "%" not in decoded:
+            break
+        if _ENCODED_SEPARATOR.search(decoded):
+            return None
+        try:
+            decoded = unquote(decoded, errors="strict")
+        except UnicodeDecodeError:  # an overlong or broken UTF-8 sequence: %c0%ae
+            return None
+    if "%" in decoded or "\\" in decoded or not _URL_PATH.fullmatch(decoded):
+        return None
+    segments = decoded.split("/")[1:]
+    for index, segment in enumerate(segments):
+        bare = segment.split(";", 1)[0]  # matrix parameters: Tomcat reads ..;x as ..
+        if bare in (".", "..") or (not segment and index != len(segments) - 1):
+            return None
+    return segments
 
 
 def _url(text: str) -> SplitResult | None:
-    if "\\" in text or any(c.isspace() for c in text):
+    if url_problem(text) is not None or "#" in text:
         return None
     try:
         parts = urlsplit(text)
-        _port(parts)
     except ValueError:
         return None
-    if parts.scheme != "https" or "@" in parts.netloc or not parts.hostname:
+    if "%" in parts.netloc:
         return None
     return parts
 
@@ -345,6 +429,8 @@ def effective_spec(
     """
     if spec.issuer_ref is None:
         check_inline_issuer(policy, spec)
+        if policy.mode == "allowlist":
+            return replace(spec, endpoint_allowlist=policy.allowed_prefixes)
         return spec
     if issuer is None:
         raise ConfigurationError(

@@ -6,11 +6,14 @@ Each passes the names its user knows the fields by, so a message points where to
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal, TypeGuard
+from urllib.parse import urlsplit
 
 from raidiam_operator.core.errors import ConfigurationError
+from raidiam_operator.core.texts import ELLIPSIS, URL_LIMIT
 
 AuthMethod = Literal["tls_client_auth", "self_signed_tls_client_auth", "private_key_jwt"]
 AUTH_METHODS: tuple[AuthMethod, ...] = (
@@ -91,10 +94,48 @@ def check_auth_method(value: object, names: FieldNames) -> AuthMethod:
 
 
 def check_https(url: str, *, field: str) -> str:
-    """Issuers and token endpoints: a token or an assertion never travels in the clear."""
-    if not url.startswith("https://"):
-        raise ConfigurationError(f"{field} {url!r} must be an https URL")
+    """Issuers and token endpoints: a token or an assertion never travels in the clear, and the
+    URL is one that `url_problem` finds nothing wrong with."""
+    problem = url_problem(url)
+    if problem is not None:
+        raise ConfigurationError(f"{field} {shown_url(url)} {problem}")
     return url
+
+
+#: RFC 3986 URLs are printable ASCII; anything else (a space, NEL, a bidi override) is refused
+#: rather than carried into statuses, annotations and logs
+_URL_CHARACTERS = re.compile(r"[!-~]+")
+
+
+def url_problem(url: object) -> str | None:
+    """What makes `url` unfit as an issuer or endpoint URL, worded to follow it in a message
+    ("... must be an https URL"), or None.
+
+    An https URL of printable ASCII, without spaces, that parses, with a host, a valid port and
+    no user part (httpx would send a user part as credentials) or backslash (which some servers
+    read as a slash).
+    """
+    if not isinstance(url, str) or not url.startswith("https://"):
+        return "must be an https URL"
+    if not _URL_CHARACTERS.fullmatch(url):
+        return "may hold only printable ASCII characters, without spaces (percent-encode others)"
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not one
+    except ValueError:
+        return "is not a URL (check the host and the port)"
+    if "@" in parts.netloc:
+        return "may not have a user part (user@host)"
+    if not parts.hostname:
+        return "must name a host"
+    if "\\" in url:
+        return "may not hold a backslash"
+    return None
+
+
+def shown_url(url: str) -> str:
+    """A URL from the user quoted in a message: escaped by repr, and cut short."""
+    return repr(url) if len(url) <= URL_LIMIT else repr(url[:URL_LIMIT]) + ELLIPSIS
 
 
 def check_client_id(client_id: str, names: FieldNames) -> str:

@@ -103,6 +103,10 @@ class ClientSpec:
     issuer_ref: str | None = None
     #: whether spec.assertionAudience was set; if not, a ClusterRaidiamIssuer's default applies
     assertion_audience_explicit: bool = False
+    #: the URL prefixes a discovered token endpoint must lie under (the operator's
+    #: --allowed-issuer, for an inline issuer under --issuer-policy allowlist); None: anywhere.
+    #: Set by issuers.effective_spec, not read from the object.
+    endpoint_allowlist: tuple[str, ...] | None = None
 
     def referenced_secrets(self) -> frozenset[str]:
         names = set()
@@ -140,6 +144,7 @@ class ClientSpec:
         for name in ("refresh", "suspend", "token_secret", "issuer_ref"):
             relevant.pop(name)
         relevant.pop("assertion_audience_explicit")
+        relevant.pop("endpoint_allowlist")  # where a request may go, not what it sends
         if relevant["ca_bundle"] is not None and relevant["ca_bundle"]["namespace"] is None:
             relevant["ca_bundle"].pop("namespace")
         encoded = json.dumps(relevant, sort_keys=True, default=str).encode()

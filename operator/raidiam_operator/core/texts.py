@@ -16,6 +16,8 @@ SERVER_VALUE_LIMIT = 100
 #: the server's `error_description`: kept whole where there is room (conditions, the CLI), since it
 #: often names what the server wanted (a claim, a URL)
 ERROR_DESCRIPTION_LIMIT = 1200
+#: characters of a URL quoted in a message (an issuer or endpoint; real ones are far shorter)
+URL_LIMIT = 200
 #: bytes of an Event's note (the events.k8s.io limit); the server's text is cut to fit, never a hint
 EVENT_NOTE_LIMIT = 1024
 #: a word boundary this close to the limit is worth cutting at; further back, cut mid-word

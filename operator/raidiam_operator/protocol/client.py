@@ -1,9 +1,16 @@
 """The only module that talks HTTP to authorization servers: discovery and the token request.
 
-One pooled `httpx.AsyncClient` per (transport certificate, CA bundle), reused across refreshes,
-so a refresh costs one TLS resumption rather than a full handshake. Server verification is always
+One pooled `httpx.AsyncClient` per (server origin, transport certificate, CA bundle), reused
+across refreshes, so a refresh reuses a kept-alive connection rather than a full handshake; the
+TLS context behind it is built once per (certificate, CA bundle). Server verification is always
 on, against the system trust store or the given CA bundle; there is deliberately no switch to
 turn it off. Proxies come from HTTPS_PROXY / NO_PROXY, as httpx reads them.
+
+A bulkhead per server: requests to one origin (scheme, host, port) hold at most
+`max_connections_per_origin` connections at once, across every certificate and CA bundle, and
+each origin has pools of its own. A slow or black-holed server keeps only its own requests
+waiting; discovery and token requests to every other server go on, even with the same
+certificate.
 
 Whoever creates a RaidiamClient chooses the issuer, so every answer is bounded: a deadline for the
 whole attempt (a server that trickles one byte every few seconds never trips a per-read timeout),
@@ -41,9 +48,14 @@ from raidiam_operator.core.errors import (
     RaidiamOperatorError,
     ServerMetadataError,
 )
-from raidiam_operator.core.texts import server_text
+from raidiam_operator.core.texts import (
+    SERVER_VALUE_LIMIT,
+    URL_LIMIT,
+    quoted_server_text,
+    server_text,
+)
 from raidiam_operator.core.times import Clock, utc_now
-from raidiam_operator.protocol.credentials import TransportCertificate
+from raidiam_operator.protocol.credentials import TransportCertificate, pem_blocks
 from raidiam_operator.protocol.metadata import (
     ServerMetadata,
     check_server_supports,
@@ -77,14 +89,19 @@ class HttpSettings:
     attempt_deadline: float = 30.0
     #: how long a discovery document is reused before it is fetched again
     discovery_ttl: timedelta = timedelta(hours=1)
-    #: pooled clients kept open; each holds one TLS context and its keep-alive connections
+    #: pooled clients kept open, one per (server origin, certificate, CA bundle), each with its
+    #: keep-alive connections to that server; as many TLS contexts, one per (certificate, CA bundle)
     max_pooled_clients: int = 256
-    #: keep-alive connections per pooled client
-    max_connections_per_client: int = 20
+    #: requests in flight (and so connections) to one server origin, across every certificate:
+    #: as many as a namespace's or an issuer's share of the engine's slots, so one issuer never
+    #: waits for its own server, and a slow server holds no more than this
+    max_connections_per_origin: int = 16
 
 
 #: issuers (with their CA bundle) whose discovery document and last failure are remembered
 MAX_ISSUERS = 1024
+#: server origins whose connections are counted; beyond it, origins nobody is using are dropped
+MAX_ORIGINS = 1024
 
 
 @dataclass
@@ -92,6 +109,15 @@ class _Pooled:
     client: httpx.AsyncClient
     in_use: int = 0
     evicted: bool = False
+
+
+@dataclass
+class _OriginShare:
+    """The connections to one server origin, across every pooled client."""
+
+    connections: asyncio.Semaphore
+    #: requests holding a connection or waiting for one
+    users: int = 0
 
 
 @dataclass(frozen=True)
@@ -115,7 +141,9 @@ class TokenClient:
         # Tests pass an httpx.MockTransport; production leaves it None so proxies from the
         # environment apply.
         self._transport = transport
-        self._clients: OrderedDict[tuple[str, str], _Pooled] = OrderedDict()
+        self._clients: OrderedDict[tuple[str, str, str], _Pooled] = OrderedDict()
+        self._tls_contexts: OrderedDict[tuple[str, str], ssl.SSLContext] = OrderedDict()
+        self._origins: dict[str, _OriginShare] = {}
         self._metadata: dict[tuple[str, str], _CachedMetadata] = {}
         self._discovery_locks: dict[tuple[str, str], asyncio.Lock] = {}
         # The last failed discovery per issuer, numbered in the order fetches ended: clients that
@@ -186,21 +214,29 @@ class TokenClient:
     @asynccontextmanager
     async def _attempt(self, request: TokenRequest) -> AsyncIterator[None]:
         """Bound one whole attempt (discovery, or the wait for it, and the request) in time."""
+        doing = f"getting a token from {request.issuer}"
+        async with self.attempt_deadline(doing, "discovery and token request together"):
+            yield
+
+    @asynccontextmanager
+    async def attempt_deadline(self, doing: str, parts: str) -> AsyncIterator[None]:
+        """Bound in time what is sent within (an attempt, or an issuer's check, which would
+        otherwise hold one of its server's connections for as long as it trickles); `doing`
+        and `parts` say what, for the message."""
         deadline = self.settings.attempt_deadline
         try:
             async with asyncio.timeout(deadline):
                 yield
         except TimeoutError:
             raise ConnectionFailure(
-                f"getting a token from {request.issuer} took longer than {deadline:.0f} s "
-                "(discovery and token request together); the server is too slow or trickles "
-                "its answer",
+                f"{doing} took longer than {deadline:.0f} s ({parts}); the server is too slow "
+                "or trickles its answer",
                 kind="timeout",
             ) from None
 
     async def _fetch_metadata(self, issuer: str, ca_bundle: bytes | None) -> ServerMetadata:
         url = discovery_url(issuer)
-        async with self._client(None, ca_bundle) as client:
+        async with self._client(url, None, ca_bundle, what="discovery") as client:
             status, headers, body = await self._send(client, "GET", url, what="discovery")
         if status == 404:
             raise ServerMetadataError(
@@ -229,7 +265,17 @@ class TokenClient:
         check_server_supports(
             metadata, auth_method=request.auth_method, signing_algorithm=request.signing_algorithm
         )
-        return token_endpoint_for(metadata, mutual_tls=request.transport is not None), metadata
+        try:
+            endpoint = token_endpoint_for(
+                metadata,
+                mutual_tls=request.transport is not None,
+                allowlist=request.endpoint_allowlist,
+            )
+        except ConfigurationError:
+            # Not kept for the hour: the next attempt reads the server's document again.
+            self._metadata.pop((request.issuer, _digest(request.ca_bundle)), None)
+            raise
+        return endpoint, metadata
 
     def knows_issuer(self, issuer: str) -> bool:
         """Whether a fresh discovery document of `issuer` is at hand (for some CA bundle): a
@@ -262,7 +308,9 @@ class TokenClient:
         endpoint, metadata = await self._destination(request)
         sent_at = self._clock()
         form = token_form(request, token_endpoint=endpoint, now=sent_at)
-        async with self._client(request.transport, request.ca_bundle) as client:
+        async with self._client(
+            endpoint, request.transport, request.ca_bundle, what="token"
+        ) as client:
             status, headers, body = await self._send(
                 client, "POST", endpoint, data=form, what="token"
             )
@@ -308,14 +356,16 @@ class TokenClient:
         the server's TLS certificate and (on the mTLS endpoint) the handshake with ours."""
         async with self._attempt(request):
             endpoint = await self.token_endpoint(request)
-            async with self._client(request.transport, request.ca_bundle) as client:
+            async with self._client(
+                endpoint, request.transport, request.ca_bundle, what="reachability"
+            ) as client:
                 status, _, _ = await self._send(client, "GET", endpoint, what="reachability")
         return endpoint, status
 
     async def reach(self, url: str, *, ca_bundle: bytes | None = None) -> int:
         """GET `url` without a client certificate: the HTTP status proves the route and the
         server's TLS certificate (a ClusterRaidiamIssuer's fixed token endpoint)."""
-        async with self._client(None, ca_bundle) as client:
+        async with self._client(url, None, ca_bundle, what="reachability") as client:
             status, _, _ = await self._send(client, "GET", url, what="reachability")
         return status
 
@@ -340,6 +390,9 @@ class TokenClient:
             ) from None
         except httpx.ConnectError as error:
             raise _connect_failure(url, what, error) from None
+        except (httpx.InvalidURL, httpx.UnsupportedProtocol, UnicodeError) as error:
+            # UnicodeError: httpx decodes an xn-- host with idna, and lets its error out.
+            raise _invalid_url(url, what, error) from None
         except httpx.TransportError as error:
             raise ConnectionFailure(
                 f"the {what} request to {url} failed: {type(error).__name__}", kind="connection"
@@ -357,27 +410,89 @@ class TokenClient:
 
     @asynccontextmanager
     async def _client(
-        self, transport: TransportCertificate | None, ca_bundle: bytes | None
+        self,
+        url: str,
+        transport: TransportCertificate | None,
+        ca_bundle: bytes | None,
+        *,
+        what: str,
     ) -> AsyncIterator[httpx.AsyncClient]:
-        key = (_identity(transport), _digest(ca_bundle))
-        pooled = self._clients.get(key)
-        if pooled is None:
-            # Loading a CA bundle takes OpenSSL about 2 ms per certificate: in a worker thread,
-            # so a large bundle never stalls the event loop (and the liveness probe with it).
-            context = await asyncio.to_thread(tls_context, transport, ca_bundle)
-            pooled = self._clients.get(key)  # another request may have built one meanwhile
+        """A pooled client for `url`'s origin, with one of that origin's connections held."""
+        origin = origin_of(url)
+        identity = (_identity(transport), _digest(ca_bundle))
+        key = (origin, *identity)
+        # Built before the wait for a connection, so no connection is held while it is built.
+        context = None
+        if key not in self._clients:
+            context = await self._tls_context(identity, transport, ca_bundle)
+        async with self._origin_connection(origin, url, what=what):
+            pooled = self._clients.get(key)
             if pooled is None:
+                if context is None:  # evicted while this request waited
+                    context = await self._tls_context(identity, transport, ca_bundle)
                 pooled = _Pooled(self._new_client(context))
                 self._clients[key] = pooled
                 await self._evict_beyond_capacity()
-        self._clients.move_to_end(key)
-        pooled.in_use += 1
+            self._clients.move_to_end(key)
+            pooled.in_use += 1
+            try:
+                yield pooled.client
+            finally:
+                pooled.in_use -= 1
+                if pooled.evicted and pooled.in_use == 0:
+                    await pooled.client.aclose()
+
+    async def _tls_context(
+        self,
+        identity: tuple[str, str],
+        transport: TransportCertificate | None,
+        ca_bundle: bytes | None,
+    ) -> ssl.SSLContext:
+        """The TLS context of a (certificate, CA bundle), built once for all its origins."""
+        context = self._tls_contexts.get(identity)
+        if context is None:
+            # OpenSSL holds the GIL while it loads a CA bundle: in a worker thread, one
+            # certificate at a time (see tls_context), so that a large bundle never stalls the
+            # event loop (and the liveness probe with it).
+            context = await asyncio.to_thread(tls_context, transport, ca_bundle)
+            # Another request may have built one meanwhile: either serves.
+            self._tls_contexts[identity] = context
+            while len(self._tls_contexts) > self.settings.max_pooled_clients:
+                self._tls_contexts.popitem(last=False)
+        self._tls_contexts.move_to_end(identity)
+        return context
+
+    @asynccontextmanager
+    async def _origin_connection(self, origin: str, url: str, *, what: str) -> AsyncIterator[None]:
+        """Hold one of `origin`'s connections; wait at most `timeout` for one to free, within
+        the attempt's deadline, and say so when they stay busy."""
+        share = self._origins.get(origin)
+        if share is None:
+            if len(self._origins) >= MAX_ORIGINS:
+                for idle in [o for o, s in self._origins.items() if s.users == 0]:
+                    del self._origins[idle]
+            limit = self.settings.max_connections_per_origin
+            share = self._origins.setdefault(origin, _OriginShare(asyncio.Semaphore(limit)))
+        share.users += 1
         try:
-            yield pooled.client
+            started = time.monotonic()
+            try:
+                async with asyncio.timeout(self.settings.timeout):
+                    await share.connections.acquire()
+            except TimeoutError:
+                raise ConnectionFailure(
+                    f"the {what} request to {url} waited {time.monotonic() - started:.0f} s for "
+                    f"one of the {self.settings.max_connections_per_origin} connections to "
+                    f"{origin}, all busy with earlier requests to that server; it answers slowly "
+                    "or not at all",
+                    kind="timeout",
+                ) from None
+            try:
+                yield
+            finally:
+                share.connections.release()
         finally:
-            pooled.in_use -= 1
-            if pooled.evicted and pooled.in_use == 0:
-                await pooled.client.aclose()
+            share.users -= 1
 
     async def _evict_beyond_capacity(self) -> None:
         while len(self._clients) > self.settings.max_pooled_clients:
@@ -387,9 +502,10 @@ class TokenClient:
                 await oldest.client.aclose()
 
     def _new_client(self, context: ssl.SSLContext) -> httpx.AsyncClient:
+        # One origin per pool, whose share of connections the origin's semaphore holds already.
         limits = httpx.Limits(
-            max_connections=self.settings.max_connections_per_client,
-            max_keepalive_connections=self.settings.max_connections_per_client,
+            max_connections=self.settings.max_connections_per_origin,
+            max_keepalive_connections=self.settings.max_connections_per_origin,
         )
         return httpx.AsyncClient(
             verify=context,
@@ -404,7 +520,17 @@ def tls_context(transport: TransportCertificate | None, ca_bundle: bytes | None)
     """Verification always on; the client certificate loaded without touching the disk."""
     if ca_bundle is not None:
         try:
-            context = ssl.create_default_context(cadata=ca_bundle.decode("ascii"))
+            # One certificate per call: ssl holds the GIL while it loads, and lets go between
+            # calls. The first makes the context (trusting only the bundle), the rest join it.
+            certificates = [
+                block.text.decode("ascii")
+                for block in pem_blocks(ca_bundle, wanted=lambda label: label in CERTIFICATE_LABELS)
+            ]
+            if not certificates:
+                raise ValueError("no PEM certificate")
+            context = ssl.create_default_context(cadata=certificates[0])
+            for certificate in certificates[1:]:
+                context.load_verify_locations(cadata=certificate)
         except (ssl.SSLError, ValueError, UnicodeDecodeError):
             raise ConfigurationError(
                 "the CA bundle holds no readable PEM certificate; put the authorization server's "
@@ -416,6 +542,10 @@ def tls_context(transport: TransportCertificate | None, ca_bundle: bytes | None)
     if transport is not None:
         _load_client_certificate(context, transport)
     return context
+
+
+#: the PEM labels OpenSSL reads a CA certificate from
+CERTIFICATE_LABELS = frozenset({"CERTIFICATE", "TRUSTED CERTIFICATE", "X509 CERTIFICATE"})
 
 
 def _load_client_certificate(context: ssl.SSLContext, transport: TransportCertificate) -> None:
@@ -513,12 +643,47 @@ def _connect_failure(url: str, what: str, error: httpx.ConnectError) -> Exceptio
     return ConnectionFailure(f"could not connect to {url} for the {what} request", kind="connect")
 
 
+#: where the URL of each kind of request comes from, for a message that says what to fix
+_URL_SOURCES = {
+    "discovery": "the issuer",
+    "token": "the token endpoint (spec.tokenEndpoint, or the discovery document's token_endpoint "
+    "or mtls_endpoint_aliases.token_endpoint)",
+    "reachability": "the token endpoint",
+}
+
+
+def _invalid_url(url: str, what: str, error: Exception) -> ConfigurationError:
+    return ConfigurationError(
+        f"the {what} request was not sent: {quoted_server_text(url, limit=URL_LIMIT)} is not a URL "
+        f"that can be requested ({server_text(str(error), limit=SERVER_VALUE_LIMIT)}); fix "
+        f"{_URL_SOURCES.get(what, 'the URL')}",
+        reason="InvalidURL",
+    )
+
+
 def _bounded_put(cache: dict[_K, _V], key: _K, value: _V) -> None:
     """Insert as the newest entry, dropping the oldest beyond MAX_ISSUERS."""
     cache.pop(key, None)
     cache[key] = value
     while len(cache) > MAX_ISSUERS:
         cache.pop(next(iter(cache)))
+
+
+def origin_of(url: str) -> str:
+    """The server a URL names: scheme, host and port (the default one spelled out). A URL
+    that does not parse is its own origin; sending to it then fails with its own reason."""
+    try:
+        parsed = httpx.URL(url)
+        # The host as sent, not IDNA-decoded: decoding an invalid A-label raises.
+        host = parsed.raw_host.decode("ascii")
+    except (httpx.InvalidURL, ValueError, TypeError):
+        return url
+    port = parsed.port or _DEFAULT_PORTS.get(parsed.scheme)
+    host = f"[{host}]" if ":" in host else host
+    return f"{parsed.scheme}://{host}:{port}"
+
+
+_DEFAULT_PORTS = {"https": 443, "http": 80}
 
 
 def _identity(transport: TransportCertificate | None) -> str:

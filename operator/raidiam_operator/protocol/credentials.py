@@ -1,30 +1,39 @@
 """Transport certificates and signing keys, loaded from PEM and checked before any request.
 
-No I/O; the caller passes `now` so validity checks are testable. Not stateless: parsed private
-keys are remembered process-wide, by digest of their PEM (`load_private_key`), because loading
-an RSA key costs tens of milliseconds and every refresh reads the same Secret. That changes how
-long a load takes, never what it returns.
+No I/O and no state; the caller passes `now` so validity checks are testable. A private key is
+read in two steps: `read_private_key` is cheap and bounded (it refuses RSA moduli over 4096 bits
+before any library parses the key), and `rsa_key_is_consistent` is the costly check of an RSA
+key's parts, which the operator runs in a worker process (`keychecks`). `load_private_key` does
+both here and now, for the command line.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
+import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal, get_args
 
 from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.exceptions import InternalError, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from raidiam_operator.core.errors import CredentialError
+from raidiam_operator.protocol.der import KeyShape, MalformedKey, key_shape
 
 SigningAlgorithm = Literal["PS256", "ES256", "EdDSA", "RS256"]
 SIGNING_ALGORITHMS: tuple[str, ...] = get_args(SigningAlgorithm)
 MINIMUM_RSA_BITS = 2048
+#: Open Finance and FAPI use 2048-bit keys; checking a larger one costs seconds of CPU
+MAXIMUM_RSA_BITS = 4096
+TRANSPORT_KEY = "the transport certificate's private key"
+SIGNING_KEY = "the signing key"
 
 UsableKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
 
@@ -141,26 +150,35 @@ def certificate_expiry(pem: bytes) -> datetime | None:
         return None
 
 
+@dataclass(frozen=True)
+class ReadKey:
+    """A private key read cheaply: an RSA key's parts are not known to fit together yet."""
+
+    key: UsableKey = field(repr=False)
+    #: the key's DER, exactly as read: what the consistency check is given
+    der: bytes = field(repr=False)
+
+    @property
+    def needs_check(self) -> bool:
+        return isinstance(self.key, rsa.RSAPrivateKey)
+
+
 def load_private_key(pem: bytes, *, what: str = "the private key") -> UsableKey:
-    """Parse an unencrypted PEM private key in PKCS#8, PKCS#1 or SEC1 form."""
-    # Loading checks an RSA key's consistency, which takes tens of milliseconds, and every refresh
-    # reads the same Secret again: remember what was read, by digest (failures are not kept).
-    digest = hashlib.sha256(pem).digest()
-    key = _loaded_keys.get(digest)
-    if key is None:
-        key = _load_private_key(pem, what=what)
-        if len(_loaded_keys) >= MAX_REMEMBERED_KEYS:
-            _loaded_keys.pop(next(iter(_loaded_keys)))  # the oldest
-        _loaded_keys[digest] = key
-    return key
+    """Read and check an unencrypted PEM private key (PKCS#8, PKCS#1 or SEC1) here and now."""
+    read = read_private_key(pem, what=what)
+    if read.needs_check and not rsa_key_is_consistent(read.der):
+        raise inconsistent_key(what)
+    return read.key
 
 
-#: parsed private keys kept; enough for one key per client of a large installation
-MAX_REMEMBERED_KEYS = 10_000
-_loaded_keys: dict[bytes, UsableKey] = {}
+def read_private_key(pem: bytes, *, what: str) -> ReadKey:
+    """Everything about a private key that is cheap to learn: its form, its algorithm and size.
 
-
-def _load_private_key(pem: bytes, *, what: str) -> UsableKey:
+    Bounded in time by the PEM's size: the algorithm and the RSA modulus are read from the DER
+    before cryptography parses the key, and an RSA key is parsed without its consistency check
+    (see `rsa_key_is_consistent`). EC keys (named curves only) and Ed25519 keys are checked
+    whole: a point on a named curve takes at most a few milliseconds.
+    """
     if b"-----BEGIN" not in pem:
         raise CredentialError(
             f"{what} is not PEM: expected '-----BEGIN PRIVATE KEY-----'"
@@ -176,37 +194,174 @@ def _load_private_key(pem: bytes, *, what: str) -> UsableKey:
             "(e.g. `openssl pkey -in key.pem -out plain.pem`)",
             reason="EncryptedPrivateKey",
         )
+    unreadable = CredentialError(
+        f"{what} could not be read: expected an RSA, EC or Ed25519 key in PKCS#8, PKCS#1 or SEC1 PEM"
+    )
+    block = _private_key_block(pem)
+    if block is None:
+        raise unreadable
+    label, der = block
+    if label not in _KEY_LABELS:
+        raise CredentialError(
+            f"{what} is a {_KEY_LABELS_OF_OTHERS.get(label, label)}; use an RSA, EC or Ed25519 key"
+        )
     try:
-        key: PrivateKeyTypes = serialization.load_pem_private_key(pem, password=None)
+        shape = key_shape(der, label=label)
+    except MalformedKey:
+        raise unreadable from None
+    if shape.algorithm == "other":
+        raise CredentialError(f"{what} is a {shape.kind}; use an RSA, EC or Ed25519 key")
+    if shape.explicit_curve:
+        raise CredentialError(
+            f"{what} is an EC key that spells out its curve's parameters; use a named curve "
+            "(P-256: `openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256`)"
+        )
+    if shape.rsa_bits > MAXIMUM_RSA_BITS:
+        raise CredentialError(
+            f"{what} is an RSA key of {shape.rsa_bits} bits; at most {MAXIMUM_RSA_BITS} bits are "
+            "accepted, because checking a larger key costs the operator seconds of CPU, and "
+            "Open Finance and FAPI use 2048-bit keys: use a 2048-bit key",
+            reason="KeyTooLarge",
+        )
+    try:
+        parsed = serialization.load_der_private_key(
+            der, password=None, unsafe_skip_rsa_key_validation=True
+        )
     except TypeError:
         raise CredentialError(
             f"{what} is encrypted; store it unencrypted in the Secret", reason="EncryptedPrivateKey"
         ) from None
     except (ValueError, UnsupportedAlgorithm):
         # The library's own message may quote parts of the input; say nothing about the bytes.
+        raise unreadable from None
+    usable = _as_read(parsed, shape)
+    if usable is None:
+        raise unreadable  # not the key its DER was read as: nothing about it can be trusted
+    if isinstance(usable, rsa.RSAPrivateKey) and usable.key_size < MINIMUM_RSA_BITS:
         raise CredentialError(
-            f"{what} could not be read: expected an RSA, EC or Ed25519 key in PKCS#8, PKCS#1 or SEC1 PEM"
-        ) from None
-    if not isinstance(
-        key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
-    ):
-        raise CredentialError(f"{what} is a {type(key).__name__}; use an RSA, EC or Ed25519 key")
-    if isinstance(key, rsa.RSAPrivateKey) and key.key_size < MINIMUM_RSA_BITS:
-        raise CredentialError(
-            f"{what} is an RSA key of {key.key_size} bits; at least {MINIMUM_RSA_BITS} bits are required",
+            f"{what} is an RSA key of {usable.key_size} bits; at least {MINIMUM_RSA_BITS} bits are required",
             reason="WeakKey",
         )
-    return key
+    return ReadKey(usable, der)
+
+
+def _as_read(key: PrivateKeyTypes, shape: KeyShape) -> UsableKey | None:
+    """`key` if cryptography parsed the key that `shape` read from the DER, else None."""
+    if isinstance(key, rsa.RSAPrivateKey):
+        return key if shape.algorithm == "RSA" and key.key_size == shape.rsa_bits else None
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        return key if shape.algorithm == "EC" else None
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        return key if shape.algorithm == "Ed25519" else None
+    return None
+
+
+def rsa_key_is_consistent(der: bytes) -> bool:
+    """Whether an RSA key's parts fit together (primes, exponents): cryptography's full check.
+
+    Costly: tens of milliseconds for a 2048-bit key, and seconds for some malformed keys within
+    the size bound, all of it holding the GIL. The operator runs it in a worker process.
+    """
+    try:
+        serialization.load_der_private_key(der, password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm, InternalError):
+        return False
+    return True
+
+
+def inconsistent_key(what: str) -> CredentialError:
+    return CredentialError(
+        f"{what} is not a consistent RSA key (its primes and exponents do not fit together); "
+        "generate the key again"
+    )
+
+
+#: the PEM labels of the private keys read (PKCS#8, PKCS#1, SEC1)
+_KEY_LABELS = frozenset({"PRIVATE KEY", "RSA PRIVATE KEY", "EC PRIVATE KEY"})
+_KEY_LABELS_OF_OTHERS = {
+    "DSA PRIVATE KEY": "DSAPrivateKey",
+    "OPENSSH PRIVATE KEY": "key in OpenSSH's own format",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class PemBlock:
+    label: str
+    #: the whole block, from -----BEGIN to the end of its -----END line's dashes
+    text: bytes = field(repr=False)
+
+    @property
+    def body(self) -> bytes:
+        """What lies between the BEGIN and the END line (base64, with any headers)."""
+        return self.text[len(self.label) + 16 : -(len(self.label) + 14)]
+
+
+def pem_blocks(data: bytes, *, wanted: Callable[[str], bool]) -> Iterator[PemBlock]:
+    """The PEM blocks in `data` whose label is `wanted`, in order; a block without its END line
+    ends them. Linear in the size of `data`, however it is arranged (a regular expression for
+    blocks takes quadratic time over a run of BEGIN lines without their END)."""
+    position = 0
+    while (start := data.find(b"-----BEGIN ", position)) >= 0:
+        label_start = start + len(b"-----BEGIN ")
+        label_end = data.find(b"-----", label_start)
+        if label_end < 0:
+            return
+        position = label_end + 5
+        label = data[label_start:label_end]
+        if not _PEM_LABEL.fullmatch(label) or not wanted(label.decode("ascii")):
+            continue
+        footer = b"-----END " + label + b"-----"
+        end = data.find(footer, position)
+        if end < 0:
+            return
+        position = end + len(footer)
+        yield PemBlock(label.decode("ascii"), data[start:position])
+
+
+_PEM_LABEL = re.compile(rb"[A-Z0-9 ]{1,40}")
+
+
+def _private_key_block(pem: bytes) -> tuple[str, bytes] | None:
+    """The first PEM block that holds a private key (others, such as EC PARAMETERS, are
+    skipped), as its label and its DER."""
+    block = next(pem_blocks(pem, wanted=lambda label: label.endswith("PRIVATE KEY")), None)
+    if block is None:
+        return None
+    try:
+        return block.label, base64.b64decode(b"".join(block.body.split()), validate=True)
+    except (binascii.Error, ValueError):
+        return None
 
 
 def load_transport_certificate(
     cert_pem: bytes, key_pem: bytes, *, now: datetime
 ) -> TransportCertificate:
-    """Load the mTLS certificate and key, and check they belong together and are valid at `now`."""
+    """Load the mTLS certificate and key here and now (see `transport_certificate`)."""
     chain = load_certificate_chain(cert_pem, what="the transport certificate")
-    key = load_private_key(key_pem, what="the transport certificate's private key")
+    return transport_certificate(chain, load_private_key(key_pem, what=TRANSPORT_KEY), now=now)
+
+
+def transport_certificate(
+    chain: tuple[x509.Certificate, ...], key: UsableKey, *, now: datetime
+) -> TransportCertificate:
+    """The mTLS certificate chain with its (loaded) key: checked that they belong together and
+    are valid at `now`."""
     leaf = chain[0]
-    if not _public_keys_equal(leaf.public_key(), key.public_key()):
+    try:
+        public = leaf.public_key()
+    except (ValueError, UnsupportedAlgorithm):
+        raise CredentialError(
+            f"the transport certificate (subject {leaf.subject.rfc4514_string()}) holds a "
+            "public key that cannot be read; use a certificate for an RSA, EC or Ed25519 key"
+        ) from None
+    if isinstance(public, rsa.RSAPublicKey) and public.key_size > MAXIMUM_RSA_BITS:
+        raise CredentialError(
+            f"the transport certificate (subject {leaf.subject.rfc4514_string()}) holds an RSA "
+            f"key of {public.key_size} bits; at most {MAXIMUM_RSA_BITS} bits are accepted, and "
+            "Open Finance and FAPI use 2048-bit keys",
+            reason="KeyTooLarge",
+        )
+    if not _public_keys_equal(public, key.public_key()):
         raise CredentialError(
             "the transport certificate's private key does not belong to the certificate "
             f"(subject {leaf.subject.rfc4514_string()}); put the matching key in the Secret",
@@ -250,10 +405,19 @@ def default_algorithm(key: UsableKey) -> SigningAlgorithm:
 
 
 def load_signing_key(key_pem: bytes, *, key_id: str, algorithm: str | None) -> SigningKey:
-    """Load the assertion signing key and settle its algorithm (PS256 for RSA, ES256 for P-256)."""
+    """Load the assertion signing key here and now (see `signing_key`)."""
     if not key_id:
-        raise CredentialError("the signing key needs a key id (kid) as registered in the directory")
-    key = load_private_key(key_pem, what="the signing key")
+        raise _no_key_id()
+    return signing_key(
+        load_private_key(key_pem, what=SIGNING_KEY), key_id=key_id, algorithm=algorithm
+    )
+
+
+def signing_key(key: UsableKey, *, key_id: str, algorithm: str | None) -> SigningKey:
+    """The (loaded) assertion signing key with its algorithm settled (PS256 for RSA, ES256 for
+    P-256)."""
+    if not key_id:
+        raise _no_key_id()
     if algorithm is None:
         return SigningKey(private_key=key, key_id=key_id, algorithm=default_algorithm(key))
     if algorithm not in SIGNING_ALGORITHMS:
@@ -275,6 +439,10 @@ def load_signing_key(key_pem: bytes, *, key_id: str, algorithm: str | None) -> S
             reason="AlgorithmKeyMismatch",
         )
     return SigningKey(private_key=key, key_id=key_id, algorithm=algorithm)  # type: ignore[arg-type]
+
+
+def _no_key_id() -> CredentialError:
+    return CredentialError("the signing key needs a key id (kid) as registered in the directory")
 
 
 def _describe(key: UsableKey) -> str:

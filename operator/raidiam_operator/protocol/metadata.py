@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from raidiam_operator.core.errors import ServerMetadataError
-from raidiam_operator.core.rules import AuthMethod
-from raidiam_operator.core.texts import SERVER_VALUE_LIMIT, quoted_server_text, server_text
+from raidiam_operator.core.issuers import check_discovered_endpoint
+from raidiam_operator.core.rules import AuthMethod, url_problem
+from raidiam_operator.core.texts import (
+    SERVER_VALUE_LIMIT,
+    URL_LIMIT,
+    quoted_server_text,
+    server_text,
+)
 
 #: an endpoint URL longer than this is not one a server means (browsers stop near 2,000 too)
 MAX_ENDPOINT_LENGTH = 2048
@@ -46,23 +52,11 @@ def parse_metadata(document: object, *, expected_issuer: str) -> ServerMetadata:
             "exactly the value the server publishes",
             reason="IssuerMismatch",
         )
-    token_endpoint = document.get("token_endpoint")
-    if not isinstance(token_endpoint, str) or not token_endpoint.startswith("https://"):
-        raise ServerMetadataError(
-            f"the discovery document of {expected_issuer} has no https token_endpoint"
-        )
-    _check_endpoint_length(token_endpoint, "token_endpoint", expected_issuer)
+    token_endpoint = _endpoint(document.get("token_endpoint"), "token_endpoint", expected_issuer)
     aliases = document.get("mtls_endpoint_aliases")
     mtls_token_endpoint = aliases.get("token_endpoint") if isinstance(aliases, Mapping) else None
-    if mtls_token_endpoint is not None and (
-        not isinstance(mtls_token_endpoint, str) or not mtls_token_endpoint.startswith("https://")
-    ):
-        raise ServerMetadataError(
-            f"the discovery document of {expected_issuer} has an mtls_endpoint_aliases.token_endpoint "
-            "that is not an https URL"
-        )
     if mtls_token_endpoint is not None:
-        _check_endpoint_length(
+        mtls_token_endpoint = _endpoint(
             mtls_token_endpoint, "mtls_endpoint_aliases.token_endpoint", expected_issuer
         )
     return ServerMetadata(
@@ -78,11 +72,21 @@ def parse_metadata(document: object, *, expected_issuer: str) -> ServerMetadata:
     )
 
 
-def token_endpoint_for(metadata: ServerMetadata, *, mutual_tls: bool) -> str:
-    """RFC 8705 §5: a client presenting a certificate uses the mTLS alias when there is one."""
+def token_endpoint_for(
+    metadata: ServerMetadata, *, mutual_tls: bool, allowlist: Sequence[str] | None = None
+) -> str:
+    """RFC 8705 §5: a client presenting a certificate uses the mTLS alias when there is one.
+
+    With an `allowlist` (see ClientSpec.endpoint_allowlist), an endpoint outside it is refused
+    with DiscoveredEndpointNotAllowed, naming the discovery field, before anything is sent.
+    """
     if mutual_tls and metadata.mtls_token_endpoint:
-        return metadata.mtls_token_endpoint
-    return metadata.token_endpoint
+        field, endpoint = "mtls_endpoint_aliases.token_endpoint", metadata.mtls_token_endpoint
+    else:
+        field, endpoint = "token_endpoint", metadata.token_endpoint
+    if allowlist is not None:
+        check_discovered_endpoint(allowlist, issuer=metadata.issuer, field=field, url=endpoint)
+    return endpoint
 
 
 def check_server_supports(
@@ -118,9 +122,23 @@ def _listing(values: tuple[str, ...]) -> str:
     return server_text(shown, limit=4 * SERVER_VALUE_LIMIT) + more if shown else "none"
 
 
-def _check_endpoint_length(url: str, field: str, issuer: str) -> None:
-    if len(url) > MAX_ENDPOINT_LENGTH:
+def _endpoint(value: object, field: str, issuer: str) -> str:
+    """A discovered endpoint URL, or the reason it is none, naming its field. Only printable
+    ASCII that parses passes, so no control character or bidi override reaches a status, an
+    annotation or the log."""
+    if value is None:
+        raise ServerMetadataError(f"the discovery document of {issuer} has no {field}")
+    if isinstance(value, str) and len(value) > MAX_ENDPOINT_LENGTH:
         raise ServerMetadataError(
-            f"the discovery document of {issuer} has a {field} of {len(url)} characters, "
+            f"the discovery document of {issuer} has a {field} of {len(value)} characters, "
             f"more than the {MAX_ENDPOINT_LENGTH} accepted"
         )
+    problem = url_problem(value)
+    if problem is not None:
+        raise ServerMetadataError(
+            f"the discovery document of {issuer} gives {field} "
+            f"{quoted_server_text(value, limit=URL_LIMIT)}, which {problem}; the "
+            "authorization server's operator must fix it (or set spec.tokenEndpoint)"
+        )
+    assert isinstance(value, str)  # url_problem found none
+    return value

@@ -26,6 +26,8 @@ class TokenRequest:
     token_endpoint: str | None = None
     ca_bundle: bytes | None = field(default=None, repr=False)
     parameters: Mapping[str, str] = field(default_factory=dict)
+    #: URL prefixes the discovered token endpoint must lie under (see ClientSpec); None: anywhere
+    endpoint_allowlist: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         # The same rules as the spec's, for requests built elsewhere (the `token` command).

@@ -24,7 +24,9 @@ from raidiam_operator.kube.gateway import KubeGateway
 from raidiam_operator.kube.leader import UNFENCED, Fence, FencedGateway, LeaseNotHeld
 from raidiam_operator.metrics import Metrics
 from raidiam_operator.protocol.client import TokenClient
+from raidiam_operator.protocol.keychecks import KeyChecker
 from raidiam_operator.refresh.budget import CLIENT_WRITES, NAMESPACE_WRITES, Rate, WriteBudget
+from raidiam_operator.refresh.inputs import PrivateKeys
 from raidiam_operator.refresh.reconciler import Reconciler
 from raidiam_operator.refresh.scheduler import Scheduler
 from raidiam_operator.refresh.state import Key
@@ -42,10 +44,11 @@ OVERDUE = timedelta(seconds=5)
 class EngineSettings:
     #: token requests and reconciliations running at once, across all clients
     concurrency: int = 64
-    #: of those, at most this many for one namespace, and at most this many for one issuer, so
-    #: that 16 always remain for everyone else: a tenant whose issuer is slow (or hostile)
-    #: delays its own clients, not everyone's, and a burst in one namespace still runs wide
-    tenant_concurrency: int = 48
+    #: of those, at most this many for one namespace, and at most this many for one issuer (a
+    #: ClusterRaidiamIssuer, or an inline issuer URL): a tenant whose issuer is slow (or hostile)
+    #: delays its own clients, not everyone's. None: `scheduler.tenant_share(concurrency)`, 16
+    #: of the default 64, so that it takes four such tenants to hold every slot
+    tenant_concurrency: int | None = None
     #: a seed for the jitter; None for a random one
     seed: int | None = None
     #: warn (condition, Event, metric) when a certificate expires sooner than this
@@ -71,6 +74,7 @@ class RefreshEngine:
         metrics: Metrics | None = None,
         secret_names: SecretNames | None = None,
         fence: Fence = UNFENCED,
+        keys: PrivateKeys | None = None,
     ) -> None:
         self.settings = settings or EngineSettings()
         self._clock = clock
@@ -93,6 +97,8 @@ class RefreshEngine:
             self._watch,
             self._scheduler,
             self._metrics,
+            # The operator checks keys in worker processes (handlers.py); here and now by default.
+            keys=keys or KeyChecker(),
             certificate_expiry_warning=self.settings.certificate_expiry_warning,
             issuer_policy=self.settings.issuer_policy,
             cluster_resource_namespace=self.settings.cluster_resource_namespace,
@@ -222,7 +228,7 @@ class RefreshEngine:
 
     def _issuer_of(self, key: Key) -> str:
         state = self._watch.clients.get(key)
-        return state.observed.issuer if state else ""
+        return state.observed.issuer_share if state else ""
 
     async def _prepare(self, key: Key) -> None:
         state = self._watch.clients.get(key)

@@ -1,8 +1,10 @@
 """From a RaidiamClient spec and the Secrets it names to a ready `TokenRequest`.
 
-`build_inputs` is pure. `resolve_issuer` and `read_inputs` read what the spec names through a
-reader they are given, the watch cache in the operator, the API server in `raidiam-operator
-check`: one path from spec to request for both.
+`resolve_issuer` and `read_inputs` read what the spec names through a reader they are given, the
+watch cache in the operator, the API server in `raidiam-operator check`: one path from spec to
+request for both. In between, three steps: `gather_materials` (pure) takes the PEM out of the
+Secrets and the ConfigMap, the private keys are read through the `PrivateKeys` given (in worker
+processes, in the operator: see protocol.keychecks), and `build_inputs` (pure) builds the rest.
 """
 
 from __future__ import annotations
@@ -18,11 +20,14 @@ from typing import Any, Protocol
 from raidiam_operator.core.errors import ConfigurationError
 from raidiam_operator.core.issuers import IssuerPolicy, effective_spec, parse_issuer
 from raidiam_operator.core.spec import ClientSpec
+from raidiam_operator.protocol import credentials
 from raidiam_operator.protocol.credentials import (
+    SIGNING_KEY,
+    TRANSPORT_KEY,
     CertificateFiles,
+    UsableKey,
     certificate_expiry,
-    load_signing_key,
-    load_transport_certificate,
+    load_certificate_chain,
 )
 from raidiam_operator.protocol.request import TokenRequest
 
@@ -36,11 +41,20 @@ JSON = Mapping[str, Any]
 MAX_PEM_BYTES = 64 * 1024
 #: the CA bundle of spec.caBundle (PEM)
 MAX_CA_BUNDLE_BYTES = 512 * 1024
+#: certificates in that CA bundle: loading one takes OpenSSL about half a millisecond, holding
+#: the GIL (Mozilla's public bundle holds about 150)
+MAX_CA_CERTIFICATES = 500
 
 
 class InputReader(Protocol):
     async def read_secret(self, namespace: str, name: str) -> JSON | None: ...
     async def read_config_map(self, namespace: str, name: str) -> JSON | None: ...
+
+
+class PrivateKeys(Protocol):
+    """Where private keys are read and checked (protocol.keychecks.KeyChecker)."""
+
+    async def private_key(self, pem: bytes, *, what: str, namespace: str) -> UsableKey: ...
 
 
 class IssuerReader(Protocol):
@@ -139,17 +153,22 @@ def config_map_value(config_map: JSON | None, *, namespace: str, name: str, key:
             f"ConfigMap {namespace}/{name} has no key {key!r} for spec.caBundle",
             reason="ConfigMapNotFound",
         )
-    _check_size(
-        len(value),
-        MAX_CA_BUNDLE_BYTES,
-        f"ConfigMap {namespace}/{name} key {key!r} (from spec.caBundle)",
-        "put only the CA certificates of the authorization server in it",
-    )
-    return str(value).encode()
+    what = f"ConfigMap {namespace}/{name} key {key!r} (from spec.caBundle)"
+    advice = "put only the CA certificates of the authorization server in it"
+    _check_size(len(value), MAX_CA_BUNDLE_BYTES, what, advice)
+    bundle = str(value).encode()
+    certificates = bundle.count(b"-----BEGIN")
+    if certificates > MAX_CA_CERTIFICATES:
+        raise ConfigurationError(
+            f"{what} holds {certificates} PEM blocks, more than the {MAX_CA_CERTIFICATES} "
+            f"certificates accepted; {advice}",
+            reason="InputTooLarge",
+        )
+    return bundle
 
 
 async def read_inputs(
-    spec: ClientSpec, *, namespace: str, reader: InputReader, now: datetime
+    spec: ClientSpec, *, namespace: str, reader: InputReader, keys: PrivateKeys, now: datetime
 ) -> Inputs:
     """Read the Secrets and the CA bundle ConfigMap the spec names, and build the inputs."""
     secrets = {
@@ -163,7 +182,17 @@ async def read_inputs(
         if spec.ca_bundle
         else None
     )
-    return build_inputs(spec, namespace=namespace, secrets=secrets, ca_config_map=ca, now=now)
+    materials = gather_materials(spec, namespace=namespace, secrets=secrets, ca_config_map=ca)
+    transport_key = signing = None
+    if materials.transport is not None:
+        transport_key = await keys.private_key(
+            materials.transport.private_key, what=TRANSPORT_KEY, namespace=namespace
+        )
+    if materials.signing_key is not None:
+        signing = await keys.private_key(
+            materials.signing_key, what=SIGNING_KEY, namespace=namespace
+        )
+    return build_inputs(spec, materials, transport_key=transport_key, signing_key=signing, now=now)
 
 
 def _check_size(size: int, limit: int, what: str, advice: str) -> None:
@@ -178,63 +207,56 @@ def _kib(size: int) -> str:
     return f"{size / 1024:.0f} KiB"
 
 
-def build_inputs(
+@dataclass(frozen=True, slots=True)
+class Materials:
+    """What a client's Secrets and CA bundle ConfigMap hold for it: decoded and within their
+    size bounds, not parsed yet."""
+
+    #: the transport certificate's files, as its Secret holds them
+    transport: CertificateFiles | None = field(default=None, repr=False)
+    #: the signing key's PEM
+    signing_key: bytes | None = field(default=None, repr=False)
+    #: when the certificate beside the signing key expires, if there is one to read
+    signing_not_after: datetime | None = None
+    ca_bundle: bytes | None = None
+
+
+def gather_materials(
     spec: ClientSpec,
     *,
     namespace: str,
     secrets: Mapping[str, JSON | None],
     ca_config_map: JSON | None,
-    now: datetime,
-) -> Inputs:
-    """Load and check the credentials the spec names. `secrets` maps Secret names to objects."""
-    transport, files = None, None
+) -> Materials:
+    """The PEM the spec names. `secrets` maps Secret names to objects."""
+    files = None
     if spec.transport_certificate:
         ref = spec.transport_certificate
         secret = secrets.get(ref.secret_name)
-        cert_pem = secret_value(
-            secret,
-            namespace=namespace,
-            secret_name=ref.secret_name,
-            key=ref.certificate_key,
-            field_path="spec.transportCertificate",
-        )
-        key_pem = secret_value(
-            secret,
-            namespace=namespace,
-            secret_name=ref.secret_name,
-            key=ref.private_key_key,
-            field_path="spec.transportCertificate",
-        )
-        transport = load_transport_certificate(cert_pem, key_pem, now=now)
-        ca = (secret or {}).get("data", {}).get("ca.crt")
-        files = CertificateFiles(
-            certificate=cert_pem,
-            private_key=key_pem,
-            ca=_optional_value(ca),
-        )
-    certificates = []
-    if transport is not None and spec.transport_certificate:
-        certificates.append(
-            InputCertificate(
-                "transport certificate", spec.transport_certificate.secret_name, transport.not_after
+        certificate, private_key = (
+            secret_value(
+                secret,
+                namespace=namespace,
+                secret_name=ref.secret_name,
+                key=key,
+                field_path="spec.transportCertificate",
             )
+            for key in (ref.certificate_key, ref.private_key_key)
         )
-    signing_key = None
+        files = CertificateFiles(
+            certificate, private_key, _optional_value((secret or {}).get("data", {}).get("ca.crt"))
+        )
+    signing_pem, signing_not_after = None, None
     if spec.signing_key and spec.auth_method == "private_key_jwt":
         ref_s = spec.signing_key
-        key_pem = secret_value(
+        signing_pem = secret_value(
             secrets.get(ref_s.secret_name),
             namespace=namespace,
             secret_name=ref_s.secret_name,
             key=ref_s.private_key_key,
             field_path="spec.signingKey",
         )
-        signing_key = load_signing_key(key_pem, key_id=ref_s.key_id, algorithm=ref_s.algorithm)
         signing_not_after = _optional_certificate_expiry(secrets.get(ref_s.secret_name))
-        if signing_not_after is not None:
-            certificates.append(
-                InputCertificate("signing certificate", ref_s.secret_name, signing_not_after)
-            )
     ca_bundle = None
     if spec.ca_bundle:
         ca_bundle = config_map_value(
@@ -243,24 +265,62 @@ def build_inputs(
             name=spec.ca_bundle.config_map_name,
             key=spec.ca_bundle.key,
         )
+    return Materials(files, signing_pem, signing_not_after, ca_bundle)
+
+
+def build_inputs(
+    spec: ClientSpec,
+    materials: Materials,
+    *,
+    transport_key: UsableKey | None,
+    signing_key: UsableKey | None,
+    now: datetime,
+) -> Inputs:
+    """Check the credentials and build the request: the keys are those read from `materials`."""
+    transport, files = None, materials.transport
+    certificates = []
+    if files is not None and spec.transport_certificate:
+        assert transport_key is not None
+        chain = load_certificate_chain(files.certificate, what="the transport certificate")
+        transport = credentials.transport_certificate(chain, transport_key, now=now)
+        certificates.append(
+            InputCertificate(
+                "transport certificate", spec.transport_certificate.secret_name, transport.not_after
+            )
+        )
+    signing = None
+    if materials.signing_key is not None and spec.signing_key:
+        assert signing_key is not None
+        ref_s = spec.signing_key
+        signing = credentials.signing_key(
+            signing_key, key_id=ref_s.key_id, algorithm=ref_s.algorithm
+        )
+        if materials.signing_not_after is not None:
+            certificates.append(
+                InputCertificate(
+                    "signing certificate", ref_s.secret_name, materials.signing_not_after
+                )
+            )
+    ca_bundle = materials.ca_bundle
     request = TokenRequest(
         issuer=spec.issuer,
         client_id=spec.client_id,
         auth_method=spec.auth_method,
         transport=transport,
-        signing_key=signing_key,
+        signing_key=signing,
         scope=spec.scope,
         assertion_audience=spec.assertion_audience,
         token_endpoint=spec.token_endpoint,
         ca_bundle=ca_bundle,
         parameters=spec.parameters,
+        endpoint_allowlist=spec.endpoint_allowlist,
     )
     digest = hashlib.sha256(spec.token_fingerprint().encode())
     if transport is not None:
         digest.update(transport.chain_pem())
-    if signing_key is not None:
-        digest.update(signing_key.public_key_der())
-        digest.update(f"{signing_key.key_id}/{signing_key.algorithm}".encode())
+    if signing is not None:
+        digest.update(signing.public_key_der())
+        digest.update(f"{signing.key_id}/{signing.algorithm}".encode())
     if ca_bundle is not None:
         digest.update(ca_bundle)
     return Inputs(

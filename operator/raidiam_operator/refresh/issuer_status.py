@@ -208,12 +208,18 @@ class IssuerStatusReconciler:
                 ca_bundle = config_map_value(
                     config_map, namespace=self._namespace, name=ref.config_map_name, key=ref.key
                 )
-            if issuer.token_endpoint is not None:
-                status = await self._tokens.reach(issuer.token_endpoint, ca_bundle=ca_bundle)
-                return CheckResult(
-                    token_endpoint=issuer.token_endpoint, fixed_endpoint_status=status
+            fixed = issuer.token_endpoint is not None
+            async with self._tokens.attempt_deadline(
+                f"checking {issuer.issuer}", "its token endpoint" if fixed else "discovery"
+            ):
+                if issuer.token_endpoint is not None:
+                    status = await self._tokens.reach(issuer.token_endpoint, ca_bundle=ca_bundle)
+                    return CheckResult(
+                        token_endpoint=issuer.token_endpoint, fixed_endpoint_status=status
+                    )
+                metadata = await self._tokens.discover(
+                    issuer.issuer, ca_bundle=ca_bundle, fresh=True
                 )
-            metadata = await self._tokens.discover(issuer.issuer, ca_bundle=ca_bundle, fresh=True)
         except RaidiamOperatorError as error:
             return CheckResult(problem=error)
         return CheckResult(

@@ -22,6 +22,7 @@ from typing import Any
 from raidiam_operator.core.errors import (
     AuthorizationServerRejection,
     ConfigurationError,
+    KeyCheckDeferred,
     RaidiamOperatorError,
     TransientError,
 )
@@ -232,6 +233,8 @@ def after_blocked(backoff: Backoff) -> Backoff:
 
 def blocked_retry(error: ConfigurationError) -> timedelta:
     """Secret events wake a blocked client when its input appears; the timer is a safety net."""
+    if isinstance(error, KeyCheckDeferred):
+        return timedelta(seconds=error.retry_after)
     return SECRET_NOT_FOUND_RETRY if error.reason in SOON_FIXED else CONFIGURATION_RETRY
 
 

@@ -41,7 +41,7 @@ from raidiam_operator.protocol.client import TokenClient
 from raidiam_operator.protocol.tokens import IssuedToken
 from raidiam_operator.refresh import policy
 from raidiam_operator.refresh.budget import WriteBudget
-from raidiam_operator.refresh.inputs import Inputs, read_inputs, resolve_issuer
+from raidiam_operator.refresh.inputs import Inputs, PrivateKeys, read_inputs, resolve_issuer
 from raidiam_operator.refresh.policy import ClientView, Reason
 from raidiam_operator.refresh.readback import record_from_secret
 from raidiam_operator.refresh.render import (
@@ -68,6 +68,7 @@ class Reconciler:
         scheduler: Scheduler,
         metrics: Metrics,
         *,
+        keys: PrivateKeys,
         certificate_expiry_warning: timedelta,
         issuer_policy: IssuerPolicy,
         cluster_resource_namespace: str,
@@ -78,6 +79,7 @@ class Reconciler:
     ) -> None:
         self._kube = kube
         self._tokens = tokens
+        self._keys = keys
         self._watch = watch
         self._scheduler = scheduler
         self._metrics = metrics
@@ -126,7 +128,9 @@ class Reconciler:
         try:
             # Which server, and whether this client may use it, before its keys are read.
             spec = await self._resolve_issuer(spec, namespace)
-            inputs = await read_inputs(spec, namespace=namespace, reader=self._watch, now=now)
+            inputs = await read_inputs(
+                spec, namespace=namespace, reader=self._watch, keys=self._keys, now=now
+            )
         except ConfigurationError as error:
             await self._blocked(state, error, now=now)
             return
@@ -202,7 +206,9 @@ class Reconciler:
             spec = await self._resolve_issuer(spec, namespace)
             if spec.token_endpoint or self._tokens.knows_issuer(spec.issuer):
                 return  # nothing to wait for; the inputs are built once, in the attempt
-            inputs = await read_inputs(spec, namespace=namespace, reader=self._watch, now=now)
+            inputs = await read_inputs(
+                spec, namespace=namespace, reader=self._watch, keys=self._keys, now=now
+            )
         except ConfigurationError:
             return
         view = _view(state)

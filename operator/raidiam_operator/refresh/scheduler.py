@@ -4,7 +4,8 @@ One heap for every client instead of a task or timer per object keeps thousands 
 cheap, and one semaphore throttles a burst. At most one attempt per client runs at a time: a
 client planned again while its attempt runs goes again right after it.
 
-Fairness: one namespace, and one issuer, hold at most `tenant_concurrency` of the shared slots.
+Fairness: one namespace, and one issuer, hold at most `tenant_concurrency` of the shared slots
+(by default `tenant_share`: a quarter of them, so that a few busy tenants never hold them all).
 An attempt takes its tenant's shares first and the shared slot last, so clients of a tenant that
 already holds its share (a slow or hostile issuer, a burst in one namespace) wait without
 holding anyone else's slot. Before the shared slot, `prepare` runs (discovery, which may be
@@ -43,7 +44,7 @@ class Scheduler:
         self._attempt = attempt
         self._issuer_of = issuer_of
         self._prepare = prepare
-        share = tenant_concurrency or concurrency
+        share = tenant_concurrency or tenant_share(concurrency)
         self._namespace_shares = _Shares(share)
         self._issuer_shares = _Shares(share)
         self._clock = clock
@@ -182,6 +183,16 @@ class Scheduler:
             waiting = self._namespace_shares.give_back(key[0])
             if waiting is not None:
                 self._admit_to_issuer(waiting)
+
+
+def tenant_share(concurrency: int) -> int:
+    """How many of `concurrency` shared slots one namespace, and one issuer, may hold.
+
+    A quarter (at least 4): it takes four namespaces whose servers all hang to hold every slot,
+    and three leave a quarter to everyone else. A burst in one namespace still runs 16 wide at
+    the default 64 slots: as wide as the Kubernetes client's threads, which every attempt's
+    writes go through, so more attempts of one burst at once would only queue for them."""
+    return min(concurrency, max(4, concurrency // 4))
 
 
 class _Shares:

@@ -29,8 +29,7 @@ class Observed:
     generation: int
     #: a digest of the spec as last seen: a change is known without keeping the spec's body
     spec_digest: bytes
-    #: the spec's issuer URL, as written, even when the spec does not parse: the scheduler's
-    #: fairness groups clients by it
+    #: the spec's issuer URL, as written, even when the spec does not parse (`issuer_share`)
     issuer: str
     #: the spec parsed, or why it cannot be: parsed when the spec changes, not per attempt
     spec: ClientSpec | ConfigurationError
@@ -49,6 +48,13 @@ class Observed:
     @property
     def key(self) -> Key:
         return (self.owner.namespace, self.owner.name)
+
+    @property
+    def issuer_share(self) -> str:
+        """Whose share of the scheduler's slots this client's attempts take: its
+        ClusterRaidiamIssuer's, or its inline issuer URL's. Every issuerRef client has an empty
+        `issuer`, so that alone would put every ClusterRaidiamIssuer in one share."""
+        return f"ClusterRaidiamIssuer/{self.issuer_ref}" if self.issuer_ref else self.issuer
 
 
 @dataclass(slots=True)
