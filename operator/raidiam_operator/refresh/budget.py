@@ -4,7 +4,8 @@ Every tenant's writes go to the API server as the operator's, in the one share t
 server's Priority and Fairness gives it. So each client, and each namespace, has a budget for each
 kind of write; a write beyond it waits, and the attempt that wanted it runs again when the budget
 allows, writing the latest state then (nothing is queued but the moment). A token request waits
-for its token Secret's budget before it goes out, so every token issued is written at once.
+for the budget of both writes it causes (its Secret and the status), so every token issued is
+written at once, and the status tells of it with the Secret.
 
 Pure: `now` comes from the caller. The tables keep only buckets that are not full (a full one is
 the same as none), so they hold the clients and namespaces that wrote lately.

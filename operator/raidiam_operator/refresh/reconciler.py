@@ -8,7 +8,7 @@ Every attempt ends in exactly one of these outcomes, each a method below:
 - `_suspended`: `spec.suspend`: the status says so, nothing is requested;
 - `_kept`: the token we hold is current: its Secret is restored if someone touched it;
 - `_held_back`: a new token is needed, but a backoff, the server's Retry-After or the
-  token Secret's write budget holds;
+  write budget for its Secret and status holds;
 - `_succeeded`: a new token: the Secret, the status, an Event unless it was a routine renewal;
 - `_failed`: the token request failed: the status, a Warning Event, the next attempt per the
   policy. A failed refresh never touches a token Secret that still holds a valid token.
@@ -146,7 +146,7 @@ class Reconciler:
             return
         wait_until = policy.later(
             policy.held_back_until(view, inputs, now=now),
-            self._writes.secret_write_at(state, now=now),
+            self._writes.issue_writes_at(state, now=now),
         )
         if wait_until is not None:
             await self._held_back(state, inputs, wait_until, now=now)

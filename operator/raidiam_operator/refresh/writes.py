@@ -91,10 +91,12 @@ class Writes:
                     owner, warning=False, reason=problem.reason, message=problem.event_note
                 )
 
-    def secret_write_at(self, state: ClientState, *, now: datetime) -> datetime | None:
-        """When the budget allows the token Secret write a new token needs, if not now: the
-        token request waits for it, so that every token issued is written at once."""
-        when = self._budget.next_write(state.observed.key, Write.SECRET, now=now)
+    def issue_writes_at(self, state: ClientState, *, now: datetime) -> datetime | None:
+        """When the budget allows the writes a new token needs (its Secret and the status that
+        tells of it), if not now: the token request waits for both, so that every token issued
+        is written at once and the status never lags the Secret."""
+        key = state.observed.key
+        when = max(self._budget.next_write(key, kind, now=now) for kind in Write)
         return when if when > now else None
 
     def _deferred(self, state: ClientState, kind: Write, *, now: datetime) -> bool:
