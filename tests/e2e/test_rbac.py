@@ -32,9 +32,16 @@ RBAC_KINDS = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "Ro
 
 # What the operator may do in a namespace it serves, as (resource, resource name, verb).
 OPERATOR_PERMISSIONS = {
+    ("raidiamclients.raidiam.io", "", "get"),
     ("raidiamclients.raidiam.io", "", "list"),
     ("raidiamclients.raidiam.io", "", "watch"),
     ("raidiamclients.raidiam.io/status", "", "patch"),
+    # RaidiamRegistrations: the finalizer is the only write to the object itself; no create,
+    # update or delete, and no /finalizers (no blockOwnerDeletion on the credentials Secret).
+    ("raidiamregistrations.raidiam.io", "", "list"),
+    ("raidiamregistrations.raidiam.io", "", "watch"),
+    ("raidiamregistrations.raidiam.io", "", "patch"),
+    ("raidiamregistrations.raidiam.io/status", "", "patch"),
     ("secrets", "", "get"),
     ("secrets", "", "list"),
     ("secrets", "", "watch"),

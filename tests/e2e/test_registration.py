@@ -1,0 +1,311 @@
+"""RaidiamRegistration on the real API server, with the devenv directory (and its authorization
+server, which issues the directory:software token) and the data-provider bank.
+
+Each test is a participant: a RaidiamClient for the directory, a transport certificate shaped
+as Open Finance Brasil has it, and a RaidiamRegistration at the bank with its SSA fresh from the
+directory. What a user sees is asserted: the status, the credentials Secret, Events, and the
+bank's own counters of what was registered.
+"""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes.client.exceptions import ApiException
+
+from raidiam_devenv.authserver import AuthServer
+from raidiam_devenv.controlplane import ControlPlane
+from raidiam_devenv.dataprovider import DataProvider
+from raidiam_devenv.directory import Directory
+from raidiam_devenv.pki import TestPKI
+from tests.integration.conftest import open_finance_certificate
+
+from .conftest import GROUP, VERSION, World, started_world, wait_for
+from .fault_helpers import assert_nothing_leaked
+
+pytestmark = [pytest.mark.kube, pytest.mark.authserver]
+
+PLURAL = "raidiamregistrations"
+REFRESH_REQUESTED_AT = "raidiam.io/refresh-requested-at"
+
+
+@dataclass
+class Participant:
+    """A participant's software as the directory knows it, in one namespace."""
+
+    world: World
+    bank: DataProvider
+    organisation_id: str
+    software_statement_id: str
+    redirect_uris: list[str]
+    directory_api: str
+
+    def spec(self, **extra: Any) -> dict[str, Any]:
+        return {
+            "issuer": self.bank.issuer,
+            "caBundle": {"configMapName": self.world.ca_config_map()},
+            "transportCertificate": {"secretName": "participant-transport"},
+            "softwareStatement": {
+                "fromDirectory": {
+                    "clientRef": {"name": "directory"},
+                    "apiBaseUrl": self.directory_api,
+                    "organisationId": self.organisation_id,
+                    "softwareStatementId": self.software_statement_id,
+                }
+            },
+            "metadata": {"redirectUris": self.redirect_uris[:1]},
+            **extra,
+        }
+
+    def create(self, name: str, spec: dict[str, Any]) -> None:
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "RaidiamRegistration",
+            "metadata": {"name": name},
+            "spec": spec,
+        }
+        self.world.custom.create_namespaced_custom_object(
+            GROUP, VERSION, self.world.namespace, PLURAL, body
+        )
+
+    def patch(self, name: str, patch: dict[str, Any]) -> None:
+        self.world.custom.patch_namespaced_custom_object(
+            GROUP, VERSION, self.world.namespace, PLURAL, name, patch
+        )
+
+    def delete(self, name: str) -> None:
+        self.world.custom.delete_namespaced_custom_object(
+            GROUP, VERSION, self.world.namespace, PLURAL, name
+        )
+
+    def registration(self, name: str) -> dict[str, Any] | None:
+        try:
+            found: dict[str, Any] = self.world.custom.get_namespaced_custom_object(
+                GROUP, VERSION, self.world.namespace, PLURAL, name
+            )
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        return found
+
+    def condition(self, name: str, kind: str = "Ready") -> dict[str, Any]:
+        body = self.registration(name) or {}
+        found = [c for c in (body.get("status") or {}).get("conditions") or [] if c["type"] == kind]
+        return found[0] if found else {}
+
+    def wait_reason(self, name: str, reason: str, *, timeout: float = 60.0) -> dict[str, Any]:
+        wait_for(
+            lambda: self.condition(name).get("reason") == reason,
+            timeout=timeout,
+            what=f"{name} Ready reason {reason} (now {self.condition(name)})",
+        )
+        return self.condition(name)
+
+    def credentials(self, name: str) -> dict[str, str]:
+        secret = self.world.core.read_namespaced_secret(
+            f"{name}-registration", self.world.namespace
+        )
+        return {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
+
+    def events(self, name: str) -> list[Any]:
+        return [
+            e
+            for e in self.world.core.list_namespaced_event(self.world.namespace).items
+            if e.involved_object.name == name and e.involved_object.kind == "RaidiamRegistration"
+        ]
+
+
+@pytest.fixture
+def participant(
+    world: World,
+    clean_directory: Directory,
+    clean_data_provider: DataProvider,
+    test_pki: TestPKI,
+) -> Participant:
+    organisation_id, software_statement_id = str(uuid.uuid4()), str(uuid.uuid4())
+    client_id = f"directory-{uuid.uuid4().hex[:8]}"
+    redirect_uris = [f"https://{software_statement_id}.example/cb"]
+    clean_directory.register_organisation(organisation_id, name="Participante Exemplo SA")
+    clean_directory.register_software_statement(
+        organisation_id,
+        software_statement_id,
+        client_id=client_id,
+        redirect_uris=redirect_uris,
+    )
+    certificate = open_finance_certificate(
+        test_pki, organisation_id, software_statement_id, "tpp.example"
+    )
+    world.auth.register_tls_client(client_id, certificate)
+    world.tls_secret("participant-transport", certificate)
+    world.create_client(
+        "directory",
+        world.spec(
+            client_id,
+            authMethod="tls_client_auth",
+            transportCertificate={"secretName": "participant-transport"},
+        ),
+    )
+    return Participant(
+        world,
+        clean_data_provider,
+        organisation_id,
+        software_statement_id,
+        redirect_uris,
+        clean_directory.api_base_url,
+    )
+
+
+def assert_no_registration_secret_leaked(participant: Participant, names: list[str]) -> None:
+    tokens = [participant.credentials(name)["registration_access_token"] for name in names]
+    assert_nothing_leaked(participant.world, tokens=tokens)
+    for text in (participant.world.operator.log_text(), str(participant.events(names[0]))):
+        for token in tokens:
+            assert token not in text
+
+
+def test_a_registration_from_the_directory_becomes_ready_with_its_credentials_in_a_secret(
+    participant: Participant,
+) -> None:
+    participant.create("bank", participant.spec())
+
+    ready = participant.wait_reason("bank", "Registered")
+
+    status = (participant.registration("bank") or {})["status"]
+    credentials = participant.credentials("bank")
+    assert ready["status"] == "True"
+    assert status["clientId"] == credentials["client_id"]
+    assert status["registrationClientUri"] == credentials["registration_client_uri"]
+    assert status["credentialsSecretName"] == "bank-registration"
+    assert credentials["registration_access_token"]
+    assert participant.bank.registrations(status["clientId"])["created"] == 1
+    assert_no_registration_secret_leaked(participant, ["bank"])
+
+
+def test_an_operator_restart_registers_nothing_twice(
+    participant: Participant,
+    control_plane: ControlPlane,
+    auth_server: AuthServer,
+    test_pki: TestPKI,
+    kube_api: Any,
+    tmp_path: Path,
+) -> None:
+    participant.create("bank", participant.spec())
+    participant.wait_reason("bank", "Registered")
+    created = participant.bank.stats()["registrations_created_total"]
+    participant.world.operator.stop()
+
+    with started_world(
+        control_plane,
+        auth_server,
+        test_pki,
+        kube_api,
+        participant.world.namespace,
+        tmp_path / "restarted.log",
+    ) as restarted:
+        # The restarted operator finds the registration in its Secret and leaves it be.
+        participant.wait_reason("bank", "UpToDate")
+        client_id = participant.credentials("bank")["client_id"]
+        assert participant.bank.stats()["registrations_created_total"] == created
+        # On request (kubectl raidiam refresh sets the annotation) it reads it back: GET only.
+        participant.patch(
+            "bank", {"metadata": {"annotations": {REFRESH_REQUESTED_AT: "2026-12-08T00:00:00Z"}}}
+        )
+        participant.wait_reason("bank", "Checked")
+        assert participant.bank.stats()["registrations_created_total"] == created
+        assert participant.bank.registrations(client_id) == {
+            "created": 1,
+            "read": 1,
+            "updated": 0,
+            "deleted": 0,
+        }
+        assert "registration attempt" not in restarted.operator.log_text()
+
+
+def test_a_metadata_change_updates_the_registration_with_a_put(participant: Participant) -> None:
+    participant.create("bank", participant.spec())
+    participant.wait_reason("bank", "Registered")
+    client_id = participant.credentials("bank")["client_id"]
+
+    participant.patch("bank", {"spec": {"metadata": {"scope": "openid accounts"}}})
+
+    ready = participant.wait_reason("bank", "Updated")
+    assert "MetadataChanged" in ready["message"]
+    assert participant.bank.registrations(client_id)["updated"] == 1
+    assert participant.credentials("bank")["client_id"] == client_id
+
+
+def test_a_rejection_is_reported_with_the_servers_error_and_a_hint_and_not_retried(
+    participant: Participant,
+) -> None:
+    spec = participant.spec(metadata={"redirectUris": ["https://elsewhere.example/cb"]})
+    participant.create("bank", spec)
+
+    ready = participant.wait_reason("bank", "RegistrationRejected")
+
+    assert ready["status"] == "False"
+    assert "invalid_redirect_uri" in ready["message"]
+    assert "software_redirect_uris" in ready["message"]
+    degraded = participant.condition("bank", "Degraded")
+    assert degraded["status"] == "True"
+    warnings = [e for e in participant.events("bank") if e.reason == "RegistrationRejected"]
+    assert len(warnings) == 1
+    assert participant.bank.stats()["registrations_created_total"] == 0
+
+
+@pytest.mark.parametrize(
+    ("policy", "deleted"), [("Delete", 1), ("Retain", 0)], ids=["delete", "retain"]
+)
+def test_deleting_the_object_deletes_the_registration_only_with_delete(
+    participant: Participant, policy: str, deleted: int
+) -> None:
+    participant.create("bank", participant.spec(deletionPolicy=policy))
+    participant.wait_reason("bank", "Registered")
+    client_id = participant.credentials("bank")["client_id"]
+
+    participant.delete("bank")
+
+    wait_for(
+        lambda: participant.registration("bank") is None,
+        timeout=60,
+        what="the RaidiamRegistration to go",
+    )
+    assert participant.bank.registrations(client_id)["deleted"] == deleted
+    reasons = {e.reason for e in participant.events("bank")}
+    if policy == "Delete":
+        assert "RegistrationDeleted" in reasons
+    else:
+        assert "RegistrationRetained" in reasons
+        # The Secret outlives the object, so the registration at the bank stays manageable.
+        assert participant.credentials("bank")["client_id"] == client_id
+
+
+def test_a_bank_that_refuses_delete_lets_the_object_go_with_a_warning(
+    participant: Participant,
+) -> None:
+    participant.create("bank", participant.spec(deletionPolicy="Delete"))
+    participant.wait_reason("bank", "Registered")
+    participant.bank.refuse_delete(status=405)
+
+    participant.delete("bank")
+
+    wait_for(
+        lambda: participant.registration("bank") is None,
+        timeout=60,
+        what="the RaidiamRegistration to go",
+    )
+    warnings = [e for e in participant.events("bank") if e.reason == "RegistrationNotDeleted"]
+    assert warnings
+    assert "may still be there" in warnings[0].message
+
+
+@pytest.fixture(autouse=True)
+def _clean_bank_faults(clean_data_provider: DataProvider) -> Iterator[None]:
+    yield
+    clean_data_provider.clear_faults()
