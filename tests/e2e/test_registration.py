@@ -45,12 +45,13 @@ class Participant:
     software_statement_id: str
     redirect_uris: list[str]
     directory_api: str
+    directory_client_id: str
 
     def spec(self, **extra: Any) -> dict[str, Any]:
         return {
             "issuer": self.bank.issuer,
             "caBundle": {"configMapName": self.world.ca_config_map()},
-            "transportCertificate": {"secretName": "participant-transport"},
+            "transportCertificate": {"secretName": "directory-transport"},
             "softwareStatement": {
                 "fromDirectory": {
                     "clientRef": {"name": "directory"},
@@ -62,6 +63,12 @@ class Participant:
             "metadata": {"redirectUris": self.redirect_uris[:1]},
             **extra,
         }
+
+    def registered(self, name: str, **extra: Any) -> str:
+        """A registration made from `spec(**extra)`, once Ready: its client id."""
+        self.create(name, self.spec(**extra))
+        self.wait_reason(name, "Registered")
+        return self.credentials(name)["client_id"]
 
     def create(self, name: str, spec: dict[str, Any]) -> None:
         body = {
@@ -130,27 +137,18 @@ def participant(
     test_pki: TestPKI,
 ) -> Participant:
     organisation_id, software_statement_id = str(uuid.uuid4()), str(uuid.uuid4())
-    client_id = f"directory-{uuid.uuid4().hex[:8]}"
     redirect_uris = [f"https://{software_statement_id}.example/cb"]
     clean_directory.register_organisation(organisation_id, name="Participante Exemplo SA")
+    certificate = open_finance_certificate(
+        test_pki, organisation_id, software_statement_id, "tpp.example"
+    )
+    world.tls_client("directory", issued=certificate)
+    client_id = world.client("directory")["spec"]["clientId"]
     clean_directory.register_software_statement(
         organisation_id,
         software_statement_id,
         client_id=client_id,
         redirect_uris=redirect_uris,
-    )
-    certificate = open_finance_certificate(
-        test_pki, organisation_id, software_statement_id, "tpp.example"
-    )
-    world.auth.register_tls_client(client_id, certificate)
-    world.tls_secret("participant-transport", certificate)
-    world.create_client(
-        "directory",
-        world.spec(
-            client_id,
-            authMethod="tls_client_auth",
-            transportCertificate={"secretName": "participant-transport"},
-        ),
     )
     return Participant(
         world,
@@ -159,6 +157,7 @@ def participant(
         software_statement_id,
         redirect_uris,
         clean_directory.api_base_url,
+        client_id,
     )
 
 
@@ -185,6 +184,9 @@ def test_a_registration_from_the_directory_becomes_ready_with_its_credentials_in
     assert status["credentialsSecretName"] == "bank-registration"
     assert credentials["registration_access_token"]
     assert participant.bank.registrations(status["clientId"])["created"] == 1
+    registered = [e for e in participant.events("bank") if e.reason == "Registered"]
+    assert registered[0].type == "Normal"
+    assert status["clientId"] in registered[0].message
     assert_no_registration_secret_leaked(participant, ["bank"])
 
 
@@ -196,8 +198,7 @@ def test_an_operator_restart_registers_nothing_twice(
     kube_api: Any,
     tmp_path: Path,
 ) -> None:
-    participant.create("bank", participant.spec())
-    participant.wait_reason("bank", "Registered")
+    participant.registered("bank")
     created = participant.bank.stats()["registrations_created_total"]
     participant.world.operator.stop()
 
@@ -209,10 +210,9 @@ def test_an_operator_restart_registers_nothing_twice(
         participant.world.namespace,
         tmp_path / "restarted.log",
     ) as restarted:
-        # The restarted operator finds the registration in its Secret and leaves it be.
-        participant.wait_reason("bank", "UpToDate")
+        # The restarted operator finds the registration in its Secret and leaves it be
+        # (a registration is read daily, and this one was just made) until asked.
         client_id = participant.credentials("bank")["client_id"]
-        assert participant.bank.stats()["registrations_created_total"] == created
         # On request (kubectl raidiam refresh sets the annotation) it reads it back: GET only.
         participant.patch(
             "bank", {"metadata": {"annotations": {REFRESH_REQUESTED_AT: "2026-12-08T00:00:00Z"}}}
@@ -229,15 +229,14 @@ def test_an_operator_restart_registers_nothing_twice(
 
 
 def test_a_metadata_change_updates_the_registration_with_a_put(participant: Participant) -> None:
-    participant.create("bank", participant.spec())
-    participant.wait_reason("bank", "Registered")
-    client_id = participant.credentials("bank")["client_id"]
+    client_id = participant.registered("bank")
 
     participant.patch("bank", {"spec": {"metadata": {"scope": "openid accounts"}}})
 
     ready = participant.wait_reason("bank", "Updated")
     assert "MetadataChanged" in ready["message"]
     assert participant.bank.registrations(client_id)["updated"] == 1
+    assert "RegistrationUpdated" in {e.reason for e in participant.events("bank")}
     assert participant.credentials("bank")["client_id"] == client_id
 
 
@@ -259,15 +258,67 @@ def test_a_rejection_is_reported_with_the_servers_error_and_a_hint_and_not_retri
     assert participant.bank.stats()["registrations_created_total"] == 0
 
 
+def test_a_renewed_certificate_with_another_subject_is_registered_by_a_put(
+    participant: Participant, test_pki: TestPKI
+) -> None:
+    client_id = participant.registered("bank")
+    renewed = open_finance_certificate(
+        test_pki,
+        participant.organisation_id,
+        participant.software_statement_id,
+        "renewed.tpp.example",
+    )
+    participant.world.auth.register_tls_client(participant.directory_client_id, renewed)
+
+    participant.world.tls_secret("directory-transport", renewed, replace=True)
+
+    ready = participant.wait_reason("bank", "Updated")
+    assert "SubjectDNChanged" in ready["message"]
+    assert participant.bank.registrations(client_id)["updated"] == 1
+
+
+def test_a_directory_outage_degrades_the_registration_and_keeps_it(
+    participant: Participant, clean_directory: Directory
+) -> None:
+    client_id = participant.registered("bank")
+    clean_directory.outage(status=503)
+
+    # An update needs a fresh SSA, which the directory cannot give now.
+    participant.patch("bank", {"spec": {"metadata": {"scope": "openid accounts"}}})
+
+    wait_for(
+        lambda: (
+            participant.condition("bank", "Degraded").get("reason")
+            == "SoftwareStatementUnavailable"
+        ),
+        timeout=60,
+        what="Degraded SoftwareStatementUnavailable",
+    )
+    assert participant.condition("bank")["status"] == "True"
+    assert participant.credentials("bank")["client_id"] == client_id
+    clean_directory.clear_faults()
+    participant.wait_reason("bank", "Updated", timeout=90)
+
+
+def test_a_registration_deleted_at_the_server_is_reported_gone(participant: Participant) -> None:
+    participant.bank.delete_registration(participant.registered("bank"))
+
+    participant.patch(
+        "bank", {"metadata": {"annotations": {REFRESH_REQUESTED_AT: "2026-12-08T00:00:00Z"}}}
+    )
+
+    ready = participant.wait_reason("bank", "RegistrationGone")
+    assert ready["status"] == "False"
+    assert participant.bank.stats()["registrations_created_total"] == 1
+
+
 @pytest.mark.parametrize(
     ("policy", "deleted"), [("Delete", 1), ("Retain", 0)], ids=["delete", "retain"]
 )
 def test_deleting_the_object_deletes_the_registration_only_with_delete(
     participant: Participant, policy: str, deleted: int
 ) -> None:
-    participant.create("bank", participant.spec(deletionPolicy=policy))
-    participant.wait_reason("bank", "Registered")
-    client_id = participant.credentials("bank")["client_id"]
+    client_id = participant.registered("bank", deletionPolicy=policy)
 
     participant.delete("bank")
 
@@ -289,8 +340,7 @@ def test_deleting_the_object_deletes_the_registration_only_with_delete(
 def test_a_bank_that_refuses_delete_lets_the_object_go_with_a_warning(
     participant: Participant,
 ) -> None:
-    participant.create("bank", participant.spec(deletionPolicy="Delete"))
-    participant.wait_reason("bank", "Registered")
+    participant.registered("bank", deletionPolicy="Delete")
     participant.bank.refuse_delete(status=405)
 
     participant.delete("bank")

@@ -30,6 +30,7 @@ from raidiam_operator.core.errors import (
     AuthorizationServerRejection,
     ConfigurationError,
     DirectoryTokenMissing,
+    InvalidTokenResponse,
     KubernetesError,
     RaidiamOperatorError,
     RegistrationGone,
@@ -73,6 +74,7 @@ from raidiam_operator.refresh.inputs import (
     secret_value,
 )
 from raidiam_operator.refresh.registration_status import (
+    Recorded,
     RegistrationView,
     adopted,
     credentials_secret,
@@ -92,6 +94,10 @@ DIRECTORY_SCOPE = "directory:software"
 DELETE_ATTEMPTS = 5
 #: registrations reconciled at once: each holds a connection to a bank or the directory
 CONCURRENT_ATTEMPTS = 4
+#: a registration answered with something unusable, which may have made a client
+IN_DOUBT = "RegistrationInDoubt"
+#: after a finalizer write that met a newer version of the object
+FINALIZER_RETRY = timedelta(seconds=1)
 Key = tuple[str, str]
 
 
@@ -168,17 +174,6 @@ class RegistrationReconciler:
             if REGISTRATION_FINALIZER not in finalizers:
                 return None
             return await self._finalize(body, owner, memory, status, now=now)
-        if REGISTRATION_FINALIZER not in finalizers:
-            await self._kube.patch_registration(
-                owner.namespace,
-                owner.name,
-                {
-                    "metadata": {
-                        "finalizers": [*finalizers, REGISTRATION_FINALIZER],
-                        "resourceVersion": meta["resourceVersion"],
-                    }
-                },
-            )
         generation = int(meta.get("generation") or 0)
         refresh = (meta.get("annotations") or {}).get(REFRESH_REQUESTED_AT)
         spec_name = (body.get("spec") or {}).get("credentialsSecret", {}).get("name")
@@ -190,12 +185,23 @@ class RegistrationReconciler:
             credentials_secret=spec_name or f"{owner.name}-registration",
         )
         try:
+            if REGISTRATION_FINALIZER not in finalizers:
+                await self._set_finalizers(body, [*finalizers, REGISTRATION_FINALIZER])
             spec = parse_registration_spec(body.get("spec") or {}, name=owner.name)
             done, wait = await self._attempt(owner, spec, memory, status, refresh, now=now)
             memory.failed_attempts = 0
             view = _succeeded(view, done, refresh)
+            if done.step.action in _EVENT_REASONS:
+                await self._kube.post_event(
+                    owner,
+                    warning=False,
+                    reason=_EVENT_REASONS[done.step.action],
+                    message=view.ready.message,
+                )
         except (AuthorizationServerRejection, RegistrationGone, ConfigurationError) as error:
-            # Reported, not retried: the server or the user has to change something first.
+            # Reported. A refusal waits for a change (it would only be refused again); input
+            # someone may fix without touching the object (a Secret, the directory client's
+            # token) is looked at again after a while.
             view = _failed(view, error, ready=False)
             wait = CONFIGURATION_RETRY if _soon_fixed(error) else None
             await self._warn(owner, status, error)
@@ -283,21 +289,38 @@ class RegistrationReconciler:
         )
         if step.action == "none":
             assert step.due is not None
-            return _Done(step), step.due - now
+            assert recorded is not None
+            return _Done(step, recorded=recorded), step.due - now
         if step.action == "read":
             assert recorded is not None
             registration = await self._registrar.read(server, recorded.handle)
-            return _Done(step, registration, checked_at=now), self._settings.check_interval
+            return (
+                _Done(step, registration, checked_at=now, recorded=recorded),
+                self._settings.check_interval,
+            )
         statement = local_statement or await self._fresh_statement(namespace, spec, memory)
-        submitted = await self._registrar.submit(
-            server,
-            spec.metadata,
-            software_statement=statement,
-            existing=(recorded.handle, recorded.registration.client_id) if recorded else None,
-            initial_access_token=await self._initial_access_token(namespace, spec)
-            if recorded is None
-            else None,
+        initial_access_token = (
+            await self._initial_access_token(namespace, spec) if recorded is None else None
         )
+        try:
+            submitted = await self._registrar.submit(
+                server,
+                spec.metadata,
+                software_statement=statement,
+                existing=(recorded.handle, recorded.registration.client_id) if recorded else None,
+                initial_access_token=initial_access_token,
+            )
+        except InvalidTokenResponse as error:
+            if recorded is not None:
+                raise
+            # The bank may have made a client and answered with something we cannot read:
+            # registering again could make a second one.
+            raise ConfigurationError(
+                f"{error.message}. The server may have registered a client all the same; the "
+                "operator does not register again until the spec changes. Check at the bank, "
+                "delete a client made there, and change the spec (or re-create this object)",
+                reason=IN_DOUBT,
+            ) from None
         digest = submitted.digest.render()
         if submitted.registration.handle() is None:
             raise ConfigurationError(
@@ -338,27 +361,24 @@ class RegistrationReconciler:
         ref = spec.software_statement
         if not isinstance(ref, SecretKeyRef):
             return None
-        value = secret_value(
-            await self._kube.read_secret(namespace, ref.name),
-            namespace=namespace,
-            secret_name=ref.name,
-            key=ref.key,
-            field_path="spec.softwareStatement.secretRef",
-        )
+        value = await self._secret_key(namespace, ref, "spec.softwareStatement.secretRef")
         return read_software_statement(value, source=f"Secret {namespace}/{ref.name}")
 
     async def _initial_access_token(self, namespace: str, spec: RegistrationSpec) -> str | None:
         ref = spec.initial_access_token
         if ref is None:
             return None
-        value = secret_value(
+        value = await self._secret_key(namespace, ref, "spec.initialAccessToken")
+        return value.decode(errors="replace").strip()
+
+    async def _secret_key(self, namespace: str, ref: SecretKeyRef, field_path: str) -> bytes:
+        return secret_value(
             await self._kube.read_secret(namespace, ref.name),
             namespace=namespace,
             secret_name=ref.name,
             key=ref.key,
-            field_path="spec.initialAccessToken",
+            field_path=field_path,
         )
-        return value.decode(errors="replace").strip()
 
     async def _fresh_statement(
         self, namespace: str, spec: RegistrationSpec, memory: _Memory
@@ -512,18 +532,23 @@ class RegistrationReconciler:
         finalizers = [
             f for f in body["metadata"].get("finalizers") or [] if f != REGISTRATION_FINALIZER
         ]
-        await self._kube.patch_registration(
-            owner.namespace,
-            owner.name,
-            {
-                "metadata": {
-                    "finalizers": finalizers,
-                    "resourceVersion": body["metadata"]["resourceVersion"],
-                }
-            },
-        )
+        try:
+            await self._set_finalizers(body, finalizers)
+        except (KubernetesError, TransientError):
+            # Changed meanwhile (our own status write): again with the object as it is now.
+            return FINALIZER_RETRY
         self.forget((owner.namespace, owner.name))
         return None
+
+    async def _set_finalizers(self, body: Mapping[str, Any], finalizers: list[str]) -> None:
+        """The object's finalizers, as of the version read: a `Conflict` when it changed, so
+        that another controller's finalizer is never dropped."""
+        meta = body["metadata"]
+        await self._kube.patch_registration(
+            meta["namespace"],
+            meta["name"],
+            {"metadata": {"finalizers": finalizers, "resourceVersion": meta["resourceVersion"]}},
+        )
 
     async def _gave_up(self, owner: Owner, error: RaidiamOperatorError, tries: str) -> None:
         await self._kube.post_event(
@@ -557,29 +582,49 @@ class _Done:
     registration: Registration | None = None
     digest: str | None = None
     checked_at: datetime | None = None
+    #: the record in the credentials Secret, which the status shows when it lacks it (a status
+    #: write lost to a restart)
+    recorded: Recorded | None = None
 
 
 _READY_REASONS = {"register": "Registered", "update": "Updated", "read": "Checked"}
+_EVENT_REASONS = {"register": "Registered", "update": "RegistrationUpdated"}
 
 
 def _succeeded(view: RegistrationView, done: _Done, refresh: str | None) -> RegistrationView:
-    registration = done.registration
+    registration, recorded = done.registration, done.recorded
     action = done.step.action
     reason = _READY_REASONS.get(action, "UpToDate")
-    client = registration.client_id if registration else view.previous.get("clientId")
+    client = (
+        registration.client_id
+        if registration
+        else recorded.registration.client_id
+        if recorded
+        else view.previous.get("clientId")
+    )
     message = {
         "register": f"client {client} registered",
         "update": f"client {client} updated ({done.step.reason})",
         "read": f"client {client} read back from the server as registered",
     }.get(action, f"client {client} registered as the spec says")
+    before = _ready_before(view.previous)
+    if action == "none" and before.get("status") == "True":
+        # Nothing happened: the condition keeps saying what last did.
+        reason, message = before.get("reason") or reason, before.get("message") or message
     return replace(
         view,
         ready=_condition("Ready", True, reason, message),
         degraded=_condition("Degraded", False, "AsExpected", "the last attempt succeeded"),
-        client_id=registration.client_id if registration else None,
-        registration_client_uri=registration.registration_client_uri if registration else None,
+        client_id=client,
+        registration_client_uri=(
+            registration.registration_client_uri
+            if registration
+            else recorded.registration.registration_client_uri
+            if recorded
+            else None
+        ),
         client_id_issued_at=registration.client_id_issued_at if registration else None,
-        digest=done.digest,
+        digest=done.digest or (recorded.registration.digest if recorded else None),
         checked_at=done.checked_at,
         refresh_request=refresh,
     )
@@ -589,7 +634,7 @@ def _failed(
     view: RegistrationView, error: RaidiamOperatorError, *, ready: bool
 ) -> RegistrationView:
     message = error.note()
-    previous_ready = {c.get("type"): c for c in view.previous.get("conditions") or []}.get("Ready")
+    previous_ready = _ready_before(view.previous)
     ready_condition = (
         _condition(
             "Ready",
@@ -611,15 +656,18 @@ def _condition(kind: str, status: bool, reason: str, message: str) -> Condition:
     return Condition(kind, status, reason, message)
 
 
+def _ready_before(status: Mapping[str, Any]) -> Mapping[str, Any]:
+    return {c.get("type"): c for c in status.get("conditions") or []}.get("Ready") or {}
+
+
 def _was_ready(status: Mapping[str, Any]) -> bool:
-    ready = {c.get("type"): c for c in status.get("conditions") or []}.get("Ready") or {}
-    return ready.get("status") == "True"
+    return _ready_before(status).get("status") == "True"
 
 
 def _soon_fixed(error: RaidiamOperatorError) -> bool:
     """Input someone else may fix without touching the registration (a Secret, the directory
     client's token, an issuer): looked at again after a while, as RaidiamClients are."""
-    return isinstance(error, ConfigurationError)
+    return isinstance(error, ConfigurationError) and error.reason != IN_DOUBT
 
 
 class RegistrationController:
