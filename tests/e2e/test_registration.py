@@ -129,22 +129,21 @@ class Participant:
         ]
 
 
-@pytest.fixture
-def participant(
-    world: World,
-    clean_directory: Directory,
-    clean_data_provider: DataProvider,
-    test_pki: TestPKI,
+def participant_in(
+    world: World, directory: Directory, bank: DataProvider, pki: TestPKI
 ) -> Participant:
+    """A participant's software in `world`'s namespace: registered in the directory, with a
+    RaidiamClient `directory` (scope directory:software) on an Open Finance Brasil shaped
+    transport certificate (Secret `directory-transport`)."""
     organisation_id, software_statement_id = str(uuid.uuid4()), str(uuid.uuid4())
     redirect_uris = [f"https://{software_statement_id}.example/cb"]
-    clean_directory.register_organisation(organisation_id, name="Participante Exemplo SA")
+    directory.register_organisation(organisation_id, name="Participante Exemplo SA")
     certificate = open_finance_certificate(
-        test_pki, organisation_id, software_statement_id, "tpp.example"
+        pki, organisation_id, software_statement_id, "tpp.example"
     )
     world.tls_client("directory", issued=certificate)
     client_id = world.client("directory")["spec"]["clientId"]
-    clean_directory.register_software_statement(
+    directory.register_software_statement(
         organisation_id,
         software_statement_id,
         client_id=client_id,
@@ -152,13 +151,23 @@ def participant(
     )
     return Participant(
         world,
-        clean_data_provider,
+        bank,
         organisation_id,
         software_statement_id,
         redirect_uris,
-        clean_directory.api_base_url,
+        directory.api_base_url,
         client_id,
     )
+
+
+@pytest.fixture
+def participant(
+    world: World,
+    clean_directory: Directory,
+    clean_data_provider: DataProvider,
+    test_pki: TestPKI,
+) -> Participant:
+    return participant_in(world, clean_directory, clean_data_provider, test_pki)
 
 
 def assert_no_registration_secret_leaked(participant: Participant, names: list[str]) -> None:
