@@ -364,6 +364,35 @@ def test_a_bank_that_refuses_delete_lets_the_object_go_with_a_warning(
     assert "may still be there" in warnings[0].message
 
 
+@pytest.mark.parametrize(
+    ("changes", "says"),
+    [
+        ({"issuer": "http://bank.example"}, "issuer must be an https URL"),
+        ({"issuerRef": {"name": "bank"}}, "set exactly one of spec.issuer"),
+        (
+            {"metadata": {"redirectUris": ["http://tpp.example/cb"]}},
+            "redirectUris must be https URLs",
+        ),
+        ({"metadata": {"tokenEndpointAuthMethod": "client_secret_basic"}}, "Unsupported value"),
+        (
+            {"metadata": {"tokenEndpointAuthSigningAlg": "PS256"}},
+            "only applies to private_key_jwt",
+        ),
+        ({"metadata": {"extra": {f"f{i}": i for i in range(33)}}}, "must have at most 32"),
+        ({"deletionPolicy": "Orphan"}, "Unsupported value"),
+    ],
+    ids=["http", "issuer-and-ref", "redirect-http", "auth-method", "alg", "extra-many", "policy"],
+)
+def test_the_api_server_refuses_a_registration_that_cannot_work_and_says_why(
+    participant: Participant, changes: dict[str, Any], says: str
+) -> None:
+    with pytest.raises(ApiException) as refused:
+        participant.create("bad", participant.spec(**changes))
+
+    assert refused.value.status == 422
+    assert says in str(refused.value.body)
+
+
 @pytest.fixture(autouse=True)
 def _clean_bank_faults(clean_data_provider: DataProvider) -> Iterator[None]:
     yield

@@ -130,7 +130,7 @@ class _Memory:
     status: JSON | None = None
     #: a registration the server made whose Secret is not written yet: written before anything
     #: else is tried, so that it is never registered again
-    unsaved: tuple[Submitted, str] | None = None
+    unsaved: tuple[Submitted, str, NextStep] | None = None
     failed_attempts: int = 0
     #: the Secrets the last attempt read, whose changes wake the registration
     secrets: frozenset[str] = frozenset()
@@ -233,9 +233,12 @@ class RegistrationReconciler:
     ) -> tuple[_Done, timedelta | None]:
         namespace = owner.namespace
         if memory.unsaved is not None:
-            submitted, digest = memory.unsaved
+            # The server made or changed the registration; only its record is missing.
+            submitted, digest, made = memory.unsaved
             await self._save(owner, spec, submitted.registration, digest, existing=None)
             memory.unsaved = None
+            done = _Done(made, submitted.registration, digest, checked_at=now)
+            return done, self._settings.check_interval
         server_spec = await resolve_issuer(
             spec.server,
             namespace=namespace,
@@ -330,7 +333,7 @@ class RegistrationReconciler:
                 "it at the server, or manage it by hand",
                 reason="RegistrationNotManageable",
             )
-        memory.unsaved = (submitted, digest)
+        memory.unsaved = (submitted, digest, step)
         await self._save(owner, spec, submitted.registration, digest, existing=existing)
         memory.unsaved = None
         return _Done(step, submitted.registration, digest, checked_at=now), (
