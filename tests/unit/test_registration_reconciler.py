@@ -279,3 +279,15 @@ async def test_only_changes_that_matter_wake_a_registration() -> None:
     await controller.aclose()
 
     assert attempts == [1, 1, 2]
+
+
+async def test_a_registration_the_server_made_unmanageable_is_not_made_again(
+    kube: Kube, bank: Bank
+) -> None:
+    bank.answer("POST", MTLS_REGISTRATION, 201, json={"client_id": "c-2"})
+
+    wait = await reconciler(kube, bank).reconcile(body(), now=NOW)
+
+    assert wait is None
+    assert kube.ready()["reason"] == "RegistrationNotManageable"
+    assert "c-2" in kube.ready()["message"]

@@ -96,6 +96,10 @@ DELETE_ATTEMPTS = 5
 CONCURRENT_ATTEMPTS = 4
 #: a registration answered with something unusable, which may have made a client
 IN_DOUBT = "RegistrationInDoubt"
+#: a registration made without what RFC 7592 needs to manage it
+NOT_MANAGEABLE = "RegistrationNotManageable"
+#: a POST may have made a client: trying again could make a second one, so a person decides
+NEVER_RETRIED = frozenset({IN_DOUBT, NOT_MANAGEABLE})
 #: after a finalizer write that met a newer version of the object
 FINALIZER_RETRY = timedelta(seconds=1)
 Key = tuple[str, str]
@@ -246,8 +250,7 @@ class RegistrationReconciler:
             policy=self._settings.issuer_policy,
             cluster_resource_namespace=self._settings.cluster_resource_namespace,
         )
-        reads = set(spec.referenced_secrets())
-        memory.secrets = frozenset(reads)
+        memory.secrets = spec.referenced_secrets()
         inputs = await read_inputs(
             server_spec, namespace=namespace, reader=self._kube, keys=self._keys, now=now
         )
@@ -331,7 +334,7 @@ class RegistrationReconciler:
                 f"{submitted.registration.client_id} without a registration_client_uri or "
                 "registration_access_token (RFC 7592), so the operator cannot manage it; delete "
                 "it at the server, or manage it by hand",
-                reason="RegistrationNotManageable",
+                reason=NOT_MANAGEABLE,
             )
         memory.unsaved = (submitted, digest, step)
         await self._save(owner, spec, submitted.registration, digest, existing=existing)
@@ -435,29 +438,22 @@ class RegistrationReconciler:
                 f"RaidiamClient {namespace}/{client} has no token yet (Secret {secret_name}); "
                 "the registration goes ahead once it has one"
             )
-        scope = (
-            secret_value(
+
+        def value(key: str) -> str:
+            return secret_value(
                 secret,
                 namespace=namespace,
                 secret_name=secret_name,
-                key="scope",
+                key=key,
                 field_path=f"RaidiamClient {client}",
             ).decode(errors="replace")
-            if data.get("scope")
-            else ""
-        )
-        if DIRECTORY_SCOPE not in scope.split():
+
+        if DIRECTORY_SCOPE not in (value("scope") if data.get("scope") else "").split():
             raise DirectoryTokenMissing(
                 f"the token of RaidiamClient {namespace}/{client} does not have the scope "
                 f"{DIRECTORY_SCOPE}; set spec.scope: {DIRECTORY_SCOPE} on it"
             )
-        return secret_value(
-            secret,
-            namespace=namespace,
-            secret_name=secret_name,
-            key="access_token",
-            field_path=f"RaidiamClient {client}",
-        ).decode(errors="replace")
+        return value("access_token")
 
     async def _finalize(
         self,
@@ -670,7 +666,7 @@ def _was_ready(status: Mapping[str, Any]) -> bool:
 def _soon_fixed(error: RaidiamOperatorError) -> bool:
     """Input someone else may fix without touching the registration (a Secret, the directory
     client's token, an issuer): looked at again after a while, as RaidiamClients are."""
-    return isinstance(error, ConfigurationError) and error.reason != IN_DOUBT
+    return isinstance(error, ConfigurationError) and error.reason not in NEVER_RETRIED
 
 
 class RegistrationController:
