@@ -314,6 +314,12 @@ _AUDIT_POLICY: dict[str, Any] = {
             "level": "Metadata",
             "resources": [{"group": "", "resources": ["secrets", "configmaps"]}],
         },
+        # How often the operator patches a client's status (the write budget's tests).
+        {
+            "level": "Metadata",
+            "verbs": ["patch", "update"],
+            "resources": [{"group": "raidiam.io", "resources": ["raidiamclients/status"]}],
+        },
         {"level": "None"},
     ],
 }
@@ -355,7 +361,8 @@ class ControlPlane:
 
     ``workdir`` receives the PKI, etcd data, kubeconfigs and process logs.
     With ``audit_policy=True`` the apiserver writes a JSON audit log of every
-    Secret/ConfigMap request (Metadata level) to :attr:`audit_log_path`.
+    Secret/ConfigMap request and RaidiamClient status write (Metadata level) to
+    :attr:`audit_log_path`.
 
     With ``node_ip`` the control plane is ready for a node
     (:class:`raidiam_devenv.node.NodeCluster`): the apiserver listens on that

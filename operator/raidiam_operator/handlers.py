@@ -19,7 +19,7 @@ from raidiam_operator.core.options import OperatorOptions
 from raidiam_operator.core.registration_spec import REGISTRATION_PLURAL
 from raidiam_operator.core.spec import GROUP, PLURAL, VERSION
 from raidiam_operator.kube.gateway import KubernetesGateway
-from raidiam_operator.kube.leader import LeaderElector, LeaseSettings
+from raidiam_operator.kube.leader import UNFENCED, Fence, LeaderElector, LeaseSettings
 from raidiam_operator.metrics import Metrics
 from raidiam_operator.protocol.client import TokenClient
 from raidiam_operator.protocol.keychecks import KeyChecker, WorkerPool
@@ -95,6 +95,13 @@ async def start_engine(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: An
     # Secrets as metadata only: every Secret in the served namespaces passes through this watch,
     # and most are none of our business (docs/security.md).
     secrets = kube.secret_metadata_watch(options.namespaces, secret_event)
+    elector = None
+    if options.leader_election is not None:
+        namespace, name = options.leader_election
+        elector = LeaderElector(
+            kube, LeaseSettings(namespace=namespace, name=name, identity=options.identity)
+        )
+    fence: Fence = elector if elector is not None else UNFENCED
     engine = RefreshEngine(
         kube,
         tokens,
@@ -105,6 +112,7 @@ async def start_engine(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: An
         ),
         metrics=metrics,
         secret_names=secrets,
+        fence=fence,
         keys=keys,
     )
     issuers = IssuerStatusReconciler(
@@ -112,6 +120,7 @@ async def start_engine(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: An
         tokens,
         cluster_resource_namespace=options.cluster_resource_namespace,
         interval=options.issuer_check_interval,
+        fence=fence,
     )
     registrations = registration_controller(kube, tokens, keys, options)
     secrets.start()
@@ -121,11 +130,7 @@ async def start_engine(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: An
     memo.secrets = secrets
     memo.engine_task = asyncio.create_task(engine.run(), name="refresh engine")
     memo.issuers_task = asyncio.create_task(issuers.run(), name="issuer status")
-    if options.leader_election is not None:
-        namespace, name = options.leader_election
-        elector = LeaderElector(
-            kube, LeaseSettings(namespace=namespace, name=name, identity=options.identity)
-        )
+    if elector is not None:
         engine.set_active(False)
         issuers.set_active(False)
         registrations.set_active(False)

@@ -203,6 +203,30 @@ def token_requests(auth: AuthServer, client_id: str) -> list[TokenRequestSeen]:
     return seen
 
 
+def most_in_a_minute(moments: Iterable[datetime]) -> int:
+    """The most of `moments` in any 60 s."""
+    stamps = sorted(m.timestamp() for m in moments)
+    return max((sum(1 for t in stamps if start <= t < start + 60) for start in stamps), default=0)
+
+
+# -- the Lease ---------------------------------------------------------------------------------
+
+
+def lease_holder(world: World, name: str = "raidiam-token-operator") -> str:
+    """Who holds the Lease `name` in the world's namespace ("" if no one, or no Lease)."""
+    result = world.control_plane.kubectl(
+        "get",
+        "lease",
+        name,
+        "-n",
+        world.namespace,
+        "-o",
+        "jsonpath={.spec.holderIdentity}",
+        check=False,
+    )
+    return result.stdout.strip() if result.returncode == 0 else ""
+
+
 # -- the audit log ---------------------------------------------------------------------------
 
 

@@ -13,22 +13,9 @@ import pytest
 from raidiam_devenv.operator_process import OperatorProcess
 
 from .conftest import World, wait_for
+from .fault_helpers import lease_holder
 
 pytestmark = [pytest.mark.kube, pytest.mark.authserver]
-
-
-def _holder(world: World) -> str:
-    result = world.control_plane.kubectl(
-        "get",
-        "lease",
-        "raidiam-token-operator",
-        "-n",
-        world.namespace,
-        "-o",
-        "jsonpath={.spec.holderIdentity}",
-        check=False,
-    )
-    return result.stdout.strip() if result.returncode == 0 else ""
 
 
 def test_the_standby_takes_over_within_30_s_and_no_token_expires(
@@ -50,7 +37,7 @@ def test_the_standby_takes_over_within_30_s_and_no_token_expires(
             world.tls_client(name, token_ttl=20)
         for name in names:
             world.wait_ready(name)
-        holder = wait_for(lambda: _holder(world), timeout=20, what="a Lease holder")
+        holder = wait_for(lambda: lease_holder(world), timeout=20, what="a Lease holder")
         active = next(r for r in replicas if holder == f"{socket.gethostname()}-{r.pid}")
         standby = next(r for r in replicas if r is not active)
         assert "issued token" not in standby.log_text(), "the standby sends no token request"
@@ -62,7 +49,7 @@ def test_the_standby_takes_over_within_30_s_and_no_token_expires(
         refreshed_after = set()
         tokens_at_kill = {name: world.token(name) for name in names}
         while time.monotonic() - killed_at < 45:
-            if took_over is None and _holder(world) == f"{socket.gethostname()}-{standby.pid}":
+            if took_over is None and lease_holder(world) == f"{socket.gethostname()}-{standby.pid}":
                 took_over = time.monotonic() - killed_at
             for name in names:
                 token = world.token(name)

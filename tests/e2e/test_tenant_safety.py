@@ -29,6 +29,7 @@ from .conftest import World, wait_for
 from .fault_helpers import (
     client_id_of,
     is_ready,
+    most_in_a_minute,
     ready_and_degraded,
     record_figure,
     token_requests,
@@ -144,11 +145,6 @@ def test_a_slow_loris_issuer_with_80_clients_delays_no_other_tenant(
 # -- a server that issues one-second tokens is not hammered -----------------------------------
 
 
-def _most_in_a_minute(moments: list[datetime]) -> int:
-    stamps = sorted(m.timestamp() for m in moments)
-    return max((sum(1 for t in stamps if start <= t < start + 60) for start in stamps), default=0)
-
-
 @pytest.mark.parametrize("lifetime", [1, 0.5])
 def test_tokens_that_live_a_second_or_less_are_requested_at_most_30_times_a_minute(
     world: World, lifetime: float
@@ -177,12 +173,12 @@ def test_tokens_that_live_a_second_or_less_are_requested_at_most_30_times_a_minu
         f"short_lifetime_{lifetime}s",
         {
             "requests_in_70_s": len(in_window),
-            "most_requests_in_one_minute": _most_in_a_minute([r.started for r in requests]),
+            "most_requests_in_one_minute": most_in_a_minute([r.started for r in requests]),
             "events": len(events),
         },
     )
     assert world.token(name) is not None, "the short-lived token is used"
-    assert _most_in_a_minute([r.started for r in requests]) <= 30
+    assert most_in_a_minute([r.started for r in requests]) <= 30
     assert len(in_window) >= 20, "the client keeps refreshing"
     assert len(events) <= 30
     assert len(warnings) == 1, "one Warning for the short lifetime, not one per token"

@@ -21,9 +21,11 @@ from raidiam_operator.core.issuers import IssuerPolicy
 from raidiam_operator.core.options import CERTIFICATE_EXPIRY_WARNING
 from raidiam_operator.core.times import Clock, utc_now
 from raidiam_operator.kube.gateway import KubeGateway
+from raidiam_operator.kube.leader import UNFENCED, Fence, FencedGateway, LeaseNotHeld
 from raidiam_operator.metrics import Metrics
 from raidiam_operator.protocol.client import TokenClient
 from raidiam_operator.protocol.keychecks import KeyChecker
+from raidiam_operator.refresh.budget import CLIENT_WRITES, NAMESPACE_WRITES, Rate, WriteBudget
 from raidiam_operator.refresh.inputs import PrivateKeys
 from raidiam_operator.refresh.reconciler import Reconciler
 from raidiam_operator.refresh.scheduler import Scheduler
@@ -55,6 +57,10 @@ class EngineSettings:
     issuer_policy: IssuerPolicy = field(default_factory=IssuerPolicy)
     #: where ClusterRaidiamIssuers' CA bundle ConfigMaps live
     cluster_resource_namespace: str = "default"
+    #: token Secret writes, and status patches, for one client (budget.py)
+    client_writes: Rate = CLIENT_WRITES
+    #: the same for one namespace: what one tenant may spend of the operator's API share
+    namespace_writes: Rate = NAMESPACE_WRITES
 
 
 class RefreshEngine:
@@ -67,10 +73,13 @@ class RefreshEngine:
         clock: Clock = utc_now,
         metrics: Metrics | None = None,
         secret_names: SecretNames | None = None,
+        fence: Fence = UNFENCED,
         keys: PrivateKeys | None = None,
     ) -> None:
         self.settings = settings or EngineSettings()
         self._clock = clock
+        # Asked before every token request and write (the Lease, with --leader-election).
+        self._fence = fence
         self._metrics = metrics or Metrics()
         self._metrics.leader.set(1)
         self._watch = WatchCache(kube, clock=clock, secret_names=secret_names)
@@ -83,7 +92,7 @@ class RefreshEngine:
             prepare=self._prepare,
         )
         self._reconciler = Reconciler(
-            kube,
+            FencedGateway(kube, fence),
             tokens,
             self._watch,
             self._scheduler,
@@ -95,6 +104,10 @@ class RefreshEngine:
             cluster_resource_namespace=self.settings.cluster_resource_namespace,
             clock=clock,
             rng=random.Random(self.settings.seed),  # noqa: S311 - jitter, not secrecy
+            fence=fence,
+            write_budget=WriteBudget(
+                client=self.settings.client_writes, namespace=self.settings.namespace_writes
+            ),
         )
         # False on a standby replica: it keeps watching but sends and writes nothing.
         self._active = True
@@ -205,7 +218,7 @@ class RefreshEngine:
     async def reconcile(self, key: Key) -> None:
         """One attempt for `key`, now."""
         state = self._watch.clients.get(key)
-        if state is None or not self._active:
+        if state is None or not self._active or not self._fence.holds_lease():
             return
         await self._reconciler.reconcile(state)
 
@@ -231,6 +244,8 @@ class RefreshEngine:
             await self.reconcile(key)
         except asyncio.CancelledError:
             raise
+        except LeaseNotHeld:
+            pass  # nothing was sent; the replica that holds the Lease does this work
         except Conflict:
             self._scheduler.schedule(key, self._clock())
         except Exception as error:  # the API server or a bug; never let one client stop the rest

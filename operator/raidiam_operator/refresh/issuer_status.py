@@ -24,6 +24,7 @@ from typing import Any, Protocol
 from raidiam_operator.core.errors import RaidiamOperatorError
 from raidiam_operator.core.issuers import parse_issuer
 from raidiam_operator.core.times import Clock, rfc3339, utc_now
+from raidiam_operator.kube.leader import UNFENCED, Fence
 from raidiam_operator.protocol.client import TokenClient
 from raidiam_operator.protocol.metadata import discovery_url
 from raidiam_operator.refresh.inputs import config_map_value
@@ -71,8 +72,10 @@ class IssuerStatusReconciler:
         cluster_resource_namespace: str,
         clock: Clock = utc_now,
         interval: timedelta = CHECK_INTERVAL,
+        fence: Fence = UNFENCED,
     ) -> None:
         self._kube = kube
+        self._fence = fence
         self._tokens = tokens
         self._namespace = cluster_resource_namespace
         self._clock = clock
@@ -107,6 +110,9 @@ class IssuerStatusReconciler:
             for name in self._issuers:
                 self._plan(name, now)
         self._active = active
+        if not active:
+            for task in self._running.values():
+                task.cancel()
         self._wakeup.set()
 
     # -- the loop --------------------------------------------------------------------------
@@ -147,7 +153,7 @@ class IssuerStatusReconciler:
 
     async def _check(self, name: str) -> None:
         state = self._issuers.get(name)
-        if state is None:
+        if state is None or not self._fence.holds_lease():
             return
         generation = state.generation
         result = await self.check(state.body)
@@ -170,6 +176,8 @@ class IssuerStatusReconciler:
             now=now,
         )
         try:
+            if not self._fence.holds_lease():
+                return  # the new holder checks every issuer again
             if status_differs(state.observed_status, status):
                 await self._kube.patch_issuer_status(name, status)
                 state.observed_status = status

@@ -307,6 +307,10 @@ def earliest(*moments: datetime | None) -> datetime:
     return min(m for m in moments if m is not None)
 
 
+def later(*moments: datetime | None) -> datetime | None:
+    return max((m for m in moments if m is not None), default=None)
+
+
 # -- what the token Secret carries -------------------------------------------------------------
 
 

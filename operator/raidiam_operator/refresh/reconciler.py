@@ -7,7 +7,8 @@ Every attempt ends in exactly one of these outcomes, each a method below:
   no further request, the token Secret left as it is;
 - `_suspended`: `spec.suspend`: the status says so, nothing is requested;
 - `_kept`: the token we hold is current: its Secret is restored if someone touched it;
-- `_held_back`: a new token is needed, but a backoff or the server's Retry-After holds;
+- `_held_back`: a new token is needed, but a backoff, the server's Retry-After or the
+  token Secret's write budget holds;
 - `_succeeded`: a new token: the Secret, the status, an Event unless it was a routine renewal;
 - `_failed`: the token request failed: the status, a Warning Event, the next attempt per the
   policy. A failed refresh never touches a token Secret that still holds a valid token.
@@ -34,10 +35,12 @@ from raidiam_operator.core.issuers import IssuerPolicy
 from raidiam_operator.core.spec import ClientSpec
 from raidiam_operator.core.times import Clock, rfc3339
 from raidiam_operator.kube.gateway import KubeGateway
+from raidiam_operator.kube.leader import Fence, require_lease
 from raidiam_operator.metrics import Metrics
 from raidiam_operator.protocol.client import TokenClient
 from raidiam_operator.protocol.tokens import IssuedToken
 from raidiam_operator.refresh import policy
+from raidiam_operator.refresh.budget import WriteBudget
 from raidiam_operator.refresh.inputs import Inputs, PrivateKeys, read_inputs, resolve_issuer
 from raidiam_operator.refresh.policy import ClientView, Reason
 from raidiam_operator.refresh.readback import record_from_secret
@@ -71,6 +74,8 @@ class Reconciler:
         cluster_resource_namespace: str,
         clock: Clock,
         rng: random.Random,
+        fence: Fence,
+        write_budget: WriteBudget,
     ) -> None:
         self._kube = kube
         self._tokens = tokens
@@ -78,7 +83,8 @@ class Reconciler:
         self._watch = watch
         self._scheduler = scheduler
         self._metrics = metrics
-        self._writes = Writes(kube, metrics)
+        self._writes = Writes(kube, metrics, write_budget)
+        self._fence = fence
         self._certificate_expiry_warning = certificate_expiry_warning
         self._issuer_policy = issuer_policy
         self._cluster_resource_namespace = cluster_resource_namespace
@@ -86,6 +92,14 @@ class Reconciler:
         self._rng = rng
 
     async def reconcile(self, state: ClientState) -> None:
+        try:
+            await self._reconcile(state)
+        finally:
+            deferred, state.deferred_write = state.deferred_write, None
+            if deferred is not None:
+                self._scheduler.schedule(state.observed.key, deferred)
+
+    async def _reconcile(self, state: ClientState) -> None:
         now = self._clock()
         observed, token = state.observed, state.token
         namespace = observed.owner.namespace
@@ -130,11 +144,15 @@ class Reconciler:
         if reason is None:
             await self._kept(state, spec, inputs, existing, now=now)
             return
-        wait_until = policy.held_back_until(view, inputs, now=now)
+        wait_until = policy.later(
+            policy.held_back_until(view, inputs, now=now),
+            self._writes.secret_write_at(state, now=now),
+        )
         if wait_until is not None:
             await self._held_back(state, inputs, wait_until, now=now)
             return
 
+        require_lease(self._fence)  # immediately before the request: nothing is sent without it
         started = self._clock()
         token.last_request_at = now
         failure, token.discovery_failure = token.discovery_failure, None
@@ -198,6 +216,7 @@ class Reconciler:
             self._tokens.discovered(inputs.request)
             or policy.refresh_reason(view, inputs, now=now) is None
             or policy.held_back_until(view, inputs, now=now) is not None
+            or not self._fence.holds_lease()
         ):
             return
         try:
@@ -300,7 +319,7 @@ class Reconciler:
         assert token.record is not None
         token.record = policy.with_certificate(token.record, spec.token_secret, inputs)
         try:
-            await self._writes.secret(state, spec, existing, renewed=False)
+            await self._writes.secret(state, spec, existing, renewed=False, now=now)
         except ConfigurationError as error:  # the Secret's template cannot carry this token
             await self._blocked(state, error, now=now)
             return
@@ -353,8 +372,8 @@ class Reconciler:
         state.backoff = policy.after_success(state.backoff)
         too_short = short_lifetime(issued.lifetime)
         token.lifetime_warning = Problem("ShortTokenLifetime", too_short) if too_short else None
-        await self._writes.secret(state, spec, existing, renewed=True, desired=desired)
         now = self._clock()
+        await self._writes.secret(state, spec, existing, renewed=True, now=now, desired=desired)
         await self._writes.status(state, inputs, blocked=None, now=now)
         self._scheduler.replan(observed.key, token.next_refresh)
         logger.info(

@@ -96,7 +96,18 @@ class Scheduler:
         return sum(1 for when in self.due.values() if when < now - grace)
 
     def set_active(self, active: bool) -> None:
+        """Start attempts, or stop: a replica that lost the Lease starts none, and the attempts
+        running or queued are cancelled at once (their plans go; a new holder makes new ones)."""
         self._active = active
+        if not active:
+            for key in self._namespace_shares.drop_waiting():
+                self._running.discard(key)
+            for key in self._issuer_shares.drop_waiting():
+                self._namespace_shares.give_back(key[0])  # it held its namespace's share
+                self._running.discard(key)
+            self._again.clear()
+            for task in list(self._tasks):
+                task.cancel()
         self._wakeup.set()
 
     async def run(self) -> None:
@@ -202,6 +213,12 @@ class _Shares:
             return True
         self._waiting.setdefault(tenant, deque()).append(key)
         return False
+
+    def drop_waiting(self) -> list[Key]:
+        """Empty every queue; returns the clients that waited."""
+        dropped = [key for waiting in self._waiting.values() for key in waiting]
+        self._waiting.clear()
+        return dropped
 
     def give_back(self, tenant: str) -> Key | None:
         """Free a share of `tenant`; the client that waited longest for it now holds it."""

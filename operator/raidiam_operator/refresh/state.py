@@ -127,3 +127,5 @@ class ClientState:
     token: TokenState = field(default_factory=TokenState)
     backoff: Backoff = field(default_factory=Backoff)
     notices: Notices = field(default_factory=Notices)
+    #: a write the budget deferred: the client's next attempt comes no later, and makes it
+    deferred_write: datetime | None = None

@@ -1,12 +1,14 @@
 """What an attempt writes to Kubernetes: the token Secret, the status, Events. Each only when it
 would change something: a steady client costs no API writes, a renewal two. Events are rate
 limited per client and reason: a long outage, or a server whose tokens live a second, must not
-flood them (the API server stores each one).
+flood them (the API server stores each one). Secret writes and status patches keep to the
+client's and the namespace's write budget (budget.py): one beyond it is deferred, not queued.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Mapping
 from datetime import datetime, timedelta
@@ -14,8 +16,10 @@ from typing import Any
 
 from raidiam_operator.core.spec import ClientSpec, Owner
 from raidiam_operator.kube.gateway import KubeGateway
+from raidiam_operator.kube.leader import LeaseNotHeld
 from raidiam_operator.metrics import Metrics
 from raidiam_operator.refresh import policy
+from raidiam_operator.refresh.budget import Write, WriteBudget
 from raidiam_operator.refresh.inputs import Inputs
 from raidiam_operator.refresh.render import (
     Problem,
@@ -40,9 +44,10 @@ MAX_PENDING_EVENTS = 10_000
 
 
 class Writes:
-    def __init__(self, kube: KubeGateway, metrics: Metrics) -> None:
+    def __init__(self, kube: KubeGateway, metrics: Metrics, budget: WriteBudget) -> None:
         self._kube = kube
         self._metrics = metrics
+        self._budget = budget
         self._background = asyncio.Semaphore(BACKGROUND_EVENTS)
         self._pending: set[asyncio.Task[None]] = set()
 
@@ -81,9 +86,26 @@ class Writes:
 
     async def _post_behind(self, owner: Owner, problem: Problem) -> None:
         async with self._background:
-            await self._kube.post_event(
-                owner, warning=False, reason=problem.reason, message=problem.event_note
-            )
+            with contextlib.suppress(LeaseNotHeld):  # the new holder reports for itself
+                await self._kube.post_event(
+                    owner, warning=False, reason=problem.reason, message=problem.event_note
+                )
+
+    def secret_write_at(self, state: ClientState, *, now: datetime) -> datetime | None:
+        """When the budget allows the token Secret write a new token needs, if not now: the
+        token request waits for it, so that every token issued is written at once."""
+        when = self._budget.next_write(state.observed.key, Write.SECRET, now=now)
+        return when if when > now else None
+
+    def _deferred(self, state: ClientState, kind: Write, *, now: datetime) -> bool:
+        """Count a write of `kind`, or defer it (True) to when the budget allows."""
+        key = state.observed.key
+        when = self._budget.take(key, kind, now=now)
+        if when is None:
+            return False
+        state.deferred_write = min(when, state.deferred_write or when)
+        logger.debug("%s/%s: %s write deferred by the write budget", key[0], key[1], kind.value)
+        return True
 
     async def secret(
         self,
@@ -92,6 +114,7 @@ class Writes:
         existing: Mapping[str, Any] | None,
         *,
         renewed: bool,
+        now: datetime,
         desired: dict[str, Any] | None = None,
     ) -> None:
         """Make the token Secret hold the token we hold, writing only when needed.
@@ -109,6 +132,12 @@ class Writes:
         namespace, name = owner.namespace, spec.token_secret.name
         if desired is None:
             desired = token_secret(owner, spec.token_secret, token.record)
+        if renewed:
+            self._budget.spend(state.observed.key, Write.SECRET, now=now)
+        elif (existing is None or secret_differs(existing, desired)) and self._deferred(
+            state, Write.SECRET, now=now
+        ):
+            return  # still unverified: restored when the budget allows
         try:
             if not token.secret_unverified and token.written_secret_version:
                 desired["metadata"]["resourceVersion"] = token.written_secret_version
@@ -188,6 +217,8 @@ class Writes:
         )
         if not status_differs(observed.status, rendered.status):
             return
+        if self._deferred(state, Write.STATUS, now=now):
+            return  # the latest status is rendered again then
         await self._kube.patch_status(observed.owner, rendered.status)
         observed.status = rendered.status
         observed.previous_conditions = rendered.status["conditions"]
