@@ -122,7 +122,7 @@ async def start_engine(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: An
         interval=options.issuer_check_interval,
         fence=fence,
     )
-    registrations = registration_controller(kube, tokens, keys, options)
+    registrations = registration_controller(kube, tokens, keys, options, fence=fence)
     secrets.start()
     memo.kube, memo.tokens, memo.engine, memo.issuers = kube, tokens, engine, issuers
     memo.registrations = registrations

@@ -291,3 +291,19 @@ async def test_a_registration_the_server_made_unmanageable_is_not_made_again(
     assert wait is None
     assert kube.ready()["reason"] == "RegistrationNotManageable"
     assert "c-2" in kube.ready()["message"]
+
+
+async def test_a_replica_without_the_lease_sends_and_writes_nothing(kube: Kube, bank: Bank) -> None:
+    class Closed:
+        def holds_lease(self) -> bool:
+            return False
+
+    registrar = Registrar(TokenClient(transport=httpx.MockTransport(bank)))
+    follower = RegistrationReconciler(
+        kube, registrar, KeyChecker(), RegistrationSettings(), fence=Closed()
+    )
+
+    assert await follower.reconcile(body(), now=NOW) is None
+    assert bank.requests == []
+    assert kube.order == []
+    assert kube.patches == []

@@ -57,6 +57,7 @@ from raidiam_operator.core.registration_spec import (
 )
 from raidiam_operator.core.spec import REFRESH_REQUESTED_AT, Owner, parse_spec
 from raidiam_operator.core.times import Clock, utc_now
+from raidiam_operator.kube.leader import UNFENCED, Fence, LeaseNotHeld, require_lease
 from raidiam_operator.protocol.client import TokenClient
 from raidiam_operator.protocol.registrar import (
     Registrar,
@@ -148,9 +149,11 @@ class RegistrationReconciler:
         keys: PrivateKeys,
         settings: RegistrationSettings,
         *,
+        fence: Fence = UNFENCED,
         rng: random.Random | None = None,
     ) -> None:
         self._kube = kube
+        self._fence = fence
         self._registrar = registrar
         self._keys = keys
         self._settings = settings
@@ -165,7 +168,16 @@ class RegistrationReconciler:
         return memory is not None and name in memory.secrets
 
     async def reconcile(self, body: Mapping[str, Any], *, now: datetime) -> timedelta | None:
-        """One attempt; when to try again (None: on the next change)."""
+        """One attempt; when to try again (None: on the next change). A replica that does not
+        hold the Lease sends and writes nothing: the leader does the work, and this one is
+        woken when it leads."""
+        try:
+            return await self._reconcile(body, now=now)
+        except LeaseNotHeld:
+            return None
+
+    async def _reconcile(self, body: Mapping[str, Any], *, now: datetime) -> timedelta | None:
+        require_lease(self._fence)
         meta = body["metadata"]
         owner = Owner(meta["namespace"], meta["name"], meta["uid"], kind=REGISTRATION_KIND)
         key = (owner.namespace, owner.name)
@@ -299,6 +311,7 @@ class RegistrationReconciler:
             return _Done(step, recorded=recorded), step.due - now
         if step.action == "read":
             assert recorded is not None
+            require_lease(self._fence)
             registration = await self._registrar.read(server, recorded.handle)
             return (
                 _Done(step, registration, checked_at=now, recorded=recorded),
@@ -308,6 +321,7 @@ class RegistrationReconciler:
         initial_access_token = (
             await self._initial_access_token(namespace, spec) if recorded is None else None
         )
+        require_lease(self._fence)
         try:
             submitted = await self._registrar.submit(
                 server,
@@ -495,6 +509,7 @@ class RegistrationReconciler:
                         server_spec.issuer, inputs.request.transport, inputs.request.ca_bundle
                     )
                     # Already gone at the server: what deletion was for.
+                    require_lease(self._fence)
                     with contextlib.suppress(RegistrationGone):
                         await self._registrar.delete(server, recorded.handle)
                     await self._kube.post_event(
@@ -761,7 +776,12 @@ class RegistrationController:
 
 
 def registration_controller(
-    kube: RegistrationKube, tokens: TokenClient, keys: PrivateKeys, options: OperatorOptions
+    kube: RegistrationKube,
+    tokens: TokenClient,
+    keys: PrivateKeys,
+    options: OperatorOptions,
+    *,
+    fence: Fence = UNFENCED,
 ) -> RegistrationController:
     """The controller as the operator runs it, from its options."""
     settings = RegistrationSettings(
