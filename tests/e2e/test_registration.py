@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import base64
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -249,19 +249,59 @@ def test_a_metadata_change_updates_the_registration_with_a_put(participant: Part
     assert participant.credentials("bank")["client_id"] == client_id
 
 
+@pytest.mark.parametrize(
+    ("metadata", "fault", "error", "hint"),
+    [
+        pytest.param(
+            {"redirectUris": ["https://elsewhere.example/cb"]},
+            None,
+            "invalid_redirect_uri",
+            "software_redirect_uris",
+            id="redirect-outside-ssa",
+        ),
+        pytest.param(
+            {"tlsClientAuthSubjectDn": "CN=someone.example,O=Other,C=BR"},
+            None,
+            "invalid_client_metadata",
+            "tls_client_auth_subject_dn the transport certificate's subject",
+            id="subject-dn-of-another-certificate",
+        ),
+        pytest.param(
+            {},
+            Directory.issue_stale_ssa,
+            "invalid_software_statement",
+            "the Brasil profile takes one at most 300 s old",
+            id="stale-ssa",
+        ),
+        pytest.param(
+            {},
+            Directory.issue_foreign_signed_ssa,
+            "invalid_software_statement",
+            "signed by the directory the server trusts",
+            id="foreign-signed-ssa",
+        ),
+    ],
+)
 def test_a_rejection_is_reported_with_the_servers_error_and_a_hint_and_not_retried(
     participant: Participant,
+    clean_directory: Directory,
+    metadata: dict[str, Any],
+    fault: Callable[[Directory], object] | None,
+    error: str,
+    hint: str,
 ) -> None:
-    spec = participant.spec(metadata={"redirectUris": ["https://elsewhere.example/cb"]})
+    if fault is not None:
+        fault(clean_directory)
+
+    spec = participant.spec()
+    spec["metadata"].update(metadata)
     participant.create("bank", spec)
 
     ready = participant.wait_reason("bank", "RegistrationRejected")
-
     assert ready["status"] == "False"
-    assert "invalid_redirect_uri" in ready["message"]
-    assert "software_redirect_uris" in ready["message"]
-    degraded = participant.condition("bank", "Degraded")
-    assert degraded["status"] == "True"
+    assert error in ready["message"]
+    assert hint in ready["message"]
+    assert participant.condition("bank", "Degraded")["status"] == "True"
     warnings = [e for e in participant.events("bank") if e.reason == "RegistrationRejected"]
     assert len(warnings) == 1
     assert participant.bank.stats()["registrations_created_total"] == 0

@@ -265,8 +265,11 @@ async def test_only_changes_that_matter_wake_a_registration() -> None:
     first = body()
     controller.observe(first)
     await asyncio.sleep(0.01)
-    # Our own status write: a new resourceVersion, the same spec.
+    # Our own writes: the status, the finalizer; a new resourceVersion, the same spec.
     controller.observe({**first, "status": {"clientId": "c-1"}})
+    added = copy.deepcopy(first)
+    added["metadata"]["finalizers"] = ["other.example/keep", "raidiam.io/registration"]
+    controller.observe(added)
     await asyncio.sleep(0.01)
     controller.secret_changed(NS, "unrelated")
     await asyncio.sleep(0.01)

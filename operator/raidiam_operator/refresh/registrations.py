@@ -701,13 +701,13 @@ class RegistrationController:
         meta = body["metadata"]
         key = (meta["namespace"], meta["name"])
         self._bodies[key] = body
-        # What makes an attempt worth it; our own status writes change none of it.
+        # What makes an attempt worth it. Our own writes (the status, the finalizer) change
+        # none of it: a refused registration must not be sent again because we reported it.
         trigger = (
             meta.get("uid"),
             meta.get("generation"),
             (meta.get("annotations") or {}).get(REFRESH_REQUESTED_AT),
             meta.get("deletionTimestamp"),
-            tuple(meta.get("finalizers") or ()),
         )
         if self._triggers.get(key) != trigger:
             self._triggers[key] = trigger
