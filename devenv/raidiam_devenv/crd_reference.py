@@ -32,6 +32,9 @@ ISSUER_CRD_FILE = REPO_ROOT / "crds" / "raidiam.io_clusterraidiamissuers.yaml"
 REFERENCES = {
     CRD_FILE: REFERENCE_FILE,
     ISSUER_CRD_FILE: REPO_ROOT / "docs" / "clusterraidiamissuer-reference.md",
+    REPO_ROOT / "crds" / "raidiam.io_raidiamregistrations.yaml": REPO_ROOT
+    / "docs"
+    / "raidiamregistration-reference.md",
 }
 REGENERATE = "PYTHONPATH=devenv .venv/bin/python -m raidiam_devenv.crd_reference --write"
 

@@ -16,6 +16,7 @@ import kopf
 
 from raidiam_operator.core.issuers import ISSUER_PLURAL
 from raidiam_operator.core.options import OperatorOptions
+from raidiam_operator.core.registration_spec import REGISTRATION_PLURAL
 from raidiam_operator.core.spec import GROUP, PLURAL, VERSION
 from raidiam_operator.kube.gateway import KubernetesGateway
 from raidiam_operator.kube.leader import UNFENCED, Fence, LeaderElector, LeaseSettings
@@ -24,6 +25,7 @@ from raidiam_operator.protocol.client import TokenClient
 from raidiam_operator.protocol.keychecks import KeyChecker, WorkerPool
 from raidiam_operator.refresh.engine import EngineSettings, RefreshEngine
 from raidiam_operator.refresh.issuer_status import IssuerStatusReconciler
+from raidiam_operator.refresh.registrations import registration_controller
 from raidiam_operator.refresh.watch import what_the_engine_reads
 
 logger = logging.getLogger(__name__)
@@ -88,6 +90,7 @@ async def start_engine(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: An
 
     def secret_event(kind: str, namespace: str, name: str, resource_version: str) -> None:
         engine.secret_changed(namespace, name, None if kind == "DELETED" else resource_version)
+        registrations.secret_changed(namespace, name)
 
     # Secrets as metadata only: every Secret in the served namespaces passes through this watch,
     # and most are none of our business (docs/security.md).
@@ -119,8 +122,10 @@ async def start_engine(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: An
         interval=options.issuer_check_interval,
         fence=fence,
     )
+    registrations = registration_controller(kube, tokens, keys, options, fence=fence)
     secrets.start()
     memo.kube, memo.tokens, memo.engine, memo.issuers = kube, tokens, engine, issuers
+    memo.registrations = registrations
     memo.key_checker = keys
     memo.secrets = secrets
     memo.engine_task = asyncio.create_task(engine.run(), name="refresh engine")
@@ -128,10 +133,12 @@ async def start_engine(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: An
     if elector is not None:
         engine.set_active(False)
         issuers.set_active(False)
+        registrations.set_active(False)
 
         def lead(active: bool) -> None:
             engine.set_active(active)
             issuers.set_active(active)
+            registrations.set_active(active)
 
         memo.elector = elector
         memo.elector_task = asyncio.create_task(elector.run(lead), name="leader election")
@@ -143,6 +150,7 @@ async def stop_engine(memo: kopf.Memo, **_: Any) -> None:
     if memo.get("engine") is not None:
         memo.engine.set_active(False)
         memo.issuers.set_active(False)
+        memo.registrations.set_active(False)
     if memo.get("secrets") is not None:
         memo.secrets.stop()
     if memo.get("elector") is not None:
@@ -152,6 +160,8 @@ async def stop_engine(memo: kopf.Memo, **_: Any) -> None:
         if task is not None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+    if memo.get("registrations") is not None:
+        await memo.registrations.aclose()
     if memo.get("tokens") is not None:
         await memo.tokens.aclose()
     if memo.get("key_checker") is not None:
@@ -185,6 +195,14 @@ async def cluster_issuer_event(
         issuer = copy.deepcopy(dict(body))
         memo.engine.issuer_changed(issuer)
         memo.issuers.observe(issuer)
+
+
+@kopf.on.event(GROUP, VERSION, REGISTRATION_PLURAL, id="raidiamregistration-events")
+async def registration_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    if type == "DELETED":
+        memo.registrations.forget(body.metadata.namespace, body.metadata.name)
+    else:
+        memo.registrations.observe(copy.deepcopy(dict(body)))
 
 
 @kopf.on.probe(id="refresh-engine")

@@ -268,7 +268,12 @@ def what_a_user_sees(world: World) -> dict[str, str]:
         clients = world.custom.list_namespaced_custom_object(
             GROUP, VERSION, world.namespace, PLURAL
         )["items"]
-        texts["statuses"] = "\n".join(json.dumps(c.get("status", {})) for c in clients)
+        registrations = world.custom.list_namespaced_custom_object(
+            GROUP, VERSION, world.namespace, "raidiamregistrations"
+        )["items"]
+        texts["statuses"] = "\n".join(
+            json.dumps(c.get("status", {})) for c in [*clients, *registrations]
+        )
     except ApiException:  # namespace already gone
         pass
     texts["metrics"] = metrics_text(world)
@@ -276,7 +281,8 @@ def what_a_user_sees(world: World) -> dict[str, str]:
 
 
 def assert_nothing_leaked(world: World, *, tokens: Iterable[str] = ()) -> None:
-    """No token, assertion or private key in the log, an Event, a status or the metrics."""
+    """No token (access or registration access token), assertion or private key in the log, an
+    Event, a status (of RaidiamClients and RaidiamRegistrations) or the metrics."""
     needles: list[tuple[str, str]] = []
     for token in tokens:
         needles.append(("an access token", token))

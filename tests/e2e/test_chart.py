@@ -984,6 +984,7 @@ def test_kubectl_apply_k_deploy_creates_every_object(
         "ClusterRoleBinding",
         "CustomResourceDefinition",
         "CustomResourceDefinition",
+        "CustomResourceDefinition",
         "Deployment",
         "Namespace",
         "Service",

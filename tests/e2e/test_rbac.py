@@ -20,11 +20,14 @@ import yaml
 
 from raidiam_devenv.authserver import AuthServer
 from raidiam_devenv.controlplane import ControlPlane
+from raidiam_devenv.dataprovider import DataProvider
+from raidiam_devenv.directory import Directory
 from raidiam_devenv.operator_process import OperatorProcess
 from raidiam_devenv.pki import TestPKI
 
 from .chart_helpers import documents, render
 from .conftest import JWT, World, wait_for
+from .test_registration import participant_in
 
 pytestmark = [pytest.mark.kube, pytest.mark.authserver]
 
@@ -32,9 +35,16 @@ RBAC_KINDS = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "Ro
 
 # What the operator may do in a namespace it serves, as (resource, resource name, verb).
 OPERATOR_PERMISSIONS = {
+    ("raidiamclients.raidiam.io", "", "get"),
     ("raidiamclients.raidiam.io", "", "list"),
     ("raidiamclients.raidiam.io", "", "watch"),
     ("raidiamclients.raidiam.io/status", "", "patch"),
+    # RaidiamRegistrations: the finalizer is the only write to the object itself; no create,
+    # update or delete, and no /finalizers (no blockOwnerDeletion on the credentials Secret).
+    ("raidiamregistrations.raidiam.io", "", "list"),
+    ("raidiamregistrations.raidiam.io", "", "watch"),
+    ("raidiamregistrations.raidiam.io", "", "patch"),
+    ("raidiamregistrations.raidiam.io/status", "", "patch"),
     ("secrets", "", "get"),
     ("secrets", "", "list"),
     ("secrets", "", "watch"),
@@ -258,6 +268,22 @@ def _issuer_lifecycle(world: World, operator_namespace: str) -> None:
         )
 
 
+def _registration_lifecycle(world: World, directory: Directory, bank: DataProvider) -> None:
+    """A RaidiamRegistration from the directory: its directory client read (get), the
+    finalizer (patch), the credentials Secret, an update, and DELETE at the bank on deletion."""
+    participant = participant_in(world, directory, bank, world.pki)
+    client_id = participant.registered("bank", deletionPolicy="Delete")
+    participant.patch("bank", {"spec": {"metadata": {"scope": "openid accounts"}}})
+    participant.wait_reason("bank", "Updated")
+    participant.delete("bank")
+    wait_for(
+        lambda: participant.registration("bank") is None,
+        timeout=30,
+        what="the RaidiamRegistration to go after its DELETE",
+    )
+    assert bank.registrations(client_id)["deleted"] == 1
+
+
 def _assert_nothing_was_forbidden(operator: OperatorProcess) -> None:
     log = operator.log_text()
     # kopf logs each refused call with the permission it lacked; the engine logs "HTTP 403".
@@ -275,6 +301,8 @@ def test_cluster_wide_operator_runs_a_clients_whole_life_with_only_the_charts_cl
     install_rbac: Installer,
     namespaces: NamespaceFactory,
     tmp_path: Path,
+    clean_directory: Directory,
+    clean_data_provider: DataProvider,
 ) -> None:
     installed = install_rbac()
     workload = namespaces("payments")
@@ -285,6 +313,7 @@ def test_cluster_wide_operator_runs_a_clients_whole_life_with_only_the_charts_cl
         )
         _token_lifecycle(world)
         _issuer_lifecycle(world, installed.operator_namespace)
+        _registration_lifecycle(world, clean_directory, clean_data_provider)
     finally:
         operator.stop()
     _assert_nothing_was_forbidden(operator)

@@ -70,10 +70,20 @@ every namespace, in a Role per namespace otherwise. Established by running the o
 nothing else on a real API server (tests/e2e/test_rbac.py) and kept to what it calls.
 */}}
 {{- define "raidiam-token-operator.rules" -}}
-# RaidiamClients: kopf lists and watches them (the on.event handler feeds the refresh engine).
+# RaidiamClients: kopf lists and watches them (the on.event handler feeds the refresh engine);
+# get: a RaidiamRegistration's fromDirectory.clientRef is read for its token Secret and
+# certificate (list already shows as much).
 - apiGroups: [raidiam.io]
   resources: [raidiamclients]
-  verbs: [list, watch]
+  verbs: [get, list, watch]
+# RaidiamRegistrations: kopf lists and watches them; patch adds and removes the operator's
+# finalizer (DELETE at the server, or the credentials Secret kept, before the object goes).
+- apiGroups: [raidiam.io]
+  resources: [raidiamregistrations]
+  verbs: [list, watch, patch]
+- apiGroups: [raidiam.io]
+  resources: [raidiamregistrations/status]
+  verbs: [patch]
 # The engine writes Ready/Degraded, expiry and next refresh to the status subresource only.
 - apiGroups: [raidiam.io]
   resources: [raidiamclients/status]
@@ -81,7 +91,8 @@ nothing else on a real API server (tests/e2e/test_rbac.py) and kept to what it c
 # Secrets: kopf lists and watches them so that a rotated transport certificate or signing key
 # (often renewed by cert-manager, so not labelled by us) or a tampered token Secret is noticed at
 # once; the engine reads the Secrets a RaidiamClient names, creates its token Secret and replaces
-# it on renewal. No delete: token Secrets go with their RaidiamClient through the ownerReference.
+# it on renewal; likewise a RaidiamRegistration's credentials Secret. No delete: token and
+# credentials Secrets go with their owner through the ownerReference.
 - apiGroups: [""]
   resources: [secrets]
   verbs: [get, list, watch, create, update]

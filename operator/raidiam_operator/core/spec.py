@@ -35,11 +35,13 @@ _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(h|ms|m|s)")
 
 @dataclass(frozen=True, slots=True)
 class Owner:
-    """A RaidiamClient, as the owner of what the operator writes for it."""
+    """A RaidiamClient (or a RaidiamRegistration), as the owner of what the operator writes for
+    it and the object its Events are about."""
 
     namespace: str
     name: str
     uid: str
+    kind: str = KIND
 
 
 @dataclass(frozen=True, slots=True)

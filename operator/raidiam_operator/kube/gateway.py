@@ -39,7 +39,8 @@ from raidiam_operator.core.errors import (
     RaidiamOperatorError,
 )
 from raidiam_operator.core.issuers import ISSUER_PLURAL
-from raidiam_operator.core.spec import GROUP, KIND, PLURAL, VERSION, Owner
+from raidiam_operator.core.registration_spec import REGISTRATION_PLURAL
+from raidiam_operator.core.spec import GROUP, PLURAL, VERSION, Owner
 from raidiam_operator.core.texts import EVENT_NOTE_LIMIT, cut_bytes
 from raidiam_operator.core.times import Clock, parse_retry_after, rfc3339, utc_now
 
@@ -114,6 +115,10 @@ def _clients_path(namespace: str | None, name: str | None = None) -> str:
 def _issuer_path(name: str | None = None) -> str:
     path = f"/apis/{GROUP}/{VERSION}/{ISSUER_PLURAL}"
     return path if name is None else f"{path}/{_quoted(name)}"
+
+
+def _registrations_path(namespace: str, name: str) -> str:
+    return f"/apis/{GROUP}/{VERSION}/namespaces/{_quoted(namespace)}/{REGISTRATION_PLURAL}/{_quoted(name)}"
 
 
 def _lease_path(namespace: str, name: str | None = None) -> str:
@@ -432,6 +437,32 @@ class KubernetesGateway:
         except ObjectNotFound:  # deleted meanwhile; nothing to report on
             return
 
+    async def patch_registration(self, namespace: str, name: str, patch: JSON) -> None:
+        """A merge patch of a RaidiamRegistration's metadata (its finalizer); with
+        `metadata.resourceVersion` in `patch`, a `Conflict` if it changed meanwhile."""
+        try:
+            await self._call(
+                f"patching RaidiamRegistration {namespace}/{name}",
+                "PATCH",
+                _registrations_path(namespace, name),
+                body=patch,
+                content_type=_MERGE_PATCH,
+            )
+        except ObjectNotFound:  # gone meanwhile: nothing left to hold
+            return
+
+    async def patch_registration_status(self, owner: Owner, status: JSON) -> None:
+        try:
+            await self._call(
+                f"patching the status of RaidiamRegistration {owner.namespace}/{owner.name}",
+                "PATCH",
+                _registrations_path(owner.namespace, owner.name) + "/status",
+                body={"status": status},
+                content_type=_MERGE_PATCH,
+            )
+        except ObjectNotFound:
+            return
+
     async def post_event(self, owner: Owner, *, warning: bool, reason: str, message: str) -> None:
         now = rfc3339(self._clock())
         body = {
@@ -440,7 +471,7 @@ class KubernetesGateway:
             "metadata": {"generateName": f"{owner.name}.", "namespace": owner.namespace},
             "involvedObject": {
                 "apiVersion": f"{GROUP}/{VERSION}",
-                "kind": KIND,
+                "kind": owner.kind,
                 "name": owner.name,
                 "namespace": owner.namespace,
                 "uid": owner.uid,

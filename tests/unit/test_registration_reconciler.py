@@ -1,0 +1,312 @@
+"""One RaidiamRegistration attempt against an in-memory Kubernetes and a MockTransport bank and
+directory: register once (the Secret before the status, a restart reads it), refusals reported
+and not retried, outages backed off with the registration kept, and the controller woken only
+by changes that matter."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import copy
+import random
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+
+from raidiam_devenv.pki import TestPKI
+from raidiam_operator.core.errors import KubernetesUnavailable
+from raidiam_operator.core.spec import Owner
+from raidiam_operator.protocol.client import TokenClient
+from raidiam_operator.protocol.keychecks import KeyChecker
+from raidiam_operator.protocol.registrar import Registrar
+from raidiam_operator.refresh.registrations import (
+    RegistrationController,
+    RegistrationReconciler,
+    RegistrationSettings,
+)
+
+from .engine_fakes import FakeKube
+from .test_registrar import (
+    CLIENT_URI,
+    DIRECTORY_API,
+    DIRECTORY_TOKEN,
+    ISSUER,
+    MTLS_REGISTRATION,
+    REGISTRATION_TOKEN,
+    SSA,
+    Bank,
+)
+
+NS = "tpp"
+NOW = datetime(2026, 12, 8, 12, 0, tzinfo=UTC)
+
+
+class Kube(FakeKube):
+    """FakeKube, and the calls a registration makes besides: its finalizer and status, the
+    directory's RaidiamClient, and the order of the writes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.patches: list[dict[str, Any]] = []
+        self.order: list[str] = []
+        self.fail_next_create = False
+        self.clients = {
+            "directory": {
+                "metadata": {"name": "directory", "namespace": NS},
+                "spec": {
+                    "issuer": "https://auth.example",
+                    "clientId": "dir-client",
+                    "transportCertificate": {"secretName": "transport"},
+                },
+            }
+        }
+
+    async def read_client(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return copy.deepcopy(self.clients.get(name))
+
+    async def read_issuer(self, name: str) -> dict[str, Any] | None:
+        return None
+
+    async def create_secret(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        if self.fail_next_create:
+            self.fail_next_create = False
+            raise KubernetesUnavailable("the API server went away")
+        self.order.append("secret")
+        return await super().create_secret(namespace, body)
+
+    async def patch_registration(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
+        self.patches.append(patch)
+
+    async def patch_registration_status(self, owner: Owner, status: dict[str, Any]) -> None:
+        self.order.append("status")
+        await self.patch_status(owner, status)
+
+
+@pytest.fixture
+def kube(pki: TestPKI) -> Kube:
+    kube = Kube()
+    issued = pki.client_certificate("tpp.example")
+    kube.put_tls_secret("transport", issued.cert_pem, issued.key_pem)
+    kube.secrets["directory-token"] = {
+        "metadata": {"name": "directory-token", "resourceVersion": "0"},
+        "data": {
+            "access_token": base64.b64encode(DIRECTORY_TOKEN.encode()).decode(),
+            "scope": base64.b64encode(b"directory:software").decode(),
+        },
+    }
+    return kube
+
+
+@pytest.fixture
+def bank() -> Bank:
+    return Bank()
+
+
+def reconciler(kube: Kube, bank: Bank) -> RegistrationReconciler:
+    registrar = Registrar(TokenClient(transport=httpx.MockTransport(bank)))
+    return RegistrationReconciler(
+        kube, registrar, KeyChecker(), RegistrationSettings(), rng=random.Random(1)
+    )
+
+
+def body(generation: int = 1, **spec: Any) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "namespace": NS,
+            "name": "bank",
+            "uid": "uid-1",
+            "generation": generation,
+            "resourceVersion": "1",
+            "finalizers": ["raidiam.io/registration"],
+        },
+        "spec": {
+            "issuer": ISSUER,
+            "transportCertificate": {"secretName": "transport"},
+            "softwareStatement": {
+                "fromDirectory": {
+                    "clientRef": {"name": "directory"},
+                    "apiBaseUrl": DIRECTORY_API,
+                    "organisationId": "org-1",
+                    "softwareStatementId": "ss-1",
+                }
+            },
+            "metadata": {"redirectUris": ["https://tpp.example/cb"]},
+            **spec,
+        },
+    }
+
+
+def posts(bank: Bank) -> int:
+    return sum(1 for r in bank.requests if r.method == "POST")
+
+
+async def test_a_registration_is_made_once_and_a_restart_reads_it_back_from_its_secret(
+    kube: Kube, bank: Bank
+) -> None:
+    wait = await reconciler(kube, bank).reconcile(body(), now=NOW)
+
+    assert posts(bank) == 1
+    assert kube.order[:2] == ["secret", "status"]
+    assert kube.ready()["reason"] == "Registered"
+    status = kube.statuses[-1]
+    assert status["clientId"] == "c-1"
+    assert status["registrationClientUri"] == CLIENT_URI
+    assert wait == timedelta(days=1)
+    assert REGISTRATION_TOKEN not in str(kube.statuses) + str(kube.events)
+    assert SSA not in str(kube.statuses) + str(kube.events)
+
+    restarted = reconciler(kube, bank)
+    again = await restarted.reconcile({**body(), "status": status}, now=NOW + timedelta(hours=1))
+
+    assert posts(bank) == 1
+    assert again == timedelta(hours=23)
+    assert kube.ready()["reason"] == "Registered"
+
+
+async def test_a_secret_write_lost_after_the_post_is_made_first_and_nothing_registered_twice(
+    kube: Kube, bank: Bank
+) -> None:
+    kube.fail_next_create = True
+    attempt = reconciler(kube, bank)
+
+    wait = await attempt.reconcile(body(), now=NOW)
+    assert wait is not None
+    assert kube.degraded()["reason"] == "KubernetesUnavailable"
+    await attempt.reconcile(body(), now=NOW + wait)
+
+    assert posts(bank) == 1
+    assert "bank-registration" in kube.secrets
+    assert kube.ready()["reason"] == "Registered"
+
+
+async def test_a_refusal_is_reported_with_the_servers_error_and_waits_for_a_change(
+    kube: Kube, bank: Bank
+) -> None:
+    bank.answer(
+        "POST",
+        MTLS_REGISTRATION,
+        400,
+        json={"error": "invalid_redirect_uri", "error_description": "not in the SSA"},
+    )
+
+    wait = await reconciler(kube, bank).reconcile(body(), now=NOW)
+
+    assert wait is None
+    ready = kube.ready()
+    assert ready["status"] == "False"
+    assert ready["reason"] == "RegistrationRejected"
+    assert "invalid_redirect_uri" in ready["message"]
+    assert kube.events == [(True, "RegistrationRejected", kube.events[0][2])]
+    assert "bank-registration" not in kube.secrets
+
+
+async def test_an_outage_at_an_update_keeps_the_registration_ready_and_backs_off(
+    kube: Kube, bank: Bank
+) -> None:
+    attempt = reconciler(kube, bank)
+    await attempt.reconcile(body(), now=NOW)
+    bank.answer("PUT", CLIENT_URI, 503)
+
+    wait = await attempt.reconcile(
+        body(2, metadata={"redirectUris": ["https://tpp.example/cb"], "scope": "accounts"}),
+        now=NOW,
+    )
+
+    assert wait is not None
+    assert timedelta(seconds=1) <= wait <= timedelta(seconds=60)
+    assert kube.ready()["status"] == "True"
+    assert kube.degraded()["status"] == "True"
+    assert kube.degraded()["reason"] == "AuthorizationServerUnavailable"
+
+
+async def test_an_unreadable_answer_to_a_post_is_not_registered_again(
+    kube: Kube, bank: Bank
+) -> None:
+    bank.answer("POST", MTLS_REGISTRATION, 201, text="<html>")
+
+    wait = await reconciler(kube, bank).reconcile(body(), now=NOW)
+
+    assert wait is None
+    assert kube.ready()["reason"] == "RegistrationInDoubt"
+    assert "may have registered a client" in kube.ready()["message"]
+
+
+async def test_a_directory_client_without_a_directory_token_is_reported(
+    kube: Kube, bank: Bank
+) -> None:
+    del kube.secrets["directory-token"]
+
+    await reconciler(kube, bank).reconcile(body(), now=NOW)
+
+    assert kube.ready()["reason"] == "DirectoryTokenMissing"
+    assert posts(bank) == 0
+
+
+async def test_only_changes_that_matter_wake_a_registration() -> None:
+    attempts: list[int] = []
+
+    class Counting(RegistrationReconciler):
+        def __init__(self) -> None:
+            pass
+
+        async def reconcile(self, body: Any, *, now: datetime) -> timedelta | None:
+            attempts.append(body["metadata"]["generation"])
+            return None
+
+        def reads_secret(self, key: Any, name: str) -> bool:
+            return name == "transport"
+
+        def forget(self, key: Any) -> None:
+            pass
+
+    controller = RegistrationController(Counting())
+    first = body()
+    controller.observe(first)
+    await asyncio.sleep(0.01)
+    # Our own writes: the status, the finalizer; a new resourceVersion, the same spec.
+    controller.observe({**first, "status": {"clientId": "c-1"}})
+    added = copy.deepcopy(first)
+    added["metadata"]["finalizers"] = ["other.example/keep", "raidiam.io/registration"]
+    controller.observe(added)
+    await asyncio.sleep(0.01)
+    controller.secret_changed(NS, "unrelated")
+    await asyncio.sleep(0.01)
+    assert attempts == [1]
+
+    controller.secret_changed(NS, "transport")
+    await asyncio.sleep(0.01)
+    controller.observe(body(2))
+    await asyncio.sleep(0.01)
+    await controller.aclose()
+
+    assert attempts == [1, 1, 2]
+
+
+async def test_a_registration_the_server_made_unmanageable_is_not_made_again(
+    kube: Kube, bank: Bank
+) -> None:
+    bank.answer("POST", MTLS_REGISTRATION, 201, json={"client_id": "c-2"})
+
+    wait = await reconciler(kube, bank).reconcile(body(), now=NOW)
+
+    assert wait is None
+    assert kube.ready()["reason"] == "RegistrationNotManageable"
+    assert "c-2" in kube.ready()["message"]
+
+
+async def test_a_replica_without_the_lease_sends_and_writes_nothing(kube: Kube, bank: Bank) -> None:
+    class Closed:
+        def holds_lease(self) -> bool:
+            return False
+
+    registrar = Registrar(TokenClient(transport=httpx.MockTransport(bank)))
+    follower = RegistrationReconciler(
+        kube, registrar, KeyChecker(), RegistrationSettings(), fence=Closed()
+    )
+
+    assert await follower.reconcile(body(), now=NOW) is None
+    assert bank.requests == []
+    assert kube.order == []
+    assert kube.patches == []
