@@ -1,0 +1,106 @@
+"""How the operator reaches the API server: one request through the official client's
+`ApiClient`, the paths of the objects it reads and writes, and the lines of a watch response.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+from urllib.parse import quote
+
+import kubernetes
+from kubernetes.client.exceptions import ApiException
+
+from raidiam_operator.core.issuers import ISSUER_PLURAL
+from raidiam_operator.core.registration_spec import REGISTRATION_PLURAL
+from raidiam_operator.core.spec import GROUP, PLURAL, VERSION
+
+JSON = dict[str, Any]
+#: (connect, read) seconds for every API call
+REQUEST_TIMEOUT = (5.0, 15.0)
+#: how the operator patches its objects: a JSON merge patch (RFC 7386), as kubectl patch --type
+#: merge; custom resources have no strategic merge
+_MERGE_PATCH = "application/merge-patch+json"
+
+
+def api_request(
+    api_client: kubernetes.client.ApiClient,
+    method: str,
+    path: str,
+    *,
+    query: Mapping[str, str] | None = None,
+    body: JSON | None = None,
+    content_type: str = "application/json",
+    accept: str = "application/json",
+    timeout: tuple[float, float] = REQUEST_TIMEOUT,
+    stream: bool = False,
+) -> Any:
+    """One request to the API server through the official client's `ApiClient`: its kubeconfig
+    or in-cluster credentials, TLS, connection pool and retries. Blocking; run it in a thread.
+
+    The client's typed API classes are not used: CoreV1Api alone builds validators for hundreds
+    of methods on first use, about 21 MiB that the operator's dozen calls never need
+    (docs/benchmarks.md). Returns urllib3's response with its body read, or unread with
+    `stream`; raises `ApiException` for any status outside 2xx, as the typed methods do."""
+    headers = {"Accept": accept}
+    if body is not None:
+        headers["Content-Type"] = content_type
+    request = api_client.param_serialize(
+        method,
+        path,
+        query_params=list((query or {}).items()),
+        header_params=headers,
+        body=body,
+        auth_settings=["BearerToken"],
+    )
+    answer = api_client.call_api(*request, _request_timeout=timeout)
+    if not 200 <= answer.status <= 299:
+        answer.read()
+        raise ApiException.from_response(http_resp=answer, body=None, data=None)
+    response = answer.response
+    if not stream:
+        # Read here in the worker: read on the event loop it would block the loop, and left
+        # unread it keeps its connection out of the pool, so every call paid a new TLS
+        # handshake with the API server. Reading caches it in `.data`.
+        _ = response.data
+    return response
+
+
+def _quoted(name: str) -> str:
+    return quote(name, safe="")
+
+
+def _core_path(namespace: str, plural: str, name: str | None = None) -> str:
+    path = f"/api/v1/namespaces/{_quoted(namespace)}/{plural}"
+    return path if name is None else f"{path}/{_quoted(name)}"
+
+
+def _clients_path(namespace: str | None, name: str | None = None) -> str:
+    where = "" if namespace is None else f"/namespaces/{_quoted(namespace)}"
+    path = f"/apis/{GROUP}/{VERSION}{where}/{PLURAL}"
+    return path if name is None else f"{path}/{_quoted(name)}"
+
+
+def _issuer_path(name: str | None = None) -> str:
+    path = f"/apis/{GROUP}/{VERSION}/{ISSUER_PLURAL}"
+    return path if name is None else f"{path}/{_quoted(name)}"
+
+
+def _registrations_path(namespace: str, name: str) -> str:
+    return f"/apis/{GROUP}/{VERSION}/namespaces/{_quoted(namespace)}/{REGISTRATION_PLURAL}/{_quoted(name)}"
+
+
+def _lease_path(namespace: str, name: str | None = None) -> str:
+    path = f"/apis/coordination.k8s.io/v1/namespaces/{_quoted(namespace)}/leases"
+    return path if name is None else f"{path}/{_quoted(name)}"
+
+
+def _lines(response: Any) -> Iterator[bytes]:
+    """The newline-separated JSON events of a watch response, as they arrive."""
+    pending = b""
+    for chunk in response.stream(65536, decode_content=True):
+        pending += chunk
+        *complete, pending = pending.split(b"\n")
+        for line in complete:
+            if line.strip():
+                yield line
