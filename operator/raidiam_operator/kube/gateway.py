@@ -1,14 +1,12 @@
-"""The only module that talks to the Kubernetes API on the operator's behalf.
+"""The operator's reads and writes on the Kubernetes API, and the Protocol callers type against.
 
 It reads the Secrets and ConfigMaps a RaidiamClient names, writes its token Secret, patches its
 status and posts Events. Every call is scoped to the RaidiamClient's own namespace: there is no
 method that takes a namespace from anywhere else than the object being reconciled.
 
 The official client is synchronous; calls run in a small thread pool so they never block the
-event loop. Responses are read as raw JSON (no model objects): cheaper, and what we need.
-Its exceptions are translated here, once, into the error tree of `core.errors`: a refusal is a
-`KubernetesError` (`ObjectNotFound`, `Conflict`, `Forbidden`), an API server that is down,
-overloaded or unreachable a `KubernetesUnavailable`, which is transient.
+event loop. Responses are read as raw JSON (no model objects): cheaper, and what we need. Its
+exceptions are translated once, in `kube.errors`, into the error tree of `core.errors`.
 """
 
 from __future__ import annotations
@@ -24,10 +22,8 @@ from typing import Any, Protocol
 import kubernetes
 import urllib3
 from kubernetes.client.exceptions import ApiException
-from urllib3.util.retry import Retry
 
 from raidiam_operator.core.errors import (
-    ConfigurationError,
     Conflict,
     KubernetesError,
     KubernetesUnavailable,
@@ -37,33 +33,34 @@ from raidiam_operator.core.spec import GROUP, VERSION, Owner
 from raidiam_operator.core.texts import EVENT_NOTE_LIMIT, cut_bytes
 from raidiam_operator.core.times import Clock, rfc3339, utc_now
 from raidiam_operator.kube.api import (
-    _MERGE_PATCH,
     JSON,
-    REQUEST_TIMEOUT,
-    _clients_path,
-    _core_path,
-    _issuer_path,
-    _lease_path,
-    _lines,
-    _quoted,
-    _registrations_path,
+    MERGE_PATCH,
     api_request,
+    client_from_environment,
+    clients_path,
+    core_path,
+    issuer_path,
+    lease_path,
+    namespace_path,
+    registrations_path,
 )
 from raidiam_operator.kube.errors import translated
 from raidiam_operator.kube.listing import (
-    _PROBE_LABEL,
-    _PROBE_SECONDS,
     ListingChoice,
     StreamingListProbe,
-    ends_initial_events,
-    listing_choice,
+    choose_listing,
+    probe_streaming_lists,
 )
 from raidiam_operator.kube.secret_watch import SecretEvent, SecretMetadataWatch
 
 logger = logging.getLogger(__name__)
 
 
-class KubeGateway(Protocol):
+class ClientKube(Protocol):
+    """What the refresh engine reads and writes for a RaidiamClient: the Secrets, ConfigMaps and
+    Namespace it names, its token Secret, its status and Events (`leader.FencedGateway` fences
+    the writes)."""
+
     async def read_secret(self, namespace: str, name: str) -> JSON | None: ...
     async def read_config_map(self, namespace: str, name: str) -> JSON | None: ...
     async def create_secret(self, namespace: str, body: JSON) -> JSON: ...
@@ -73,6 +70,36 @@ class KubeGateway(Protocol):
     async def post_event(
         self, owner: Owner, *, warning: bool, reason: str, message: str
     ) -> None: ...
+
+
+class KubeGateway(ClientKube, Protocol):
+    """Everything the operator and the command line do on the API server. Callers that need a
+    part name a narrower Protocol: `ClientKube`, `leader.LeaseGateway`, and in `refresh`
+    `InputReader`, `IssuerReader`, `IssuerGateway`, `RegistrationKube`."""
+
+    async def list_clients(
+        self, namespace: str | None, *, selector: str | None = None
+    ) -> list[JSON]: ...
+    async def list_issuers(self) -> list[JSON]: ...
+    async def read_issuer(self, name: str) -> JSON | None: ...
+    async def patch_issuer_status(self, name: str, status: JSON) -> None: ...
+    async def read_client(self, namespace: str, name: str) -> JSON | None: ...
+    async def annotate_client(
+        self, namespace: str, name: str, annotations: dict[str, str]
+    ) -> None: ...
+    async def read_lease(self, namespace: str, name: str) -> JSON | None: ...
+    async def create_lease(self, namespace: str, body: JSON) -> JSON: ...
+    async def replace_lease(self, namespace: str, name: str, body: JSON) -> JSON: ...
+    def close(self) -> None: ...
+    async def listing_choice(
+        self, namespace: str | None, *, attempts: int = 3, pause: float = 1.0
+    ) -> ListingChoice: ...
+    async def probe_streaming_lists(self, namespace: str | None) -> StreamingListProbe: ...
+    def secret_metadata_watch(
+        self, namespaces: tuple[str, ...], on_event: SecretEvent
+    ) -> SecretMetadataWatch: ...
+    async def patch_registration(self, namespace: str, name: str, patch: JSON) -> None: ...
+    async def patch_registration_status(self, owner: Owner, status: JSON) -> None: ...
 
 
 class KubernetesGateway:
@@ -95,56 +122,14 @@ class KubernetesGateway:
     def from_environment(
         cls, *, kubeconfig: str | None = None, context: str | None = None, **kwargs: Any
     ) -> KubernetesGateway:
-        """In-cluster credentials when running in a pod, else the kubeconfig (KUBECONFIG, or
-        `kubeconfig`) and its current context (or `context`); naming either skips the pod's.
+        """A gateway with the pod's credentials, else the kubeconfig's
+        (`api.client_from_environment`), and a connection per thread.
 
         Raises `ConfigurationError` when there is no usable kubeconfig or context."""
-        configuration = kubernetes.client.Configuration()
-        try:
-            if kubeconfig is None and context is None:
-                try:
-                    kubernetes.config.load_incluster_config(client_configuration=configuration)
-                except kubernetes.config.ConfigException:
-                    kubernetes.config.load_kube_config(client_configuration=configuration)
-            else:
-                kubernetes.config.load_kube_config(
-                    config_file=kubeconfig, context=context, client_configuration=configuration
-                )
-        except (kubernetes.config.ConfigException, OSError) as error:
-            raise ConfigurationError(
-                f"no cluster to talk to: {error}. Point KUBECONFIG (or --kubeconfig) at a "
-                "kubeconfig file and pick a context with --context",
-                reason="NoKubeconfig",
-            ) from None
-        threads = int(kwargs.get("threads", 16))
-        configuration.connection_pool_maxsize = threads
-        # urllib3 retries a GET or PUT that timed out three more times by default, so a call to an
-        # API server whose etcd is down held a thread for a minute instead of REQUEST_TIMEOUT.
-        # Refused connections are still retried at once; the engine retries everything else.
-        configuration.retries = Retry(total=2, connect=2, read=0, status=0, redirect=0)
-        return cls(kubernetes.client.ApiClient(configuration), **kwargs)
-
-    @staticmethod
-    def current_namespace(kubeconfig: str | None = None, context: str | None = None) -> str:
-        """The namespace of the kubeconfig's current (or named) context, or the pod's, else
-        "default"."""
-        try:
-            contexts, current = kubernetes.config.list_kube_config_contexts(kubeconfig)
-            chosen = (
-                next((c for c in contexts if c.get("name") == context), None)
-                if context
-                else current
-            )
-            namespace = (chosen or {}).get("context", {}).get("namespace")
-            if namespace:
-                return str(namespace)
-        except (kubernetes.config.ConfigException, OSError):
-            pass
-        try:
-            with open("/var/run/secrets/kubernetes.io/serviceaccount/namespace") as file:
-                return file.read().strip() or "default"
-        except OSError:
-            return "default"
+        api_client = client_from_environment(
+            kubeconfig=kubeconfig, context=context, pool_size=int(kwargs.get("threads", 16))
+        )
+        return cls(api_client, **kwargs)
 
     async def list_clients(
         self, namespace: str | None, *, selector: str | None = None
@@ -156,64 +141,64 @@ class KubernetesGateway:
         )
         filters = {"labelSelector": selector} if selector else {}
         if namespace is None:
-            listing = await self._json(what, "GET", _clients_path(None), query=filters)
+            listing = await self._json(what, "GET", clients_path(None), query=filters)
         else:
-            listing = await self._json(what, "GET", _clients_path(namespace), query=filters)
+            listing = await self._json(what, "GET", clients_path(namespace), query=filters)
         return list(listing.get("items", []))
 
     async def list_issuers(self) -> list[JSON]:
         """Every ClusterRaidiamIssuer."""
-        listing = await self._json("listing ClusterRaidiamIssuers", "GET", _issuer_path())
+        listing = await self._json("listing ClusterRaidiamIssuers", "GET", issuer_path())
         return list(listing.get("items", []))
 
     async def read_issuer(self, name: str) -> JSON | None:
         """One ClusterRaidiamIssuer (for `raidiam-operator check`, with the user's rights)."""
-        return await self._read(f"reading ClusterRaidiamIssuer {name}", _issuer_path(name))
+        return await self._read(f"reading ClusterRaidiamIssuer {name}", issuer_path(name))
 
     async def patch_issuer_status(self, name: str, status: JSON) -> None:
         try:
             await self._call(
                 f"patching the status of ClusterRaidiamIssuer {name}",
                 "PATCH",
-                _issuer_path(name) + "/status",
+                issuer_path(name) + "/status",
                 body={"status": status},
-                content_type=_MERGE_PATCH,
+                content_type=MERGE_PATCH,
             )
         except ObjectNotFound:  # deleted meanwhile
             return
 
     async def read_namespace(self, name: str) -> JSON | None:
         """A Namespace, for its labels (a ClusterRaidiamIssuer's namespaceSelector)."""
-        return await self._read(f"reading Namespace {name}", f"/api/v1/namespaces/{_quoted(name)}")
+        return await self._read(f"reading Namespace {name}", namespace_path(name))
 
     async def read_client(self, namespace: str, name: str) -> JSON | None:
         return await self._read(
-            f"reading RaidiamClient {namespace}/{name}", _clients_path(namespace, name)
+            f"reading RaidiamClient {namespace}/{name}", clients_path(namespace, name)
         )
 
     async def annotate_client(self, namespace: str, name: str, annotations: dict[str, str]) -> None:
         await self._call(
             f"annotating RaidiamClient {namespace}/{name}",
             "PATCH",
-            _clients_path(namespace, name),
+            clients_path(namespace, name),
             body={"metadata": {"annotations": annotations}},
-            content_type=_MERGE_PATCH,
+            content_type=MERGE_PATCH,
         )
 
     async def read_lease(self, namespace: str, name: str) -> JSON | None:
-        return await self._read(f"reading Lease {namespace}/{name}", _lease_path(namespace, name))
+        return await self._read(f"reading Lease {namespace}/{name}", lease_path(namespace, name))
 
     async def create_lease(self, namespace: str, body: JSON) -> JSON:
         return await self._json(
             f"creating Lease {namespace}/{body['metadata']['name']}",
             "POST",
-            _lease_path(namespace),
+            lease_path(namespace),
             body=body,
         )
 
     async def replace_lease(self, namespace: str, name: str, body: JSON) -> JSON:
         return await self._replace(
-            f"replacing Lease {namespace}/{name}", _lease_path(namespace, name), body
+            f"replacing Lease {namespace}/{name}", lease_path(namespace, name), body
         )
 
     def close(self) -> None:
@@ -222,62 +207,17 @@ class KubernetesGateway:
     async def listing_choice(
         self, namespace: str | None, *, attempts: int = 3, pause: float = 1.0
     ) -> ListingChoice:
-        """How kopf is to list, from `probe_streaming_lists` in `namespace`; asked up to
-        `attempts` times, `pause` seconds apart, while the answer is not settled (a busy API
-        server, or one whose watch cache is still filling after a restart)."""
-        choice = listing_choice(await self.probe_streaming_lists(namespace))
-        for _ in range(attempts - 1):
-            if choice.settled:
-                break
-            await asyncio.sleep(pause)
-            choice = listing_choice(await self.probe_streaming_lists(namespace))
-        return choice
+        """How kopf is to list in `namespace` (None: in all of them), from this gateway's probe
+        (`listing.choose_listing`)."""
+        probe = functools.partial(self.probe_streaming_lists, namespace)
+        return await choose_listing(probe, attempts=attempts, pause=pause)
 
     async def probe_streaming_lists(self, namespace: str | None) -> StreamingListProbe:
-        """Ask the API server once for a streaming list of RaidiamClients (`sendInitialEvents`)
-        that matches nothing, in `namespace` (None: in all of them), and say what it answered.
-
-        Never raises: a probe that fails says how, and the caller lists in pages."""
-        query = {
-            "watch": "true",
-            "sendInitialEvents": "true",
-            "resourceVersionMatch": "NotOlderThan",
-            "allowWatchBookmarks": "true",
-            # Nothing has a label and lacks it: the answer is the bookmark alone, however many
-            # clients there are.
-            "labelSelector": f"{_PROBE_LABEL},!{_PROBE_LABEL}",
-            "timeoutSeconds": str(_PROBE_SECONDS),
-        }
-
-        def probe() -> StreamingListProbe:
-            try:
-                response = api_request(
-                    self._api_client,
-                    "GET",
-                    _clients_path(namespace),
-                    query=query,
-                    timeout=(REQUEST_TIMEOUT[0], _PROBE_SECONDS + 10.0),
-                    stream=True,
-                )
-            except ApiException as refused:
-                return StreamingListProbe(status=refused.status)
-            try:
-                for line in _lines(response):
-                    if ends_initial_events(json.loads(line)):
-                        return StreamingListProbe(status=response.status, initial_events_ended=True)
-                return StreamingListProbe(status=response.status)
-            finally:
-                # Closed, not released: the rest of a watch must not be read by the next caller.
-                response.close()
-
+        """`listing.probe_streaming_lists` in the thread pool; never raises."""
         loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(self._executor, probe)
-        except Exception as error:  # unreachable, reset, unreadable: the caller lists in pages
-            status = getattr(error, "status", None)
-            return StreamingListProbe(
-                status=int(status) if status else None, failure=type(error).__name__
-            )
+        return await loop.run_in_executor(
+            self._executor, probe_streaming_lists, self._api_client, namespace
+        )
 
     def secret_metadata_watch(
         self, namespaces: tuple[str, ...], on_event: SecretEvent
@@ -341,25 +281,25 @@ class KubernetesGateway:
 
     async def read_secret(self, namespace: str, name: str) -> JSON | None:
         return await self._read(
-            f"reading Secret {namespace}/{name}", _core_path(namespace, "secrets", name)
+            f"reading Secret {namespace}/{name}", core_path(namespace, "secrets", name)
         )
 
     async def read_config_map(self, namespace: str, name: str) -> JSON | None:
         return await self._read(
-            f"reading ConfigMap {namespace}/{name}", _core_path(namespace, "configmaps", name)
+            f"reading ConfigMap {namespace}/{name}", core_path(namespace, "configmaps", name)
         )
 
     async def create_secret(self, namespace: str, body: JSON) -> JSON:
         return await self._json(
             f"creating Secret {namespace}/{body['metadata']['name']}",
             "POST",
-            _core_path(namespace, "secrets"),
+            core_path(namespace, "secrets"),
             body=body,
         )
 
     async def replace_secret(self, namespace: str, name: str, body: JSON) -> JSON:
         return await self._replace(
-            f"replacing Secret {namespace}/{name}", _core_path(namespace, "secrets", name), body
+            f"replacing Secret {namespace}/{name}", core_path(namespace, "secrets", name), body
         )
 
     async def patch_status(self, owner: Owner, status: JSON) -> None:
@@ -367,9 +307,9 @@ class KubernetesGateway:
             await self._call(
                 f"patching the status of RaidiamClient {owner.namespace}/{owner.name}",
                 "PATCH",
-                _clients_path(owner.namespace, owner.name) + "/status",
+                clients_path(owner.namespace, owner.name) + "/status",
                 body={"status": status},
-                content_type=_MERGE_PATCH,
+                content_type=MERGE_PATCH,
             )
         except ObjectNotFound:  # deleted meanwhile; nothing to report on
             return
@@ -381,9 +321,9 @@ class KubernetesGateway:
             await self._call(
                 f"patching RaidiamRegistration {namespace}/{name}",
                 "PATCH",
-                _registrations_path(namespace, name),
+                registrations_path(namespace, name),
                 body=patch,
-                content_type=_MERGE_PATCH,
+                content_type=MERGE_PATCH,
             )
         except ObjectNotFound:  # gone meanwhile: nothing left to hold
             return
@@ -393,9 +333,9 @@ class KubernetesGateway:
             await self._call(
                 f"patching the status of RaidiamRegistration {owner.namespace}/{owner.name}",
                 "PATCH",
-                _registrations_path(owner.namespace, owner.name) + "/status",
+                registrations_path(owner.namespace, owner.name) + "/status",
                 body={"status": status},
-                content_type=_MERGE_PATCH,
+                content_type=MERGE_PATCH,
             )
         except ObjectNotFound:
             return
@@ -427,7 +367,7 @@ class KubernetesGateway:
             await self._call(
                 f"posting Event {reason} for {owner.namespace}/{owner.name}",
                 "POST",
-                _core_path(owner.namespace, "events"),
+                core_path(owner.namespace, "events"),
                 body=body,
             )
         except (KubernetesError, KubernetesUnavailable) as error:

@@ -1,10 +1,20 @@
-"""How kopf is to list: streaming where the API server was seen to stream, else in pages."""
+"""How kopf is to list: streaming where the API server was seen to stream, else in pages.
+
+The API server is asked (`probe_streaming_lists`), not its version: whether it streams depends on
+a feature gate an admin can turn off. `listing_choice` reads the answer.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from raidiam_operator.kube.api import JSON
+import kubernetes
+from kubernetes.client.exceptions import ApiException
+
+from raidiam_operator.kube.api import JSON, REQUEST_TIMEOUT, api_request, clients_path, watch_lines
 
 #: a label no object is given; the probe selects objects that have it and lack it
 _PROBE_LABEL = "raidiam.io/streaming-list-probe"
@@ -75,3 +85,67 @@ def ends_initial_events(event: JSON) -> bool:
         return False
     metadata = (event.get("object") or {}).get("metadata") or {}
     return (metadata.get("annotations") or {}).get(INITIAL_EVENTS_END) == "true"
+
+
+def probe_streaming_lists(
+    api_client: kubernetes.client.ApiClient, namespace: str | None
+) -> StreamingListProbe:
+    """Ask the API server once for a streaming list of RaidiamClients (`sendInitialEvents`)
+    that matches nothing, in `namespace` (None: in all of them), and say what it answered.
+    Blocking; run it in a thread.
+
+    Never raises: a probe that fails says how, and the caller lists in pages."""
+    try:
+        return _probe(api_client, namespace)
+    except Exception as error:  # unreachable, reset, unreadable: the caller lists in pages
+        status = getattr(error, "status", None)
+        return StreamingListProbe(
+            status=int(status) if status else None, failure=type(error).__name__
+        )
+
+
+def _probe(api_client: kubernetes.client.ApiClient, namespace: str | None) -> StreamingListProbe:
+    query = {
+        "watch": "true",
+        "sendInitialEvents": "true",
+        "resourceVersionMatch": "NotOlderThan",
+        "allowWatchBookmarks": "true",
+        # Nothing has a label and lacks it: the answer is the bookmark alone, however many
+        # clients there are.
+        "labelSelector": f"{_PROBE_LABEL},!{_PROBE_LABEL}",
+        "timeoutSeconds": str(_PROBE_SECONDS),
+    }
+    try:
+        response = api_request(
+            api_client,
+            "GET",
+            clients_path(namespace),
+            query=query,
+            timeout=(REQUEST_TIMEOUT[0], _PROBE_SECONDS + 10.0),
+            stream=True,
+        )
+    except ApiException as refused:
+        return StreamingListProbe(status=refused.status)
+    try:
+        for line in watch_lines(response):
+            if ends_initial_events(json.loads(line)):
+                return StreamingListProbe(status=response.status, initial_events_ended=True)
+        return StreamingListProbe(status=response.status)
+    finally:
+        # Closed, not released: the rest of a watch must not be read by the next caller.
+        response.close()
+
+
+async def choose_listing(
+    probe: Callable[[], Awaitable[StreamingListProbe]], *, attempts: int = 3, pause: float = 1.0
+) -> ListingChoice:
+    """How kopf is to list, from what `probe` finds; asked up to `attempts` times, `pause`
+    seconds apart, while the answer is not settled (a busy API server, or one whose watch cache
+    is still filling after a restart)."""
+    choice = listing_choice(await probe())
+    for _ in range(attempts - 1):
+        if choice.settled:
+            break
+        await asyncio.sleep(pause)
+        choice = listing_choice(await probe())
+    return choice

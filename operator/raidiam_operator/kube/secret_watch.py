@@ -11,7 +11,7 @@ from typing import Any
 
 import kubernetes
 
-from raidiam_operator.kube.api import REQUEST_TIMEOUT, _core_path, _lines, api_request
+from raidiam_operator.kube.api import REQUEST_TIMEOUT, api_request, core_path, watch_lines
 
 logger = logging.getLogger(__name__)
 
@@ -32,8 +32,8 @@ def relist_pause(failures: int) -> float:
 
     Doubling from 0.5 s, capped at a few seconds: a failed list is one cheap request, and the
     usual cause is an API server restart, after which a token Secret deleted or changed must be
-    noticed at once. A longer cap left the watch down for up to 30 s after the API server was
-    back (the fault suite's restart case)."""
+    noticed at once: a longer cap leaves the watch down long after the API server is back (the
+    fault suite's restart case)."""
     return min(_RELIST_PAUSE_CAP, 0.5 * 2.0 ** max(0, failures - 1))
 
 
@@ -149,7 +149,7 @@ class SecretMetadataWatch:
             stream=True,
         )
         try:
-            for line in _lines(response):
+            for line in watch_lines(response):
                 if self._stopping.is_set():
                     return None
                 event = json.loads(line)
@@ -173,7 +173,7 @@ class SecretMetadataWatch:
         timeout: tuple[float, float] = REQUEST_TIMEOUT,
         stream: bool = False,
     ) -> Any:
-        path = "/api/v1/secrets" if scope is None else _core_path(scope, "secrets")
+        path = "/api/v1/secrets" if scope is None else core_path(scope, "secrets")
         return api_request(
             self._api_client,
             "GET",

@@ -30,7 +30,7 @@ from typing import Any, Protocol
 from raidiam_operator.core.errors import ConfigurationError
 from raidiam_operator.core.spec import REFRESH_REQUESTED_AT, ClientSpec, Owner, parse_spec
 from raidiam_operator.core.times import Clock, parse_rfc3339
-from raidiam_operator.kube.gateway import KubeGateway
+from raidiam_operator.kube.gateway import ClientKube
 from raidiam_operator.refresh.state import ClientState, Key, Notices, Observed
 
 # A CA bundle ConfigMap read this recently is used again: a burst or a restart of thousands of
@@ -57,7 +57,7 @@ class SecretNames(Protocol):
 
 class WatchCache:
     def __init__(
-        self, kube: KubeGateway, *, clock: Clock, secret_names: SecretNames | None = None
+        self, kube: ClientKube, *, clock: Clock, secret_names: SecretNames | None = None
     ) -> None:
         self._kube = kube
         self._clock = clock
