@@ -1,7 +1,5 @@
-"""How kopf is to list: streaming where the API server was seen to stream, else in pages.
-
-The API server is asked (`probe_streaming_lists`), not its version: whether it streams depends on
-a feature gate an admin can turn off. `listing_choice` reads the answer.
+"""How kopf is to list: streaming where the API server was seen to stream, else in pages. One
+probe asks the API server (`probe_streaming_lists`); `listing_choice` says what its answer means.
 """
 
 from __future__ import annotations
