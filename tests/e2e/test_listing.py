@@ -13,7 +13,8 @@ import pytest
 from raidiam_devenv.controlplane import ControlPlane
 from raidiam_devenv.fixtures_kube import CRD_DIR
 from raidiam_devenv.operator_process import OperatorProcess
-from raidiam_operator.kube.gateway import KubernetesGateway, listing_choice
+from raidiam_operator.kube.gateway import KubernetesGateway
+from raidiam_operator.kube.listing import listing_choice
 
 from .conftest import wait_for
 

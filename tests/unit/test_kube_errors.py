@@ -16,7 +16,7 @@ from raidiam_operator.core.errors import (
     ObjectNotFound,
     TransientError,
 )
-from raidiam_operator.kube.gateway import translated
+from raidiam_operator.kube.errors import translated
 
 NOW = datetime(2026, 11, 27, 12, 0, 0, tzinfo=UTC)
 WHAT = "reading Secret payments/transport"

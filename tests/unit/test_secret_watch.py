@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from raidiam_operator.kube.gateway import relist_pause
+from raidiam_operator.kube.secret_watch import relist_pause
 
 
 def test_the_pause_before_listing_again_doubles_from_half_a_second() -> None:

@@ -20,12 +20,8 @@ from urllib.parse import parse_qs, urlsplit
 import kubernetes
 import pytest
 
-from raidiam_operator.kube.gateway import (
-    KubernetesGateway,
-    StreamingListProbe,
-    ends_initial_events,
-    listing_choice,
-)
+from raidiam_operator.kube.gateway import KubernetesGateway
+from raidiam_operator.kube.listing import StreamingListProbe, ends_initial_events, listing_choice
 
 BOOKMARK = {
     "type": "BOOKMARK",

@@ -47,7 +47,7 @@ from raidiam_operator.protocol.request import TokenRequest, assertion_audience
 from raidiam_operator.refresh.inputs import expiring_certificates, read_inputs, resolve_issuer
 
 if TYPE_CHECKING:
-    from raidiam_operator.kube.gateway import KubernetesGateway
+    from raidiam_operator.kube.gateway import KubeGateway
 
 
 def add_parser(commands: Commands[argparse.ArgumentParser]) -> None:
@@ -143,7 +143,7 @@ async def check_manifests(
     *,
     source: Path,
     namespace: str | None,
-    gateway_factory: Callable[[], KubernetesGateway],
+    gateway_factory: Callable[[], KubeGateway],
     expiry_warning: timedelta = CERTIFICATE_EXPIRY_WARNING,
     prog: str = "raidiam-operator",
     try_audiences: bool = False,
@@ -192,7 +192,7 @@ async def check_manifests(
 async def _check_one(
     client: dict[str, Any],
     namespace: str | None,
-    gateway: KubernetesGateway,
+    gateway: KubeGateway,
     tokens: TokenClient,
     keys: KeyChecker,
     report: _Report,
@@ -202,7 +202,7 @@ async def _check_one(
 ) -> None:
     metadata = client.get("metadata") or {}
     name = metadata.get("name", "<unnamed>")
-    ns = metadata.get("namespace") or namespace or gateway.current_namespace()
+    ns = metadata.get("namespace") or namespace or current_namespace()
     print(f"{KIND} {ns}/{name}")
     now = utc_now()
     try:

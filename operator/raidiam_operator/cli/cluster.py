@@ -36,7 +36,7 @@ from raidiam_operator.core.spec import REFRESH_REQUESTED_AT, parse_duration, par
 from raidiam_operator.core.times import utc_now
 
 if TYPE_CHECKING:  # imported late by shared.gateway: `token` and `run --help` need no client
-    from raidiam_operator.kube.gateway import KubernetesGateway
+    from raidiam_operator.kube.gateway import KubeGateway
 
 T = TypeVar("T")
 #: How often `refresh --wait` reads the clients' status.
@@ -131,7 +131,7 @@ def _namespace(args: argparse.Namespace) -> str | None:
 def _with_api(
     args: argparse.Namespace,
     doing: str,
-    work: Callable[[KubernetesGateway], Coroutine[Any, Any, T]],
+    work: Callable[[KubeGateway], Coroutine[Any, Any, T]],
 ) -> T | int:
     """Run `work` with an API client; a failure is reported on stderr and becomes the exit code
     (an int), so callers check `isinstance(result, int)`."""
@@ -159,7 +159,7 @@ def status_command(args: argparse.Namespace) -> int:
     unreadable: list[str] = []
 
     async def listing(
-        api: KubernetesGateway,
+        api: KubeGateway,
     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         clients = await api.list_clients(namespace, selector=args.selector)
         issuers: list[dict[str, Any]] = []
@@ -202,7 +202,7 @@ def describe_command(args: argparse.Namespace) -> int:
     namespace = args.namespace or current_namespace(args)
     unreadable: list[str] = []
 
-    async def read(api: KubernetesGateway) -> dict[str, Any] | None:
+    async def read(api: KubeGateway) -> dict[str, Any] | None:
         client = await api.read_client(namespace, args.name)
         if client is None:
             return None
@@ -237,7 +237,7 @@ def describe_command(args: argparse.Namespace) -> int:
 
 
 async def _optional_secret(
-    api: KubernetesGateway, namespace: str, name: str, unreadable: list[str]
+    api: KubeGateway, namespace: str, name: str, unreadable: list[str]
 ) -> dict[str, Any] | None:
     """The Secret, or None if it is missing or may not be read (describe still shows the rest)."""
     try:
@@ -267,7 +267,7 @@ def refresh_command(args: argparse.Namespace) -> int:
         return EXIT_CONFIGURATION
     requested_at = utc_now()
 
-    async def request(api: KubernetesGateway) -> tuple[list[tuple[str, str]], int]:
+    async def request(api: KubeGateway) -> tuple[list[tuple[str, str]], int]:
         if args.all:
             targets = [
                 (c["metadata"]["namespace"], c["metadata"]["name"])
@@ -298,7 +298,7 @@ def refresh_command(args: argparse.Namespace) -> int:
 
 
 async def _wait(
-    api: KubernetesGateway,
+    api: KubeGateway,
     targets: list[tuple[str, str]],
     *,
     requested_at: datetime,

@@ -21,7 +21,7 @@ from raidiam_operator.core.options import CERTIFICATE_EXPIRY_WARNING
 from raidiam_operator.core.spec import parse_duration
 
 if TYPE_CHECKING:
-    from raidiam_operator.kube.gateway import KubernetesGateway
+    from raidiam_operator.kube.gateway import KubeGateway
 
 EXIT_OK = 0
 EXIT_CONFIGURATION = 2
@@ -46,7 +46,7 @@ def add_cluster_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def gateway(args: argparse.Namespace) -> KubernetesGateway:
+def gateway(args: argparse.Namespace) -> KubeGateway:
     """The API client of the kubeconfig in use (imported late: `token` needs no cluster).
     Raises `ConfigurationError` when there is no usable kubeconfig."""
     from raidiam_operator.kube.gateway import KubernetesGateway
@@ -59,11 +59,9 @@ def gateway(args: argparse.Namespace) -> KubernetesGateway:
 
 
 def current_namespace(args: argparse.Namespace | None = None) -> str:
-    from raidiam_operator.kube.gateway import KubernetesGateway
+    from raidiam_operator.kube.api import current_namespace as kubeconfig_namespace
 
-    return KubernetesGateway.current_namespace(
-        getattr(args, "kubeconfig", None), getattr(args, "context", None)
-    )
+    return kubeconfig_namespace(getattr(args, "kubeconfig", None), getattr(args, "context", None))
 
 
 def exit_code_for(problem: RaidiamOperatorError) -> int:

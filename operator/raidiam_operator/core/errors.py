@@ -26,7 +26,7 @@
           ├── SoftwareStatementUnavailable  the directory: 5xx, 429, unreachable
           └── KubernetesUnavailable .... the API server: 5xx, 429, timeouts, refused connections
 
-`protocol.client` raises the OAuth side, `kube.gateway` the Kubernetes side: each translates its
+`protocol.client` raises the OAuth side, `kube.errors` the Kubernetes side: each translates its
 library's exceptions once, so nothing above them catches httpx or kubernetes exceptions.
 
 Each error has a `reason`, a CamelCase word used as the status condition reason, and a message

@@ -1,3 +1,5 @@
-"""The Kubernetes API: `gateway` reads and writes objects (the only module that imports the
-official client), `leader` holds the Lease. Nothing here knows about OAuth.
+"""The Kubernetes API, the only package that imports the official client: `api` sends one
+request, `errors` translates what it raises, `gateway` reads and writes objects, `listing` asks
+how kopf is to list, `secret_watch` follows Secrets' metadata, `leader` holds the Lease. Nothing
+here knows about OAuth.
 """

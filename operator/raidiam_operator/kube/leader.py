@@ -28,7 +28,7 @@ from typing import Any, Literal, Protocol
 from raidiam_operator.core.errors import Conflict
 from raidiam_operator.core.spec import Owner
 from raidiam_operator.core.times import Clock, parse_rfc3339, utc_now
-from raidiam_operator.kube.gateway import KubeGateway
+from raidiam_operator.kube.gateway import ClientKube
 
 logger = logging.getLogger(__name__)
 
@@ -99,9 +99,9 @@ def require_lease(fence: Fence) -> None:
 
 
 class FencedGateway:
-    """A `KubeGateway` whose writes go out only while `fence` is open; reads always do."""
+    """A `ClientKube` whose writes go out only while `fence` is open; reads always do."""
 
-    def __init__(self, kube: KubeGateway, fence: Fence) -> None:
+    def __init__(self, kube: ClientKube, fence: Fence) -> None:
         self._kube = kube
         self._fence = fence
 

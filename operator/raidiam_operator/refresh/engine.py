@@ -20,7 +20,7 @@ from raidiam_operator.core.errors import Conflict, RaidiamOperatorError
 from raidiam_operator.core.issuers import IssuerPolicy
 from raidiam_operator.core.options import CERTIFICATE_EXPIRY_WARNING
 from raidiam_operator.core.times import Clock, utc_now
-from raidiam_operator.kube.gateway import KubeGateway
+from raidiam_operator.kube.gateway import ClientKube
 from raidiam_operator.kube.leader import UNFENCED, Fence, FencedGateway, LeaseNotHeld
 from raidiam_operator.metrics import Metrics
 from raidiam_operator.protocol.client import TokenClient
@@ -66,7 +66,7 @@ class EngineSettings:
 class RefreshEngine:
     def __init__(
         self,
-        kube: KubeGateway,
+        kube: ClientKube,
         tokens: TokenClient,
         settings: EngineSettings | None = None,
         *,

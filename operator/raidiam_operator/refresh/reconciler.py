@@ -34,7 +34,7 @@ from raidiam_operator.core.errors import (
 from raidiam_operator.core.issuers import IssuerPolicy
 from raidiam_operator.core.spec import ClientSpec
 from raidiam_operator.core.times import Clock, rfc3339
-from raidiam_operator.kube.gateway import KubeGateway
+from raidiam_operator.kube.gateway import ClientKube
 from raidiam_operator.kube.leader import Fence, require_lease
 from raidiam_operator.metrics import Metrics
 from raidiam_operator.protocol.client import TokenClient
@@ -62,7 +62,7 @@ logger = logging.getLogger(__name__)
 class Reconciler:
     def __init__(
         self,
-        kube: KubeGateway,
+        kube: ClientKube,
         tokens: TokenClient,
         watch: WatchCache,
         scheduler: Scheduler,

@@ -2,10 +2,10 @@
 concerns.
 
 Clients are kept with their spec parsed once per change, not once per attempt. Secrets are
-watched as metadata only (kube.gateway.SecretMetadataWatch): a referenced Secret is read from the
-API server when a client first needs it and again when the watch reports a new version, and only
-the keys its clients use are kept (the others by name, for messages), so an attempt (and a
-restart of thousands of clients) reads it from memory. Unreferenced Secrets are never read.
+watched as metadata only (kube.secret_watch.SecretMetadataWatch): a referenced Secret is read
+from the API server when a client first needs it and again when the watch reports a new version,
+and only the keys its clients use are kept (the others by name, for messages), so an attempt
+(and a restart of thousands of clients) reads it from memory. Unreferenced Secrets are never read.
 ConfigMaps are not watched: a CA bundle read moments ago is reused instead, again only the key
 its clients use. What is kept of a Secret or ConfigMap goes with the last client that names it.
 Namespaces' labels are read, not watched, and reused for a few seconds. ClusterRaidiamIssuers
@@ -30,7 +30,7 @@ from typing import Any, Protocol
 from raidiam_operator.core.errors import ConfigurationError
 from raidiam_operator.core.spec import REFRESH_REQUESTED_AT, ClientSpec, Owner, parse_spec
 from raidiam_operator.core.times import Clock, parse_rfc3339
-from raidiam_operator.kube.gateway import KubeGateway
+from raidiam_operator.kube.gateway import ClientKube
 from raidiam_operator.refresh.state import ClientState, Key, Notices, Observed
 
 # A CA bundle ConfigMap read this recently is used again: a burst or a restart of thousands of
@@ -57,7 +57,7 @@ class SecretNames(Protocol):
 
 class WatchCache:
     def __init__(
-        self, kube: KubeGateway, *, clock: Clock, secret_names: SecretNames | None = None
+        self, kube: ClientKube, *, clock: Clock, secret_names: SecretNames | None = None
     ) -> None:
         self._kube = kube
         self._clock = clock

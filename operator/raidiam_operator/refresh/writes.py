@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from raidiam_operator.core.spec import ClientSpec, Owner
-from raidiam_operator.kube.gateway import KubeGateway
+from raidiam_operator.kube.gateway import ClientKube
 from raidiam_operator.kube.leader import LeaseNotHeld
 from raidiam_operator.metrics import Metrics
 from raidiam_operator.refresh import policy
@@ -44,7 +44,7 @@ MAX_PENDING_EVENTS = 10_000
 
 
 class Writes:
-    def __init__(self, kube: KubeGateway, metrics: Metrics, budget: WriteBudget) -> None:
+    def __init__(self, kube: ClientKube, metrics: Metrics, budget: WriteBudget) -> None:
         self._kube = kube
         self._metrics = metrics
         self._budget = budget
