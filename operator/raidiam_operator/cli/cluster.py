@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from raidiam_operator.cli.describe import client_detail, format_detail
@@ -218,18 +219,9 @@ def describe_command(args: argparse.Namespace) -> int:
         )
 
     detail = with_api(args, f"describe RaidiamClient {namespace}/{args.name}", read)
-    if isinstance(detail, int):
-        return detail
-    if detail is None:
-        error(args, f'RaidiamClient "{args.name}" not found in namespace {namespace}')
-        return EXIT_CONFIGURATION
-    for note in unreadable:
-        error(args, f"{note} (shown without it)")
-    if args.output:
-        print(serialize(detail, args.output))
-    else:
-        print(format_detail(detail, now=utc_now()))
-    return EXIT_OK
+    return _shown(
+        args, detail, unreadable, f'RaidiamClient "{args.name}"', namespace, format_detail
+    )
 
 
 def _describe_registration(args: argparse.Namespace, name: str) -> int:
@@ -245,17 +237,27 @@ def _describe_registration(args: argparse.Namespace, name: str) -> int:
         return registration_detail(registration, credentials=credentials, readable=not unreadable)
 
     detail = with_api(args, f"describe RaidiamRegistration {namespace}/{name}", read)
+    what = f'RaidiamRegistration "{name}"'
+    return _shown(args, detail, unreadable, what, namespace, format_registration_detail)
+
+
+def _shown(
+    args: argparse.Namespace,
+    detail: JSON | int | None,
+    unreadable: list[str],
+    what: str,
+    namespace: str,
+    text: Callable[..., str],
+) -> int:
+    """Print what `describe` found, as data or as `text` renders it; the exit code."""
     if isinstance(detail, int):
         return detail
     if detail is None:
-        error(args, f'RaidiamRegistration "{name}" not found in namespace {namespace}')
+        error(args, f"{what} not found in namespace {namespace}")
         return EXIT_CONFIGURATION
-    for problem in unreadable:
-        error(args, f"{problem} (shown without it)")
-    if args.output:
-        print(serialize(detail, args.output))
-    else:
-        print(format_registration_detail(detail, now=utc_now()))
+    for note in unreadable:
+        error(args, f"{note} (shown without it)")
+    print(serialize(detail, args.output) if args.output else text(detail, now=utc_now()))
     return EXIT_OK
 
 

@@ -10,7 +10,7 @@ as a Degraded condition that turned True since the request.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -69,13 +69,18 @@ def refresh_outcome(client: Mapping[str, Any], *, requested_at: datetime) -> Ref
 def timeout_outcome(client: Mapping[str, Any], *, waited: float) -> RefreshOutcome:
     """No answer in time: what stands in the way, if the status says (a missing Secret is found
     before any request, so it sets no lastFailureTime), else that the operator did not answer."""
-    degraded = condition(client.get("status") or {}, "Degraded")
+    return _stuck(client, f"no new token after {waited:.0f} s", failure_exit_code, waited)
+
+
+def _stuck(
+    body: Mapping[str, Any], missing: str, exit_code: Callable[[str], int], waited: float
+) -> RefreshOutcome:
+    """A Degraded condition still True names what stands in the way; else the operator is
+    silent."""
+    degraded = condition(body.get("status") or {}, "Degraded")
     if degraded.get("status") == "True":
         reason = str(degraded.get("reason", "Unknown"))
-        return RefreshOutcome(
-            failure_exit_code(reason),
-            f"no new token after {waited:.0f} s; {reason}: {degraded.get('message')}",
-        )
+        return RefreshOutcome(exit_code(reason), f"{missing}; {reason}: {degraded.get('message')}")
     return RefreshOutcome(
         EXIT_TRANSIENT,
         f"no answer from the operator after {waited:.0f} s: is it running, and does it serve "
@@ -123,18 +128,7 @@ def registration_timeout_outcome(
 ) -> RefreshOutcome:
     """No answer in time: a Degraded condition that was already True says what stands in the way
     (it does not turn True again), else the operator did not answer."""
-    degraded = condition(registration.get("status") or {}, "Degraded")
-    if degraded.get("status") == "True":
-        reason = str(degraded.get("reason", "Unknown"))
-        return RefreshOutcome(
-            registration_exit_code(reason),
-            f"not read after {waited:.0f} s; {reason}: {degraded.get('message')}",
-        )
-    return RefreshOutcome(
-        EXIT_TRANSIENT,
-        f"no answer from the operator after {waited:.0f} s: is it running, and does it serve "
-        "this namespace?",
-    )
+    return _stuck(registration, f"not read after {waited:.0f} s", registration_exit_code, waited)
 
 
 def _reasons(kind: type[RaidiamOperatorError]) -> frozenset[str]:
