@@ -1,5 +1,6 @@
 """`raidiam-operator` (and `kubectl raidiam`): the command line over the same core the operator
-uses. One module per command: `token`, `register`, `run`, `cluster` (status, refresh), `check`.
+uses. One module per command: `token`, `register`, `run`, `cluster` (status, describe), `refresh_request`
+(refresh), `check`.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import sys
 from collections.abc import Sequence
 
 from raidiam_operator import __version__
-from raidiam_operator.cli import check, cluster, register, run, token
+from raidiam_operator.cli import check, cluster, refresh_request, register, run, token
 
 
 def main(argv: Sequence[str] | None = None, *, prog: str = "raidiam-operator") -> int:
@@ -39,5 +40,6 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     register.add_parser(commands)
     run.add_parser(commands)
     cluster.add_parsers(commands)
+    refresh_request.add_parser(commands)
     check.add_parser(commands)
     return parser

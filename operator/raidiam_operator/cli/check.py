@@ -1,8 +1,10 @@
-"""`raidiam-operator check -f`: a RaidiamClient manifest against the live authorization server.
+"""`raidiam-operator check -f`: RaidiamClient and RaidiamRegistration manifests against the
+cluster and the live authorization server.
 
 Reads the referenced Secrets from the cluster and talks to the authorization server, but writes
-nothing and requests no token, unless asked to try both client-assertion audiences: then it
-requests one token per audience and throws it away.
+nothing, requests no token and registers nothing, unless asked to try both client-assertion
+audiences: then it requests one token per audience and throws it away. Registrations are checked
+in `registration_checks`.
 """
 
 from __future__ import annotations
@@ -18,8 +20,11 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from raidiam_operator.cli.registration_checks import check_registration
 from raidiam_operator.cli.shared import (
     EXIT_CONFIGURATION,
+    EXIT_OK,
+    EXIT_TRANSIENT,
     Commands,
     add_cluster_flags,
     add_expiry_warning_flag,
@@ -36,8 +41,9 @@ from raidiam_operator.core.errors import (
     RaidiamOperatorError,
     TransientError,
 )
-from raidiam_operator.core.issuers import IssuerPolicy
+from raidiam_operator.core.issuers import ISSUER_POLICY_MODES, IssuerPolicy, issuer_policy
 from raidiam_operator.core.options import CERTIFICATE_EXPIRY_WARNING
+from raidiam_operator.core.registration_spec import REGISTRATION_KIND
 from raidiam_operator.core.rules import AssertionAudience
 from raidiam_operator.core.spec import KIND, parse_spec
 from raidiam_operator.core.times import rfc3339, utc_now
@@ -53,12 +59,15 @@ if TYPE_CHECKING:
 def add_parser(commands: Commands[argparse.ArgumentParser]) -> None:
     check = commands.add_parser(
         "check",
-        help="validate RaidiamClient manifests against the live authorization server",
-        description="Checks a RaidiamClient manifest without writing anything and without requesting "
-        "a token: the spec, the referenced Secrets and certificates (read from the cluster), the "
-        "discovery document, the auth method and algorithm, and that the token endpoint answers. "
-        "With --try-audiences, a private_key_jwt client also gets one token request per "
-        "client-assertion audience (the tokens are discarded). "
+        help="validate RaidiamClient and RaidiamRegistration manifests against the live servers",
+        description="Checks RaidiamClient manifests without writing anything and without "
+        "requesting a token: the spec, the referenced Secrets and certificates (read from the "
+        "cluster), the discovery document, the auth method and algorithm, and that the token "
+        "endpoint answers. With --try-audiences, a private_key_jwt client also gets one token "
+        "request per client-assertion audience (the tokens are discarded). RaidiamRegistration "
+        "manifests are checked without registering or sending anything secret: the spec, the "
+        "issuer policy, the Secrets, ConfigMap and directory RaidiamClient they name, and the "
+        "bank's registration endpoint. "
         "Exit codes: 0 all good, 2 something to fix, 4 the server could not be reached.",
     )
     check.add_argument(
@@ -76,8 +85,21 @@ def add_parser(commands: Commands[argparse.ArgumentParser]) -> None:
         help="the operator's namespace, where ClusterRaidiamIssuers' CA bundles live "
         "(default %(default)s)",
     )
-    # The operator's flag, so `check` warns about exactly what the operator will warn about.
+    # The operator's flags, so `check` warns about and refuses what the operator will.
     add_expiry_warning_flag(check)
+    check.add_argument(
+        "--issuer-policy",
+        choices=ISSUER_POLICY_MODES,
+        default="any",
+        help="the operator's --issuer-policy, to check inline issuers against (default %(default)s)",
+    )
+    check.add_argument(
+        "--allowed-issuer",
+        action="append",
+        default=[],
+        metavar="PREFIX",
+        help="the operator's --allowed-issuer prefixes, with --issuer-policy allowlist",
+    )
     add_cluster_flags(check)
     check.add_argument(
         "--try-audiences",
@@ -91,6 +113,7 @@ def add_parser(commands: Commands[argparse.ArgumentParser]) -> None:
 def check_command(args: argparse.Namespace) -> int:
     try:
         warning = expiry_warning(args)
+        policy = issuer_policy(args.issuer_policy, args.allowed_issuer)
     except ConfigurationError as problem:
         return fail(args, EXIT_CONFIGURATION, problem)
     try:
@@ -109,6 +132,7 @@ def check_command(args: argparse.Namespace) -> int:
                 prog=args.prog,
                 try_audiences=args.try_audiences,
                 operator_namespace=args.operator_namespace,
+                policy=policy,
             )
         )
     except ConfigurationError as problem:  # no kubeconfig to read the Secrets with
@@ -148,26 +172,43 @@ async def check_manifests(
     prog: str = "raidiam-operator",
     try_audiences: bool = False,
     operator_namespace: str = "raidiam-token-operator",
+    policy: IssuerPolicy = IssuerPolicy(),  # noqa: B008 (frozen)
 ) -> int:
     path = source
     try:
         documents = [d for d in yaml.safe_load_all(manifest) if d]
     except yaml.YAMLError as error:
         print(f"{prog}: error: cannot read {path}: {error}", file=sys.stderr)
-        return 2
-    clients = [d for d in documents if isinstance(d, dict) and d.get("kind") == KIND]
-    if not clients:
-        print(f"{prog}: error: {path} holds no {KIND}", file=sys.stderr)
-        return 2
+        return EXIT_CONFIGURATION
+    kinds = (KIND, REGISTRATION_KIND)
+    checked = [d for d in documents if isinstance(d, dict) and d.get("kind") in kinds]
+    if not checked:
+        print(f"{prog}: error: {path} holds no {KIND} or {REGISTRATION_KIND}", file=sys.stderr)
+        return EXIT_CONFIGURATION
     report = _Report()
     gateway = gateway_factory()
     # One tenant's keys, checked here and now: nobody else's renewals wait on this process.
     keys = KeyChecker(InProcessChecks())
     try:
         async with TokenClient() as tokens:
-            for client in clients:
+            for document in checked:
+                if document.get("kind") == REGISTRATION_KIND:
+                    metadata = document.get("metadata") or {}
+                    await check_registration(
+                        document,
+                        metadata.get("namespace") or namespace or current_namespace(),
+                        gateway,
+                        tokens,
+                        keys,
+                        report,
+                        policy=policy,
+                        operator_namespace=operator_namespace,
+                        expiry_warning=expiry_warning,
+                        now=utc_now(),
+                    )
+                    continue
                 await _check_one(
-                    client,
+                    document,
                     namespace,
                     gateway,
                     tokens,
@@ -176,6 +217,7 @@ async def check_manifests(
                     expiry_warning,
                     try_audiences=try_audiences,
                     operator_namespace=operator_namespace,
+                    policy=policy,
                 )
     finally:
         gateway.close()
@@ -185,8 +227,8 @@ async def check_manifests(
             f"{report.unreachable} server(s) unreachable",
             file=sys.stderr,
         )
-        return 2 if report.configuration_problems else 4
-    return 0
+        return EXIT_CONFIGURATION if report.configuration_problems else EXIT_TRANSIENT
+    return EXIT_OK
 
 
 async def _check_one(
@@ -199,6 +241,7 @@ async def _check_one(
     expiry_warning: timedelta,
     try_audiences: bool = False,
     operator_namespace: str = "raidiam-token-operator",
+    policy: IssuerPolicy = IssuerPolicy(),  # noqa: B008 (frozen)
 ) -> None:
     metadata = client.get("metadata") or {}
     name = metadata.get("name", "<unnamed>")
@@ -210,23 +253,24 @@ async def _check_one(
     except ConfigurationError as error:
         report.fail(error)
         return
+    try:
+        # --issuer-policy says what the operator runs with (a reference passes every policy).
+        resolved = await resolve_issuer(
+            spec,
+            namespace=ns,
+            reader=gateway,
+            policy=policy,
+            cluster_resource_namespace=operator_namespace,
+        )
+    except ConfigurationError as problem:
+        report.fail(problem)
+        return
+    except RaidiamOperatorError as problem:  # the API server refused or was not there
+        report.fail(f"cannot read ClusterRaidiamIssuer {spec.issuer_ref}: {problem.message}")
+        return
     if spec.issuer_ref is not None:
-        try:
-            # The operator's --issuer-policy is not known here; a reference passes every policy.
-            spec = await resolve_issuer(
-                spec,
-                namespace=ns,
-                reader=gateway,
-                policy=IssuerPolicy(),
-                cluster_resource_namespace=operator_namespace,
-            )
-        except ConfigurationError as problem:
-            report.fail(problem)
-            return
-        except RaidiamOperatorError as problem:  # the API server refused or was not there
-            report.fail(f"cannot read ClusterRaidiamIssuer {spec.issuer_ref}: {problem.message}")
-            return
         report.ok(f"ClusterRaidiamIssuer {spec.issuer_ref} serves namespace {ns}")
+    spec = resolved
     report.ok(f"spec: {spec.auth_method} for client {spec.client_id} at {spec.issuer}")
     try:
         inputs = await read_inputs(spec, namespace=ns, reader=gateway, keys=keys, now=now)

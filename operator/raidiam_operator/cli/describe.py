@@ -15,10 +15,10 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from raidiam_operator.cli.tables import human
+from raidiam_operator.cli.tables import moment_text
 from raidiam_operator.core.errors import ConfigurationError, CredentialError
 from raidiam_operator.core.spec import parse_spec
-from raidiam_operator.core.times import parse_rfc3339, rfc3339
+from raidiam_operator.core.times import rfc3339
 from raidiam_operator.protocol.credentials import CertificateFacts, certificate_facts
 from raidiam_operator.protocol.tokens import unverified_claims
 
@@ -177,9 +177,9 @@ def format_detail(detail: Mapping[str, Any], *, now: datetime) -> str:
     lines += [
         "Token:",
         f"  Secret:           {token['secret'] or '-'}",
-        f"  Expires:          {_moment(token['expiresAt'], now)}",
-        f"  Issued:           {_moment(token['lastRefreshTime'], now)}",
-        f"  Next refresh:     {_moment(token['nextRefreshTime'], now)}",
+        f"  Expires:          {moment_text(token['expiresAt'], now)}",
+        f"  Issued:           {moment_text(token['lastRefreshTime'], now)}",
+        f"  Next refresh:     {moment_text(token['nextRefreshTime'], now)}",
         f"  Failed in a row:  {token['failedAttempts']}",
     ]
     if token["claims"]:
@@ -197,7 +197,7 @@ def format_detail(detail: Mapping[str, Any], *, now: datetime) -> str:
             "Transport certificate:",
             f"  Secret:      {certificate['secret']}",
             f"  Subject:     {certificate['subject'] or '-'}",
-            f"  Expires:     {_moment(certificate['notAfter'], now)}",
+            f"  Expires:     {moment_text(certificate['notAfter'], now)}",
             f"  x5t#S256:    {certificate['thumbprint'] or '-'}",
         ]
     binding = detail["binding"]
@@ -205,14 +205,6 @@ def format_detail(detail: Mapping[str, Any], *, now: datetime) -> str:
     if binding.get("whenIssued"):
         lines.append(f"  when issued: {binding['whenIssued']} (status.binding)")
     return "\n".join(lines)
-
-
-def _moment(value: object, now: datetime) -> str:
-    moment = parse_rfc3339(value) if isinstance(value, str) else None
-    if moment is None:
-        return "-"
-    delta = moment - now
-    return f"{value} ({human(delta) if delta.total_seconds() < 0 else 'in ' + human(delta)})"
 
 
 def _claim(name: str, value: object) -> str:

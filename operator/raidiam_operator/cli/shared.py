@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from raidiam_operator.core.errors import (
     AuthorizationServerRejection,
@@ -18,7 +18,8 @@ from raidiam_operator.core.errors import (
     TransientError,
 )
 from raidiam_operator.core.options import CERTIFICATE_EXPIRY_WARNING
-from raidiam_operator.core.spec import parse_duration
+from raidiam_operator.core.registration_spec import REGISTRATION_KIND, REGISTRATION_PLURAL
+from raidiam_operator.core.spec import GROUP, KIND, PLURAL, parse_duration
 
 if TYPE_CHECKING:
     from raidiam_operator.kube.gateway import KubeGateway
@@ -32,6 +33,33 @@ Commands = argparse._SubParsersAction  # the `add_subparsers()` of the main pars
 # One quick retry for a blip; anything that asks us to wait longer is reported instead.
 QUICK_RETRY_LIMIT_SECONDS = 5.0
 _T = TypeVar("_T")
+#: The short names the CRDs give (crds/raidiam.io_*.yaml), as kubectl accepts them.
+CLIENT_SHORT_NAME, REGISTRATION_SHORT_NAME = "raidiam", "raidiamreg"
+_KIND_SPELLINGS = {
+    spelling: kind
+    for kind, plural, short in (
+        (KIND, PLURAL, CLIENT_SHORT_NAME),
+        (REGISTRATION_KIND, REGISTRATION_PLURAL, REGISTRATION_SHORT_NAME),
+    )
+    for word in (kind.lower(), plural, short)
+    for spelling in (word, f"{word}.{GROUP}")
+}
+
+
+def named(argument: str) -> tuple[str, str]:
+    """A NAME argument as (kind, name): a bare name is a RaidiamClient; `raidiamregistration/NAME`
+    (or kubectl's other spellings: plural, short name, with the group) a RaidiamRegistration.
+    Raises `ConfigurationError` for another kind."""
+    spelled, slash, name = argument.rpartition("/")
+    if not slash:
+        return KIND, argument
+    kind = _KIND_SPELLINGS.get(spelled.lower())
+    if kind is None or not name:
+        raise ConfigurationError(
+            f"{argument}: name a RaidiamClient (NAME or raidiamclient/NAME) or a "
+            "RaidiamRegistration (raidiamregistration/NAME)"
+        )
+    return kind, name
 
 
 def add_cluster_flags(parser: argparse.ArgumentParser) -> None:
@@ -56,6 +84,53 @@ def gateway(args: argparse.Namespace) -> KubeGateway:
         context=getattr(args, "context", None),
         threads=4,
     )
+
+
+def namespace_flags(parser: argparse.ArgumentParser) -> None:
+    """kubectl's -n and -A."""
+    scope = parser.add_mutually_exclusive_group()
+    scope.add_argument("-n", "--namespace", help="namespace (default: the current context's)")
+    scope.add_argument("-A", "--all-namespaces", action="store_true", help="every namespace")
+
+
+def selector_flag(parser: argparse.ArgumentParser) -> None:
+    """kubectl's -l."""
+    parser.add_argument(
+        "-l",
+        "--selector",
+        metavar="SELECTOR",
+        help="label selector, as kubectl's: team=payments, tier in (gold,silver), !legacy",
+    )
+
+
+def chosen_namespace(args: argparse.Namespace) -> str | None:
+    """-n, else the context's namespace; None for -A (every namespace)."""
+    return (
+        None
+        if getattr(args, "all_namespaces", False)
+        else (args.namespace or current_namespace(args))
+    )
+
+
+def with_api(
+    args: argparse.Namespace,
+    doing: str,
+    work: Callable[[KubeGateway], Coroutine[Any, Any, _T]],
+) -> _T | int:
+    """Run `work` with an API client; a failure is reported on stderr and becomes the exit code
+    (an int), so callers check `isinstance(result, int)`."""
+    try:
+        api = gateway(args)
+    except RaidiamOperatorError as problem:
+        error(args, f"cannot {doing}: {problem.message}")
+        return exit_code_for(problem)
+    try:
+        return asyncio.run(work(api))
+    except RaidiamOperatorError as problem:
+        error(args, f"cannot {doing}: {problem.message}")
+        return exit_code_for(problem)
+    finally:
+        api.close()
 
 
 def current_namespace(args: argparse.Namespace | None = None) -> str:

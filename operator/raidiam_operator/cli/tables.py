@@ -39,9 +39,19 @@ def human(delta: timedelta) -> str:
     return f"{seconds}s"
 
 
-def _until(value: object, now: datetime) -> str:
+def until(value: object, now: datetime) -> str:
+    """An RFC 3339 time as a duration from now ('4m10s', '5m0s ago'), or '-'."""
     moment = parse_rfc3339(value) if isinstance(value, str) else None
     return human(moment - now) if moment else "-"
+
+
+def moment_text(value: object, now: datetime) -> str:
+    """An RFC 3339 time with its distance from now: '2026-03-02T10:14:10Z (in 4m10s)'."""
+    moment = parse_rfc3339(value) if isinstance(value, str) else None
+    if moment is None:
+        return "-"
+    delta = moment - now
+    return f"{value} ({human(delta) if delta.total_seconds() < 0 else 'in ' + human(delta)})"
 
 
 def condition(status: Mapping[str, Any], kind: str) -> Mapping[str, Any]:
@@ -65,9 +75,9 @@ def status_rows(
             ready.get("status", "Unknown"),
             ready.get("reason", "Pending"),
             condition(status, "Degraded").get("reason", "-"),
-            _until(status.get("expiresAt"), now),
-            _until(status.get("nextRefreshTime"), now),
-            _until(status.get("certificateNotAfter"), now),
+            until(status.get("expiresAt"), now),
+            until(status.get("nextRefreshTime"), now),
+            until(status.get("certificateNotAfter"), now),
         ]
         rows.append([client["metadata"]["namespace"], *row] if with_namespace else row)
     return rows
@@ -84,7 +94,7 @@ def issuer_rows(issuers: Sequence[Mapping[str, Any]], *, now: datetime) -> list[
                 str((issuer.get("spec") or {}).get("issuer", "-")),
                 ready.get("status", "Unknown"),
                 ready.get("reason", "Pending"),
-                _until(status.get("lastCheckTime"), now),
+                until(status.get("lastCheckTime"), now),
             ]
         )
     return rows

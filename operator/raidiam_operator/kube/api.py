@@ -160,9 +160,10 @@ def issuer_path(name: str | None = None) -> str:
     return path if name is None else f"{path}/{_quoted(name)}"
 
 
-def registrations_path(namespace: str, name: str) -> str:
-    where = f"/namespaces/{_quoted(namespace)}"
-    return f"/apis/{GROUP}/{VERSION}{where}/{REGISTRATION_PLURAL}/{_quoted(name)}"
+def registrations_path(namespace: str | None, name: str | None = None) -> str:
+    where = "" if namespace is None else f"/namespaces/{_quoted(namespace)}"
+    path = f"/apis/{GROUP}/{VERSION}{where}/{REGISTRATION_PLURAL}"
+    return path if name is None else f"{path}/{_quoted(name)}"
 
 
 def lease_path(namespace: str, name: str | None = None) -> str:

@@ -100,6 +100,13 @@ class KubeGateway(ClientKube, Protocol):
     ) -> SecretMetadataWatch: ...
     async def patch_registration(self, namespace: str, name: str, patch: JSON) -> None: ...
     async def patch_registration_status(self, owner: Owner, status: JSON) -> None: ...
+    async def list_registrations(
+        self, namespace: str | None, *, selector: str | None = None
+    ) -> list[JSON]: ...
+    async def read_registration(self, namespace: str, name: str) -> JSON | None: ...
+    async def annotate_registration(
+        self, namespace: str, name: str, annotations: dict[str, str]
+    ) -> None: ...
 
 
 class KubernetesGateway:
@@ -373,3 +380,35 @@ class KubernetesGateway:
         except (KubernetesError, KubernetesUnavailable) as error:
             # Events are best effort: a failure to report must never fail the refresh itself.
             logger.warning("could not post an Event: %s", error.message)
+
+    # -- RaidiamRegistrations for the command line (status, describe, refresh) --
+
+    async def list_registrations(
+        self, namespace: str | None, *, selector: str | None = None
+    ) -> list[JSON]:
+        """RaidiamRegistrations in one namespace, or in all of them; `selector` as kubectl's."""
+        where = "all namespaces" if namespace is None else f"namespace {namespace}"
+        what = f"listing RaidiamRegistrations in {where}" + (
+            f" with labels {selector}" if selector else ""
+        )
+        filters = {"labelSelector": selector} if selector else {}
+        path = registrations_path(namespace)
+        return list((await self._json(what, "GET", path, query=filters)).get("items", []))
+
+    async def read_registration(self, namespace: str, name: str) -> JSON | None:
+        return await self._read(
+            f"reading RaidiamRegistration {namespace}/{name}",
+            registrations_path(namespace, name),
+        )
+
+    async def annotate_registration(
+        self, namespace: str, name: str, annotations: dict[str, str]
+    ) -> None:
+        """Unlike `patch_registration`, a registration that is not there is an error."""
+        await self._call(
+            f"annotating RaidiamRegistration {namespace}/{name}",
+            "PATCH",
+            registrations_path(namespace, name),
+            body={"metadata": {"annotations": annotations}},
+            content_type=MERGE_PATCH,
+        )
