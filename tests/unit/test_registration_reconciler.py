@@ -30,6 +30,7 @@ from raidiam_operator.refresh.registrations import (
 
 from .engine_fakes import FakeKube
 from .test_registrar import (
+    ASSERTION,
     CLIENT_URI,
     DIRECTORY_API,
     DIRECTORY_TOKEN,
@@ -39,6 +40,7 @@ from .test_registrar import (
     REGISTRATION_TOKEN,
     SSA,
     Bank,
+    jwt_text,
 )
 
 NS = "tpp"
@@ -449,3 +451,81 @@ async def test_removing_the_record_wakes_the_registration() -> None:
     await controller.aclose()
 
     assert attempts == ["2026-12-08T12:00:00Z https://bank.example/reg", None]
+
+
+# -- the software statement's claims, looked at on each check ------------------------------
+
+
+def refresh_requested(status: dict[str, Any], at: str = "2026-12-08T13:00:00Z") -> dict[str, Any]:
+    asked = body()
+    asked["metadata"]["annotations"]["raidiam.io/refresh-requested-at"] = at
+    return {**asked, "status": status}
+
+
+@pytest.mark.parametrize(
+    ("claims", "method", "reason"),
+    [
+        pytest.param({"iat": 1_700_000_500, "jti": "again"}, "GET", "Checked", id="re-issued"),
+        pytest.param(
+            {"software_redirect_uris": ["https://tpp.example/cb", "https://tpp.example/cb2"]},
+            "PUT",
+            "Updated",
+            id="redirect-uris-changed",
+        ),
+        pytest.param(
+            {"software_jwks_uri": "https://keystore.example/org-1/ss-1/rotated.jwks"},
+            "PUT",
+            "Updated",
+            id="jwks-uri-changed",
+        ),
+    ],
+)
+async def test_a_check_sends_a_put_only_when_the_ssas_claims_changed(
+    kube: Kube, bank: Bank, claims: dict[str, Any], method: str, reason: str
+) -> None:
+    attempt = reconciler(kube, bank)
+    await attempt.reconcile(body(), now=NOW)
+    ssa = jwt_text(
+        {
+            "software_id": "ss-1",
+            "org_id": "org-1",
+            "software_jwks_uri": "https://keystore.example/org-1/ss-1/application.jwks",
+            "iat": 1_700_000_000,
+            **claims,
+        }
+    )
+    bank.answer("GET", ASSERTION, 200, text=ssa, headers={"content-type": "application/jwt"})
+
+    await attempt.reconcile(refresh_requested(kube.statuses[-1]), now=NOW + timedelta(minutes=5))
+
+    assert [r.method for r in bank.requests if "/reg" in r.url.path] == ["POST", method]
+    ready = kube.ready()
+    assert ready["reason"] == reason
+    if method == "PUT":
+        assert "SoftwareStatementChanged" in ready["message"]
+        assert ssa.encode() in bank.last("PUT").content
+        # The new claims are recorded: the next check reads back, nothing more.
+        await attempt.reconcile(
+            refresh_requested(kube.statuses[-1], "2026-12-08T14:00:00Z"),
+            now=NOW + timedelta(minutes=10),
+        )
+        assert bank.last("GET").url.path.startswith("/reg/")
+        assert kube.ready()["reason"] == "Checked"
+
+
+async def test_a_directory_down_at_a_check_degrades_and_keeps_the_registration(
+    kube: Kube, bank: Bank
+) -> None:
+    attempt = reconciler(kube, bank)
+    await attempt.reconcile(body(), now=NOW)
+    bank.answer("GET", ASSERTION, 503)
+
+    wait = await attempt.reconcile(
+        refresh_requested(kube.statuses[-1]), now=NOW + timedelta(minutes=5)
+    )
+
+    assert wait is not None
+    assert kube.ready()["status"] == "True"
+    assert kube.degraded()["reason"] == "SoftwareStatementUnavailable"
+    assert kube.secrets["bank-registration"]
+    assert posts(bank) == 1

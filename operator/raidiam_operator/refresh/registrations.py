@@ -3,7 +3,12 @@ worker per registration that decides when the next attempt is (`RegistrationCont
 
 An attempt reads everything afresh (the spec, the transport certificate, the credentials
 Secret), asks `core.registration.next_step` what to do, does it, and writes the credentials
-Secret before the status: a restart reads the Secret and never registers twice. A worker wakes
+Secret before the status: a restart reads the Secret and never registers twice. The POST
+itself is recorded on the object as pending just before it goes out
+(`core.registration_pending`): an answer lost on the way, or a restart before the Secret is
+written, leaves the registration in doubt for a person to settle, never registered twice. A
+check (daily, or asked for) of a registration whose SSA comes from the directory fetches the
+SSA too, and sends an RFC 7592 PUT when its lasting claims changed. A worker wakes
 on a change that matters (the spec, the refresh annotation, deletion, a Secret the registration
 reads), when the scheduled check is due, and after a transient failure's backoff. A rejection
 waits for a change: retrying it would only be refused again.
