@@ -33,6 +33,7 @@ pytestmark = [pytest.mark.kube, pytest.mark.authserver]
 
 PLURAL = "raidiamregistrations"
 REFRESH_REQUESTED_AT = "raidiam.io/refresh-requested-at"
+PENDING = "raidiam.io/registration-pending"
 
 
 @dataclass
@@ -235,6 +236,89 @@ def test_an_operator_restart_registers_nothing_twice(
             "deleted": 0,
         }
         assert "registration attempt" not in restarted.operator.log_text()
+
+
+def test_a_restart_in_the_middle_of_registering_leaves_exactly_one_registration_at_the_bank(
+    participant: Participant,
+    control_plane: ControlPlane,
+    auth_server: AuthServer,
+    test_pki: TestPKI,
+    kube_api: Any,
+    tmp_path: Path,
+) -> None:
+    bank = participant.bank
+    created = bank.stats()["registrations_created_total"]
+    # The bank registers the client, then holds its answer: the operator stops before it learns
+    # the credentials.
+    bank.delay_registration(25)
+    participant.create("bank", participant.spec())
+    wait_for(
+        lambda: bank.stats()["registrations_created_total"] == created + 1,
+        timeout=60,
+        what="the bank to register the client",
+    )
+    participant.world.operator.stop()
+    pending = ((participant.registration("bank") or {})["metadata"].get("annotations") or {}).get(
+        PENDING
+    )
+    assert pending is not None
+    assert pending.split()[1] == bank.mtls_registration_endpoint
+
+    with started_world(
+        control_plane,
+        auth_server,
+        test_pki,
+        kube_api,
+        participant.world.namespace,
+        tmp_path / "restarted.log",
+    ):
+        ready = participant.wait_reason("bank", "RegistrationInDoubt")
+
+        assert ready["status"] == "False"
+        assert (
+            f"sent to {bank.mtls_registration_endpoint} at {pending.split()[0]}"
+            in (ready["message"])
+        )
+        assert "the bank may hold a client whose credentials are not here" in ready["message"]
+        namespace = participant.world.namespace
+        instruction = f"kubectl annotate raidiamregistration bank -n {namespace} {PENDING}-"
+        assert ready["message"].endswith(instruction)
+        warnings = [e for e in participant.events("bank") if e.reason == "RegistrationInDoubt"]
+        assert warnings
+        assert warnings[0].type == "Warning"
+        assert bank.stats()["registrations_created_total"] == created + 1
+
+        # The person checked at the bank and asks for a registration again.
+        participant.patch("bank", {"metadata": {"annotations": {PENDING: None}}})
+
+        participant.wait_reason("bank", "Registered")
+        assert bank.stats()["registrations_created_total"] == created + 2
+        annotations = (participant.registration("bank") or {})["metadata"].get("annotations")
+        assert PENDING not in (annotations or {})
+        assert_no_registration_secret_leaked(participant, ["bank"])
+
+
+def test_a_changed_software_statement_is_sent_with_a_put_on_a_refresh_request(
+    participant: Participant, clean_directory: Directory
+) -> None:
+    client_id = participant.registered("bank")
+    # The participant adds a redirect URI in the directory: the SSA's claims change.
+    clean_directory.register_software_statement(
+        participant.organisation_id,
+        participant.software_statement_id,
+        client_id=participant.directory_client_id,
+        redirect_uris=[*participant.redirect_uris, "https://added.example/cb"],
+    )
+
+    participant.patch(
+        "bank", {"metadata": {"annotations": {REFRESH_REQUESTED_AT: "2026-12-08T00:00:00Z"}}}
+    )
+
+    ready = participant.wait_reason("bank", "Updated")
+    assert ready["status"] == "True"
+    assert "SoftwareStatementChanged" in ready["message"]
+    assert participant.bank.registrations(client_id)["updated"] == 1
+    assert participant.credentials("bank")["client_id"] == client_id
 
 
 def test_a_metadata_change_updates_the_registration_with_a_put(participant: Participant) -> None:
