@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -171,6 +172,41 @@ def participant(
     return participant_in(world, clean_directory, clean_data_provider, test_pki)
 
 
+Restart = Callable[[], AbstractContextManager[World]]
+
+
+@pytest.fixture
+def restart(
+    participant: Participant,
+    control_plane: ControlPlane,
+    auth_server: AuthServer,
+    test_pki: TestPKI,
+    kube_api: Any,
+    tmp_path: Path,
+) -> Restart:
+    """Stop the participant's operator and start another in its namespace, stopped on the
+    way out."""
+
+    @contextmanager
+    def restarted() -> Iterator[World]:
+        participant.world.operator.stop()
+        with started_world(
+            control_plane,
+            auth_server,
+            test_pki,
+            kube_api,
+            participant.world.namespace,
+            tmp_path / "restarted.log",
+        ) as world:
+            yield world
+
+    return restarted
+
+
+def annotations_of(participant: Participant, name: str) -> dict[str, str]:
+    return dict(((participant.registration(name) or {})["metadata"].get("annotations")) or {})
+
+
 def assert_no_registration_secret_leaked(participant: Participant, names: list[str]) -> None:
     tokens = [participant.credentials(name)["registration_access_token"] for name in names]
     assert_nothing_leaked(participant.world, tokens=tokens)
@@ -201,25 +237,11 @@ def test_a_registration_from_the_directory_becomes_ready_with_its_credentials_in
 
 
 def test_an_operator_restart_registers_nothing_twice(
-    participant: Participant,
-    control_plane: ControlPlane,
-    auth_server: AuthServer,
-    test_pki: TestPKI,
-    kube_api: Any,
-    tmp_path: Path,
+    participant: Participant, restart: Restart
 ) -> None:
     participant.registered("bank")
     created = participant.bank.stats()["registrations_created_total"]
-    participant.world.operator.stop()
-
-    with started_world(
-        control_plane,
-        auth_server,
-        test_pki,
-        kube_api,
-        participant.world.namespace,
-        tmp_path / "restarted.log",
-    ) as restarted:
+    with restart() as restarted:
         # The restarted operator finds the registration in its Secret and leaves it be
         # (a registration is read daily, and this one was just made) until asked.
         client_id = participant.credentials("bank")["client_id"]
@@ -239,12 +261,7 @@ def test_an_operator_restart_registers_nothing_twice(
 
 
 def test_a_restart_in_the_middle_of_registering_leaves_exactly_one_registration_at_the_bank(
-    participant: Participant,
-    control_plane: ControlPlane,
-    auth_server: AuthServer,
-    test_pki: TestPKI,
-    kube_api: Any,
-    tmp_path: Path,
+    participant: Participant, restart: Restart
 ) -> None:
     bank = participant.bank
     created = bank.stats()["registrations_created_total"]
@@ -257,22 +274,13 @@ def test_a_restart_in_the_middle_of_registering_leaves_exactly_one_registration_
         timeout=60,
         what="the bank to register the client",
     )
-    participant.world.operator.stop()
-    pending = ((participant.registration("bank") or {})["metadata"].get("annotations") or {}).get(
-        PENDING
-    )
-    assert pending is not None
-    assert pending.split()[1] == bank.mtls_registration_endpoint
 
-    with started_world(
-        control_plane,
-        auth_server,
-        test_pki,
-        kube_api,
-        participant.world.namespace,
-        tmp_path / "restarted.log",
-    ):
+    with restart():
         ready = participant.wait_reason("bank", "RegistrationInDoubt")
+
+        # What the stopped operator left on the object: when and where it was registering.
+        pending = annotations_of(participant, "bank")[PENDING]
+        assert pending.split()[1] == bank.mtls_registration_endpoint
 
         assert ready["status"] == "False"
         assert (
@@ -293,8 +301,7 @@ def test_a_restart_in_the_middle_of_registering_leaves_exactly_one_registration_
 
         participant.wait_reason("bank", "Registered")
         assert bank.stats()["registrations_created_total"] == created + 2
-        annotations = (participant.registration("bank") or {})["metadata"].get("annotations")
-        assert PENDING not in (annotations or {})
+        assert PENDING not in annotations_of(participant, "bank")
         assert_no_registration_secret_leaked(participant, ["bank"])
 
 

@@ -211,6 +211,8 @@ async def test_a_refusal_is_reported_with_the_servers_error_and_waits_for_a_chan
     assert "invalid_redirect_uri" in ready["message"]
     assert kube.events == [(True, "RegistrationRejected", kube.events[0][2])]
     assert "bank-registration" not in kube.secrets
+    # A refusal made nothing: its record goes, and a spec change may register again.
+    assert kube.order == ["pending", "settled", "status"]
 
 
 async def test_an_outage_at_an_update_keeps_the_registration_ready_and_backs_off(
@@ -429,7 +431,10 @@ async def test_a_record_beside_a_written_secret_is_removed_and_nothing_registere
     assert kube.ready()["reason"] == "Registered"
 
 
-async def test_removing_the_record_wakes_the_registration() -> None:
+@pytest.mark.parametrize(("held_back", "woken"), [(True, True), (False, False)])
+async def test_removing_the_record_wakes_only_a_registration_held_back_for_it(
+    held_back: bool, woken: bool
+) -> None:
     attempts: list[str | None] = []
 
     class Counting(RegistrationReconciler):
@@ -440,17 +445,22 @@ async def test_removing_the_record_wakes_the_registration() -> None:
             attempts.append(body["metadata"]["annotations"].get(PENDING_ANNOTATION))
             return None
 
+        def held_back(self, key: Any) -> bool:
+            return held_back
+
         def forget(self, key: Any) -> None:
             pass
 
     controller = RegistrationController(Counting())
     controller.observe(body(pending="2026-12-08T12:00:00Z https://bank.example/reg"))
     await asyncio.sleep(0.01)
+    # A person removes the record; or the operator does, after a refusal that made nothing.
     controller.observe(body())
     await asyncio.sleep(0.01)
     await controller.aclose()
 
-    assert attempts == ["2026-12-08T12:00:00Z https://bank.example/reg", None]
+    pending = "2026-12-08T12:00:00Z https://bank.example/reg"
+    assert attempts == ([pending, None] if woken else [pending])
 
 
 # -- the software statement's claims, looked at on each check ------------------------------

@@ -153,6 +153,8 @@ class _Memory:
     failed_attempts: int = 0
     #: the Secrets the last attempt read, whose changes wake the registration
     secrets: frozenset[str] = frozenset()
+    #: the last attempt ended on a reason in NEVER_RETRIED: a person decides
+    held_back: bool = False
     #: the pending record of the POST this replica sent last, until it is settled
     marked: PendingRegistration | None = None
     #: pending records that hold nothing back (their POST never left, or its answer is in the
@@ -203,6 +205,12 @@ class RegistrationReconciler:
     def forget(self, key: Key) -> None:
         self._memory.pop(key, None)
 
+    def held_back(self, key: Key) -> bool:
+        """Whether the last attempt ended waiting for a person (RegistrationInDoubt,
+        RegistrationNotManageable): removing the pending record then lets it go ahead."""
+        memory = self._memory.get(key)
+        return memory is not None and memory.held_back
+
     def reads_secret(self, key: Key, name: str) -> bool:
         memory = self._memory.get(key)
         return memory is not None and name in memory.secrets
@@ -248,6 +256,7 @@ class RegistrationReconciler:
             spec = parse_registration_spec(body.get("spec") or {}, name=owner.name)
             done, wait = await self._attempt(owner, spec, memory, status, asked, now=now)
             memory.failed_attempts = 0
+            memory.held_back = False
             view = _succeeded(view, done, refresh)
             if done.step.action in _EVENT_REASONS:
                 await self._kube.post_event(
@@ -262,6 +271,7 @@ class RegistrationReconciler:
             # token) is looked at again after a while.
             view = _failed(view, error, ready=False)
             wait = CONFIGURATION_RETRY if _soon_fixed(error) else None
+            memory.held_back = error.reason in NEVER_RETRIED
             await self._warn(owner, status, error)
         except (TransientError, KubernetesError) as error:
             memory.failed_attempts += 1
@@ -816,6 +826,8 @@ class RegistrationController:
         self._clock = clock
         self._bodies: dict[Key, Mapping[str, Any]] = {}
         self._triggers: dict[Key, tuple[object, ...]] = {}
+        #: the pending record each registration's object showed last
+        self._pending: dict[Key, str | None] = {}
         self._wake: dict[Key, asyncio.Event] = {}
         self._workers: dict[Key, asyncio.Task[None]] = {}
         self._active = True
@@ -825,19 +837,21 @@ class RegistrationController:
         meta = body["metadata"]
         key = (meta["namespace"], meta["name"])
         self._bodies[key] = body
-        # What makes an attempt worth it. Our own writes (the status, the finalizer) change
-        # none of it: a refused registration must not be sent again because we reported it.
-        # The pending record does (its removal is how a person lets a registration go ahead);
-        # our own writing and removing of it wakes an attempt that finds nothing to do.
+        # What makes an attempt worth it. Our own writes (the status, the finalizer, the
+        # pending record) change none of it: a refused registration must not be sent again
+        # because we reported it. A person removing the pending record of a registration held
+        # back for it is how it goes ahead.
         annotations = meta.get("annotations") or {}
         trigger = (
             meta.get("uid"),
             meta.get("generation"),
             annotations.get(REFRESH_REQUESTED_AT),
-            annotations.get(PENDING_ANNOTATION),
             meta.get("deletionTimestamp"),
         )
-        if self._triggers.get(key) != trigger:
+        pending = annotations.get(PENDING_ANNOTATION)
+        released = self._pending.get(key) is not None and pending is None
+        self._pending[key] = pending
+        if self._triggers.get(key) != trigger or (released and self._reconciler.held_back(key)):
             self._triggers[key] = trigger
             self._wake_up(key)
         if key not in self._workers:
@@ -852,6 +866,7 @@ class RegistrationController:
             task.cancel()
         self._bodies.pop(key, None)
         self._triggers.pop(key, None)
+        self._pending.pop(key, None)
         self._wake.pop(key, None)
         self._reconciler.forget(key)
 
