@@ -433,6 +433,8 @@ async function registerClient(metadata) {
 // ---------------------------------------------------------------------------
 
 const TOKEN_MODES = new Set(['status', 'hang', 'slow', 'response']);
+// A registration request answered late: handled (the client registered), then held for delay_ms.
+const REGISTRATION_MODES = new Set(['late']);
 const DISCOVERY_MODES = new Set(['discovery_issuer', 'no_mtls_aliases']);
 
 function newStats() {
@@ -467,16 +469,17 @@ const FAULT_ENDPOINTS = new Set(['token', 'discovery', 'registration']);
 
 function validateFault(body) {
   const { mode } = body;
-  if (!TOKEN_MODES.has(mode) && !DISCOVERY_MODES.has(mode)) {
-    throw new Error(`mode must be one of ${[...TOKEN_MODES, ...DISCOVERY_MODES].join(', ')}`);
+  if (!TOKEN_MODES.has(mode) && !DISCOVERY_MODES.has(mode) && !REGISTRATION_MODES.has(mode)) {
+    throw new Error(`mode must be one of ${[...TOKEN_MODES, ...DISCOVERY_MODES, ...REGISTRATION_MODES].join(', ')}`);
   }
   const endpoint = DISCOVERY_MODES.has(mode) ? 'discovery' : (body.endpoint ?? 'token');
+  if (REGISTRATION_MODES.has(mode) && endpoint !== 'registration') throw new Error(`${mode} mode is for endpoint registration`);
   if (!FAULT_ENDPOINTS.has(endpoint)) throw new Error(`endpoint must be one of ${[...FAULT_ENDPOINTS].join(', ')}`);
   if (mode === 'status' && !(Number.isSafeInteger(body.status) && body.status >= 100 && body.status <= 599)) {
     throw new Error('status mode needs an HTTP status');
   }
-  if (mode === 'slow' && !(Number.isFinite(body.delay_ms) && body.delay_ms >= 0)) {
-    throw new Error('slow mode needs delay_ms');
+  if ((mode === 'slow' || mode === 'late') && !(Number.isFinite(body.delay_ms) && body.delay_ms >= 0)) {
+    throw new Error(`${mode} mode needs delay_ms`);
   }
   if (mode === 'discovery_issuer' && typeof body.issuer !== 'string') {
     throw new Error('discovery_issuer mode needs issuer');
@@ -589,8 +592,9 @@ provider.use(async (ctx, next) => {
   try {
     if (registration.enabled && registration.handles(ctx)) {
       clientId = await registration.handle(ctx, next, {
-        takeFault: (endpoint, id, method) => takeFault(endpoint, id, (f) => TOKEN_MODES.has(f.mode), method),
+        takeFault: (endpoint, id, method) => takeFault(endpoint, id, (f) => TOKEN_MODES.has(f.mode) || REGISTRATION_MODES.has(f.mode), method),
         applyFault,
+        sleep,
         readBody: readRawBody,
       });
       return;

@@ -19,8 +19,9 @@ Admin API (JSON, ``admin_url``):
   optional ``retry_after``, ``error``, ``body``, ``content_type``,
   ``headers``), ``response`` (arbitrary ``status``/``body``/``content_type``,
   ``repeat`` to multiply the body), ``slow`` (``delay_ms``, then answered
-  normally), ``hang`` (never answered), ``discovery_issuer`` (``issuer``) or
-  ``no_mtls_aliases``. Optional: ``count`` (only the next N matching
+  normally), ``hang`` (never answered), ``discovery_issuer`` (``issuer``),
+  ``no_mtls_aliases``, or on a ``DataProvider``'s registration endpoint ``late``
+  (``delay_ms``: handled and counted, then answered that much later). Optional: ``count`` (only the next N matching
   requests), ``client_id`` (only that client's token requests), ``endpoint``
   (``token``, default, ``discovery``, or on a ``DataProvider`` ``registration``, for the
   first four modes), ``method`` (only requests with that HTTP method), and

@@ -36,7 +36,8 @@ Admin API, beyond ``AuthServer``'s: ``stats()`` adds ``registration_requests_tot
 ``registrations_{created,read,updated,deleted}_total``, ``registration_errors_by_code`` and
 ``registrations_by_client`` (``{client_id: {"created", "read", "updated", "deleted"}}``);
 faults take ``endpoint="registration"`` and ``method`` (``refuse_delete``,
-``registration_outage``); ``delete_registration`` removes a client at the server.
+``registration_outage``), and mode ``late`` (``delay_registration``: the client is registered,
+then the answer waits); ``delete_registration`` removes a client at the server.
 """
 
 from __future__ import annotations
@@ -127,6 +128,18 @@ class DataProvider(AuthServer):
     def registration_outage(self, *, status: int = 503, count: int | None = None) -> dict[str, Any]:
         """Every registration request (POST, GET, PUT, DELETE) answers ``status``."""
         return self.set_fault(mode="status", endpoint="registration", status=status, count=count)
+
+    def delay_registration(self, seconds: float, *, count: int = 1) -> dict[str, Any]:
+        """The next ``count`` registrations (``POST``) are made and counted as usual, and only
+        then answered, ``seconds`` later: a client that gives up or stops meanwhile holds no
+        credentials of a client the bank made."""
+        return self.set_fault(
+            mode="late",
+            endpoint="registration",
+            method="POST",
+            delay_ms=int(seconds * 1000),
+            count=count,
+        )
 
     def delete_registration(self, client_id: str) -> None:
         """The client is gone at the server, as if an administrator removed it: its next RFC 7592

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ pytestmark = [pytest.mark.kube, pytest.mark.authserver]
 
 PLURAL = "raidiamregistrations"
 REFRESH_REQUESTED_AT = "raidiam.io/refresh-requested-at"
+PENDING = "raidiam.io/registration-pending"
 
 
 @dataclass
@@ -170,6 +172,41 @@ def participant(
     return participant_in(world, clean_directory, clean_data_provider, test_pki)
 
 
+Restart = Callable[[], AbstractContextManager[World]]
+
+
+@pytest.fixture
+def restart(
+    participant: Participant,
+    control_plane: ControlPlane,
+    auth_server: AuthServer,
+    test_pki: TestPKI,
+    kube_api: Any,
+    tmp_path: Path,
+) -> Restart:
+    """Stop the participant's operator and start another in its namespace, stopped on the
+    way out."""
+
+    @contextmanager
+    def restarted() -> Iterator[World]:
+        participant.world.operator.stop()
+        with started_world(
+            control_plane,
+            auth_server,
+            test_pki,
+            kube_api,
+            participant.world.namespace,
+            tmp_path / "restarted.log",
+        ) as world:
+            yield world
+
+    return restarted
+
+
+def annotations_of(participant: Participant, name: str) -> dict[str, str]:
+    return dict(((participant.registration(name) or {})["metadata"].get("annotations")) or {})
+
+
 def assert_no_registration_secret_leaked(participant: Participant, names: list[str]) -> None:
     tokens = [participant.credentials(name)["registration_access_token"] for name in names]
     assert_nothing_leaked(participant.world, tokens=tokens)
@@ -200,25 +237,11 @@ def test_a_registration_from_the_directory_becomes_ready_with_its_credentials_in
 
 
 def test_an_operator_restart_registers_nothing_twice(
-    participant: Participant,
-    control_plane: ControlPlane,
-    auth_server: AuthServer,
-    test_pki: TestPKI,
-    kube_api: Any,
-    tmp_path: Path,
+    participant: Participant, restart: Restart
 ) -> None:
     participant.registered("bank")
     created = participant.bank.stats()["registrations_created_total"]
-    participant.world.operator.stop()
-
-    with started_world(
-        control_plane,
-        auth_server,
-        test_pki,
-        kube_api,
-        participant.world.namespace,
-        tmp_path / "restarted.log",
-    ) as restarted:
+    with restart() as restarted:
         # The restarted operator finds the registration in its Secret and leaves it be
         # (a registration is read daily, and this one was just made) until asked.
         client_id = participant.credentials("bank")["client_id"]
@@ -235,6 +258,74 @@ def test_an_operator_restart_registers_nothing_twice(
             "deleted": 0,
         }
         assert "registration attempt" not in restarted.operator.log_text()
+
+
+def test_a_restart_in_the_middle_of_registering_leaves_exactly_one_registration_at_the_bank(
+    participant: Participant, restart: Restart
+) -> None:
+    bank = participant.bank
+    created = bank.stats()["registrations_created_total"]
+    # The bank registers the client, then holds its answer: the operator stops before it learns
+    # the credentials.
+    bank.delay_registration(25)
+    participant.create("bank", participant.spec())
+    wait_for(
+        lambda: bank.stats()["registrations_created_total"] == created + 1,
+        timeout=60,
+        what="the bank to register the client",
+    )
+
+    with restart():
+        ready = participant.wait_reason("bank", "RegistrationInDoubt")
+
+        # What the stopped operator left on the object: when and where it was registering.
+        pending = annotations_of(participant, "bank")[PENDING]
+        assert pending.split()[1] == bank.mtls_registration_endpoint
+
+        assert ready["status"] == "False"
+        assert (
+            f"sent to {bank.mtls_registration_endpoint} at {pending.split()[0]}"
+            in (ready["message"])
+        )
+        assert "the bank may hold a client whose credentials are not here" in ready["message"]
+        namespace = participant.world.namespace
+        instruction = f"kubectl annotate raidiamregistration bank -n {namespace} {PENDING}-"
+        assert ready["message"].endswith(instruction)
+        warnings = [e for e in participant.events("bank") if e.reason == "RegistrationInDoubt"]
+        assert warnings
+        assert warnings[0].type == "Warning"
+        assert bank.stats()["registrations_created_total"] == created + 1
+
+        # The person checked at the bank and asks for a registration again.
+        participant.patch("bank", {"metadata": {"annotations": {PENDING: None}}})
+
+        participant.wait_reason("bank", "Registered")
+        assert bank.stats()["registrations_created_total"] == created + 2
+        assert PENDING not in annotations_of(participant, "bank")
+        assert_no_registration_secret_leaked(participant, ["bank"])
+
+
+def test_a_changed_software_statement_is_sent_with_a_put_on_a_refresh_request(
+    participant: Participant, clean_directory: Directory
+) -> None:
+    client_id = participant.registered("bank")
+    # The participant adds a redirect URI in the directory: the SSA's claims change.
+    clean_directory.register_software_statement(
+        participant.organisation_id,
+        participant.software_statement_id,
+        client_id=participant.directory_client_id,
+        redirect_uris=[*participant.redirect_uris, "https://added.example/cb"],
+    )
+
+    participant.patch(
+        "bank", {"metadata": {"annotations": {REFRESH_REQUESTED_AT: "2026-12-08T00:00:00Z"}}}
+    )
+
+    ready = participant.wait_reason("bank", "Updated")
+    assert ready["status"] == "True"
+    assert "SoftwareStatementChanged" in ready["message"]
+    assert participant.bank.registrations(client_id)["updated"] == 1
+    assert participant.credentials("bank")["client_id"] == client_id
 
 
 def test_a_metadata_change_updates_the_registration_with_a_put(participant: Participant) -> None:

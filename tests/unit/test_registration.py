@@ -169,6 +169,27 @@ def test_digest_ignores_what_changes_with_every_ssa() -> None:
 
 
 @pytest.mark.parametrize(
+    ("claims", "changed"),
+    [
+        pytest.param(
+            {"iat": 1_700_000_300, "jti": "other", "nbf": 1_700_000_300}, False, id="re-issue"
+        ),
+        pytest.param({"exp": 1_700_000_600}, False, id="expiry"),
+        pytest.param({"software_jwks_uri": JWKS + "?rotated"}, True, id="jwks-uri"),
+        pytest.param({"software_redirect_uris": []}, True, id="redirect-uris"),
+        pytest.param({"software_roles": ["PAGTO"]}, True, id="roles"),
+        pytest.param({"org_status": "Inactive"}, True, id="organisation-status"),
+    ],
+)
+def test_the_ssa_part_changes_with_a_claim_about_the_software_only(
+    claims: dict[str, object], changed: bool
+) -> None:
+    part = digest(ssa=statement(**claims)).software_statement
+
+    assert (part != digest().software_statement) is changed
+
+
+@pytest.mark.parametrize(
     ("changed", "part"),
     [
         (digest(metadata=replace(METADATA, scope="accounts payments")), "metadata"),

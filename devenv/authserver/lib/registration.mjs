@@ -232,12 +232,16 @@ export function registrationSetup(config, { readPem, scopes, log }) {
 
   // Answers a registration request (the caller's middleware already logs it); faults are
   // applied first, as on the token endpoint. Returns the client id it concerns, if known.
-  async function handle(ctx, next, { takeFault, applyFault, readBody }) {
+  // A `late` fault handles the request as usual, counts it, and only then holds the answer
+  // for its delay_ms: a client that gives up (or stops) meanwhile never learns what was made.
+  async function handle(ctx, next, { takeFault, applyFault, readBody, sleep }) {
     const { clientId } = route(ctx);
     stats.registration_requests_total += 1;
+    let late;
     try {
       const fault = takeFault('registration', clientId, ctx.method);
-      if (fault && await applyFault(ctx, fault)) return clientId;
+      if (fault?.mode === 'late') late = fault;
+      else if (fault && await applyFault(ctx, fault)) return clientId;
       try {
         await checkRequest(ctx, readBody);
       } catch (err) {
@@ -248,9 +252,13 @@ export function registrationSetup(config, { readPem, scopes, log }) {
         return clientId;
       }
       await next();
+      if (late) {
+        count(ctx, clientId);
+        await sleep(late.delay_ms);
+      }
       return clientId ?? ctx.body?.client_id;
     } finally {
-      count(ctx, clientId);
+      if (!late) count(ctx, clientId);
     }
   }
 

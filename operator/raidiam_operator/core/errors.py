@@ -9,7 +9,9 @@
      │    ├── ServerMetadataError ...... issuer mismatch, auth method or alg not supported
      │    │    └── RegistrationEndpointMissing  no registration_endpoint in discovery
      │    ├── InvalidSoftwareStatement . an SSA that is not a JWT of at most 4,000 characters
-     │    └── DirectoryTokenMissing .... no directory:software token to fetch an SSA with
+     │    ├── DirectoryTokenMissing .... no directory:software token to fetch an SSA with
+     │    └── RegistrationInDoubt ...... a registration POST may have made a client we hold no
+     │                                   credentials of: a person decides before another is sent
      ├── AuthorizationServerRejection .. 400/401 with an OAuth `error` code (invalid_client, ...)
      │    ├── RegistrationRejected ..... RFC 7591/7592 refusal (invalid_client_metadata, ...)
      │    └── SoftwareStatementRefused . the directory refused the SSA request (invalid_token, ...)
@@ -21,7 +23,9 @@
      └── TransientError ................ worth retrying with backoff; may carry `retry_after`
           ├── ServerUnavailable ........ the authorization server: 5xx, 429
           ├── ConnectionFailure ........ the authorization server: timeouts, refused connections,
-          │                              TLS handshake failures
+          │    │                         TLS handshake failures
+          │    └── RequestNotSent ...... no byte of the request left: no connection (DNS, refused,
+          │                              TLS handshake, connect timeout), or none free in time
           ├── InvalidTokenResponse ..... a response we cannot use: not JSON, no token, too large
           ├── SoftwareStatementUnavailable  the directory: 5xx, 429, unreachable
           └── KubernetesUnavailable .... the API server: 5xx, 429, timeouts, refused connections
@@ -171,6 +175,11 @@ class ConnectionFailure(TransientError):
         self.kind = kind
 
 
+class RequestNotSent(ConnectionFailure):
+    """A failure before the request was written: resolving the host, connecting, the TLS
+    handshake, or waiting for a free connection. The server cannot have acted on it."""
+
+
 class InvalidTokenResponse(TransientError):
     reason = "InvalidTokenResponse"
     kind = "invalid_response"
@@ -242,6 +251,14 @@ class InvalidSoftwareStatement(ConfigurationError):
 
 class DirectoryTokenMissing(ConfigurationError):
     reason = "DirectoryTokenMissing"
+
+
+class RegistrationInDoubt(ConfigurationError):
+    """A registration POST went out and no usable answer came back (or the operator stopped
+    before recording one): the server may hold a client we have no credentials for, so no
+    other POST is sent until a person has looked."""
+
+    reason = "RegistrationInDoubt"
 
 
 class RegistrationRejected(AuthorizationServerRejection):

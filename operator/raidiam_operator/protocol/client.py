@@ -46,6 +46,7 @@ from raidiam_operator.core.errors import (
     ConnectionFailure,
     InvalidTokenResponse,
     RaidiamOperatorError,
+    RequestNotSent,
     ServerMetadataError,
 )
 from raidiam_operator.core.texts import (
@@ -407,6 +408,14 @@ class TokenClient:
             ) as response:
                 body = await _read_capped(response)
                 status, headers = response.status_code, response.headers
+        except (httpx.ConnectTimeout, httpx.PoolTimeout):
+            # Before the request is written: connecting (with the TLS handshake), or waiting
+            # for a free connection. A registration POST that ends here made nothing.
+            raise RequestNotSent(
+                f"the {what} request to {url} timed out after {self.settings.timeout:.0f} s "
+                "before it was sent (connecting, or waiting for a free connection)",
+                kind="timeout",
+            ) from None
         except httpx.TimeoutException:
             raise ConnectionFailure(
                 f"the {what} request to {url} timed out after {self.settings.timeout:.0f} s",
@@ -504,7 +513,7 @@ class TokenClient:
                 async with asyncio.timeout(self.settings.timeout):
                     await share.connections.acquire()
             except TimeoutError:
-                raise ConnectionFailure(
+                raise RequestNotSent(
                     f"the {what} request to {url} waited {time.monotonic() - started:.0f} s for "
                     f"one of the {self.settings.max_connections_per_origin} connections to "
                     f"{origin}, all busy with earlier requests to that server; it answers slowly "
@@ -649,6 +658,8 @@ def _too_large(response: httpx.Response) -> InvalidTokenResponse:
 
 
 def _connect_failure(url: str, what: str, error: httpx.ConnectError) -> Exception:
+    # httpcore raises ConnectError only while connecting: resolving the host, the TCP connect,
+    # the TLS handshake (also through a proxy's tunnel). Nothing of the request was written.
     cause: BaseException | None = error
     while cause is not None:
         if isinstance(cause, ssl.SSLCertVerificationError):
@@ -658,13 +669,13 @@ def _connect_failure(url: str, what: str, error: httpx.ConnectError) -> Exceptio
                 reason="UntrustedServer",
             )
         if isinstance(cause, ssl.SSLError):
-            return ConnectionFailure(
+            return RequestNotSent(
                 f"the TLS handshake with {url} failed ({cause.reason or 'no reason given'}); "
                 "if this is the mTLS endpoint, check that the server accepts the transport certificate",
                 kind="tls",
             )
         cause = cause.__cause__ or cause.__context__
-    return ConnectionFailure(f"could not connect to {url} for the {what} request", kind="connect")
+    return RequestNotSent(f"could not connect to {url} for the {what} request", kind="connect")
 
 
 #: where the URL of each kind of request comes from, for a message that says what to fix

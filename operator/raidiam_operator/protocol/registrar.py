@@ -139,10 +139,12 @@ class Registrar:
         body: Mapping[str, Json],
         *,
         initial_access_token: str | None = None,
+        endpoint: str | None = None,
     ) -> Registration:
-        """RFC 7591 §3: POST the metadata (with the SSA in it) to the registration endpoint."""
+        """RFC 7591 §3: POST the metadata (with the SSA in it) to the registration endpoint
+        (`endpoint`, or the one discovery names)."""
         async with self._deadline(f"registering a client at {server.issuer}"):
-            endpoint = await self.registration_endpoint(server)
+            endpoint = endpoint or await self.registration_endpoint(server)
             headers = dict(_JSON_BODY)
             if initial_access_token:
                 headers["Authorization"] = f"Bearer {initial_access_token.strip()}"
@@ -163,11 +165,13 @@ class Registrar:
         software_statement: SoftwareStatement | None,
         existing: tuple[RegistrationHandle, str] | None = None,
         initial_access_token: str | None = None,
+        registration_endpoint: str | None = None,
     ) -> Submitted:
         """Register `metadata` (RFC 7591), or with `existing` (the handle and the client id)
         update that registration (RFC 7592 PUT), with `software_statement` (fetched just before:
         the Brasil profile takes one at most 5 minutes old) and the subject DN derived from the
-        transport certificate unless given. Returns the answer and the digest of what was sent."""
+        transport certificate unless given; `registration_endpoint`, where discovery found it
+        (else it is discovered now). Returns the answer and the digest of what was sent."""
         subject_dn = subject_dn_for(metadata, server.transport)
         body = registration_body(
             metadata,
@@ -178,7 +182,10 @@ class Registrar:
         try:
             if existing is None:
                 registration = await self.register(
-                    server, body, initial_access_token=initial_access_token
+                    server,
+                    body,
+                    initial_access_token=initial_access_token,
+                    endpoint=registration_endpoint,
                 )
             else:
                 registration = await self.update(server, existing[0], body)

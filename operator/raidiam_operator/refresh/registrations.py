@@ -3,7 +3,12 @@ worker per registration that decides when the next attempt is (`RegistrationCont
 
 An attempt reads everything afresh (the spec, the transport certificate, the credentials
 Secret), asks `core.registration.next_step` what to do, does it, and writes the credentials
-Secret before the status: a restart reads the Secret and never registers twice. A worker wakes
+Secret before the status: a restart reads the Secret and never registers twice. The POST
+itself is recorded on the object as pending just before it goes out
+(`core.registration_pending`): an answer lost on the way, or a restart before the Secret is
+written, leaves the registration in doubt for a person to settle, never registered twice. A
+check (daily, or asked for) of a registration whose SSA comes from the directory fetches the
+SSA too, and sends an RFC 7592 PUT when its lasting claims changed. A worker wakes
 on a change that matters (the spec, the refresh annotation, deletion, a Secret the registration
 reads), when the scheduled check is due, and after a transient failure's backoff. A rejection
 waits for a change: retrying it would only be refused again.
@@ -30,10 +35,10 @@ from raidiam_operator.core.errors import (
     AuthorizationServerRejection,
     ConfigurationError,
     DirectoryTokenMissing,
-    InvalidTokenResponse,
     KubernetesError,
     RaidiamOperatorError,
     RegistrationGone,
+    RegistrationInDoubt,
     TransientError,
 )
 from raidiam_operator.core.issuers import IssuerPolicy
@@ -45,6 +50,15 @@ from raidiam_operator.core.registration import (
     SoftwareStatement,
     next_step,
     registered_digest,
+)
+from raidiam_operator.core.registration_pending import (
+    PENDING_ANNOTATION,
+    PendingRegistration,
+    in_doubt,
+    may_have_registered,
+    pending_registration,
+    recording,
+    removal,
 )
 from raidiam_operator.core.registration_spec import (
     REGISTRATION_FINALIZER,
@@ -95,8 +109,8 @@ DIRECTORY_SCOPE = "directory:software"
 DELETE_ATTEMPTS = 5
 #: registrations reconciled at once: each holds a connection to a bank or the directory
 CONCURRENT_ATTEMPTS = 4
-#: a registration answered with something unusable, which may have made a client
-IN_DOUBT = "RegistrationInDoubt"
+#: a registration POST whose answer was lost, which may have made a client
+IN_DOUBT = RegistrationInDoubt.reason
 #: a registration made without what RFC 7592 needs to manage it
 NOT_MANAGEABLE = "RegistrationNotManageable"
 #: a POST may have made a client: trying again could make a second one, so a person decides
@@ -139,6 +153,34 @@ class _Memory:
     failed_attempts: int = 0
     #: the Secrets the last attempt read, whose changes wake the registration
     secrets: frozenset[str] = frozenset()
+    #: the last attempt ended on a reason in NEVER_RETRIED: a person decides
+    held_back: bool = False
+    #: the pending record of the POST this replica sent last, until it is settled
+    marked: PendingRegistration | None = None
+    #: pending records that hold nothing back (their POST never left, or its answer is in the
+    #: credentials Secret), should a body that still shows one arrive after they are removed
+    settled: tuple[PendingRegistration, ...] = ()
+
+    def remember_settled(self, pending: PendingRegistration) -> None:
+        if pending.known and pending not in self.settled:
+            self.settled = (*self.settled, pending)[-_SETTLED_KEPT:]
+
+    def forget_settled(self, pending: PendingRegistration) -> None:
+        self.settled = tuple(p for p in self.settled if p != pending)
+
+
+#: settled pending records remembered per registration: a body lags behind by one or two
+_SETTLED_KEPT = 8
+
+
+@dataclass(frozen=True, slots=True)
+class _Asked:
+    """What the object's annotations ask of an attempt."""
+
+    #: `raidiam.io/refresh-requested-at`: read the registration back now
+    refresh: str | None
+    #: a POST that may have made a client: register nothing until a person removes it
+    pending: PendingRegistration | None
 
 
 class RegistrationReconciler:
@@ -162,6 +204,12 @@ class RegistrationReconciler:
 
     def forget(self, key: Key) -> None:
         self._memory.pop(key, None)
+
+    def held_back(self, key: Key) -> bool:
+        """Whether the last attempt ended waiting for a person (RegistrationInDoubt,
+        RegistrationNotManageable): removing the pending record then lets it go ahead."""
+        memory = self._memory.get(key)
+        return memory is not None and memory.held_back
 
     def reads_secret(self, key: Key, name: str) -> bool:
         memory = self._memory.get(key)
@@ -191,7 +239,9 @@ class RegistrationReconciler:
                 return None
             return await self._finalize(body, owner, memory, status, now=now)
         generation = int(meta.get("generation") or 0)
-        refresh = (meta.get("annotations") or {}).get(REFRESH_REQUESTED_AT)
+        annotations = meta.get("annotations") or {}
+        refresh = annotations.get(REFRESH_REQUESTED_AT)
+        asked = _Asked(refresh, pending_registration(annotations))
         spec_name = (body.get("spec") or {}).get("credentialsSecret", {}).get("name")
         view = RegistrationView(
             ready=_condition("Ready", False, "Pending", ""),
@@ -204,8 +254,9 @@ class RegistrationReconciler:
             if REGISTRATION_FINALIZER not in finalizers:
                 await self._set_finalizers(body, [*finalizers, REGISTRATION_FINALIZER])
             spec = parse_registration_spec(body.get("spec") or {}, name=owner.name)
-            done, wait = await self._attempt(owner, spec, memory, status, refresh, now=now)
+            done, wait = await self._attempt(owner, spec, memory, status, asked, now=now)
             memory.failed_attempts = 0
+            memory.held_back = False
             view = _succeeded(view, done, refresh)
             if done.step.action in _EVENT_REASONS:
                 await self._kube.post_event(
@@ -220,6 +271,7 @@ class RegistrationReconciler:
             # token) is looked at again after a while.
             view = _failed(view, error, ready=False)
             wait = CONFIGURATION_RETRY if _soon_fixed(error) else None
+            memory.held_back = error.reason in NEVER_RETRIED
             await self._warn(owner, status, error)
         except (TransientError, KubernetesError) as error:
             memory.failed_attempts += 1
@@ -243,7 +295,7 @@ class RegistrationReconciler:
         spec: RegistrationSpec,
         memory: _Memory,
         status: Mapping[str, Any],
-        refresh: str | None,
+        asked: _Asked,
         *,
         now: datetime,
     ) -> tuple[_Done, timedelta | None]:
@@ -253,6 +305,7 @@ class RegistrationReconciler:
             submitted, digest, made = memory.unsaved
             await self._save(owner, spec, submitted.registration, digest, existing=None)
             memory.unsaved = None
+            await self._settle(owner, memory, memory.marked or asked.pending)
             done = _Done(made, submitted.registration, digest, checked_at=now)
             return done, self._settings.check_interval
         server_spec = await resolve_issuer(
@@ -269,6 +322,80 @@ class RegistrationReconciler:
         server = RegistrationServer(
             server_spec.issuer, inputs.request.transport, inputs.request.ca_bundle
         )
+        existing, recorded = await self._record(owner, spec, status)
+        if asked.pending is not None and asked.pending not in memory.settled:
+            if recorded is None:
+                raise in_doubt(asked.pending, namespace=namespace, name=owner.name)
+            # The Secret was written and the record's removal lost: it holds the registration.
+            await self._settle(owner, memory, asked.pending)
+        local_statement = await self._statement_from_secret(namespace, spec)
+        subject_dn = subject_dn_for(spec.metadata, server.transport)
+
+        def decide(statement: SoftwareStatement | None, *, known: bool) -> NextStep:
+            desired = registered_digest(
+                spec.metadata,
+                subject_dn=subject_dn,
+                software_statement=statement,
+                software_statement_known=known,
+            )
+            return next_step(
+                recorded.registration if recorded else None,
+                desired=desired,
+                now=now,
+                check_interval=self._settings.check_interval,
+                refresh_requested=asked.refresh is not None
+                and asked.refresh != status.get("lastRefreshRequest"),
+            )
+
+        from_directory = isinstance(spec.software_statement, FromDirectory)
+        step = decide(local_statement, known=not from_directory)
+        fetched = None
+        if step.action == "read" and from_directory:
+            # A check looks at the directory's SSA too: a change of its claims (redirect URIs,
+            # keys, roles) is sent to the bank with an RFC 7592 PUT.
+            fetched = await self._fresh_statement(namespace, spec, memory)
+            step = decide(fetched, known=True)
+        if step.action == "none":
+            assert step.due is not None
+            assert recorded is not None
+            return _Done(step, recorded=recorded), step.due - now
+        if step.action == "read":
+            assert recorded is not None
+            require_lease(self._fence)
+            registration = await self._registrar.read(server, recorded.handle)
+            return (
+                _Done(step, registration, checked_at=now, recorded=recorded),
+                self._settings.check_interval,
+            )
+        statement = (
+            local_statement or fetched or await self._fresh_statement(namespace, spec, memory)
+        )
+        if recorded is None:
+            submitted = await self._register(owner, spec, server, statement, memory, now=now)
+        else:
+            require_lease(self._fence)
+            submitted = await self._registrar.submit(
+                server,
+                spec.metadata,
+                software_statement=statement,
+                existing=(recorded.handle, recorded.registration.client_id),
+            )
+        digest = submitted.digest.render()
+        memory.unsaved = (submitted, digest, step)
+        await self._save(owner, spec, submitted.registration, digest, existing=existing)
+        memory.unsaved = None
+        if recorded is None:
+            await self._settle(owner, memory, memory.marked)
+        return _Done(step, submitted.registration, digest, checked_at=now), (
+            self._settings.check_interval
+        )
+
+    async def _record(
+        self, owner: Owner, spec: RegistrationSpec, status: Mapping[str, Any]
+    ) -> tuple[Mapping[str, Any] | None, Recorded | None]:
+        """The credentials Secret (taken over when a deleted registration of this name
+        retained it), and the registration it records."""
+        namespace = owner.namespace
         existing = await self._kube.read_secret(namespace, spec.credentials_secret)
         if existing is not None and not is_owned_by(existing, owner):
             taken = adopted(existing, owner)
@@ -290,72 +417,79 @@ class RegistrationReconciler:
                 "RaidiamRegistration to register anew",
                 reason="RegistrationCredentialsLost",
             )
-        local_statement = await self._statement_from_secret(namespace, spec)
-        subject_dn = subject_dn_for(spec.metadata, server.transport)
-        desired = registered_digest(
-            spec.metadata,
-            subject_dn=subject_dn,
-            software_statement=local_statement,
-            software_statement_known=not isinstance(spec.software_statement, FromDirectory),
-        )
-        step = next_step(
-            recorded.registration if recorded else None,
-            desired=desired,
-            now=now,
-            check_interval=self._settings.check_interval,
-            refresh_requested=refresh is not None and refresh != status.get("lastRefreshRequest"),
-        )
-        if step.action == "none":
-            assert step.due is not None
-            assert recorded is not None
-            return _Done(step, recorded=recorded), step.due - now
-        if step.action == "read":
-            assert recorded is not None
-            require_lease(self._fence)
-            registration = await self._registrar.read(server, recorded.handle)
-            return (
-                _Done(step, registration, checked_at=now, recorded=recorded),
-                self._settings.check_interval,
-            )
-        statement = local_statement or await self._fresh_statement(namespace, spec, memory)
-        initial_access_token = (
-            await self._initial_access_token(namespace, spec) if recorded is None else None
-        )
+        return existing, recorded
+
+    async def _register(
+        self,
+        owner: Owner,
+        spec: RegistrationSpec,
+        server: RegistrationServer,
+        statement: SoftwareStatement | None,
+        memory: _Memory,
+        *,
+        now: datetime,
+    ) -> Submitted:
+        """The RFC 7591 POST, recorded on the object as pending just before it is sent: a
+        restart, or an answer lost on the way, then never leads to a second POST."""
+        initial_access_token = await self._initial_access_token(owner.namespace, spec)
         require_lease(self._fence)
+        endpoint = await self._registrar.registration_endpoint(server)
+        mark = PendingRegistration.at(now, endpoint)
+        # Settled until the POST goes out: a record written (or maybe written) for a request
+        # never sent holds nothing back.
+        memory.remember_settled(mark)
+        await self._kube.patch_registration(owner.namespace, owner.name, recording(mark))
+        memory.forget_settled(mark)
+        memory.marked = mark
         try:
             submitted = await self._registrar.submit(
                 server,
                 spec.metadata,
                 software_statement=statement,
-                existing=(recorded.handle, recorded.registration.client_id) if recorded else None,
                 initial_access_token=initial_access_token,
+                registration_endpoint=endpoint,
             )
-        except InvalidTokenResponse as error:
-            if recorded is not None:
-                raise
-            # The bank may have made a client and answered with something we cannot read:
-            # registering again could make a second one.
-            raise ConfigurationError(
-                f"{error.message}. The server may have registered a client all the same; the "
-                "operator does not register again until the spec changes. Check at the bank, "
-                "delete a client made there, and change the spec (or re-create this object)",
-                reason=IN_DOUBT,
-            ) from None
-        digest = submitted.digest.render()
+        except RaidiamOperatorError as error:
+            if may_have_registered(error):
+                raise in_doubt(
+                    mark, namespace=owner.namespace, name=owner.name, cause=error.message
+                ) from None
+            await self._settle(owner, memory, mark)
+            raise
         if submitted.registration.handle() is None:
+            # A client exists that RFC 7592 cannot reach: the record stays, so that it is
+            # never registered again by itself.
             raise ConfigurationError(
                 f"the server at {server.issuer} registered client "
                 f"{submitted.registration.client_id} without a registration_client_uri or "
                 "registration_access_token (RFC 7592), so the operator cannot manage it; delete "
-                "it at the server, or manage it by hand",
+                "it at the server, or manage it by hand. To register anew, then: kubectl "
+                f"annotate raidiamregistration {owner.name} -n {owner.namespace} "
+                f"{PENDING_ANNOTATION}-",
                 reason=NOT_MANAGEABLE,
             )
-        memory.unsaved = (submitted, digest, step)
-        await self._save(owner, spec, submitted.registration, digest, existing=existing)
-        memory.unsaved = None
-        return _Done(step, submitted.registration, digest, checked_at=now), (
-            self._settings.check_interval
-        )
+        return submitted
+
+    async def _settle(
+        self, owner: Owner, memory: _Memory, pending: PendingRegistration | None
+    ) -> None:
+        """Remove the pending record once the POST is known to have made nothing, or what it
+        made is in the credentials Secret. Best effort: the record is remembered as settled,
+        and the next attempt removes it when it is still there."""
+        memory.marked = None
+        if pending is None:
+            return
+        memory.remember_settled(pending)
+        try:
+            await self._kube.patch_registration(owner.namespace, owner.name, removal())
+        except (KubernetesError, TransientError) as error:
+            logger.warning(
+                "%s/%s: removing the annotation %s failed (%s); the next attempt removes it",
+                owner.namespace,
+                owner.name,
+                PENDING_ANNOTATION,
+                error.reason,
+            )
 
     async def _save(
         self,
@@ -692,6 +826,8 @@ class RegistrationController:
         self._clock = clock
         self._bodies: dict[Key, Mapping[str, Any]] = {}
         self._triggers: dict[Key, tuple[object, ...]] = {}
+        #: the pending record each registration's object showed last
+        self._pending: dict[Key, str | None] = {}
         self._wake: dict[Key, asyncio.Event] = {}
         self._workers: dict[Key, asyncio.Task[None]] = {}
         self._active = True
@@ -701,15 +837,21 @@ class RegistrationController:
         meta = body["metadata"]
         key = (meta["namespace"], meta["name"])
         self._bodies[key] = body
-        # What makes an attempt worth it. Our own writes (the status, the finalizer) change
-        # none of it: a refused registration must not be sent again because we reported it.
+        # What makes an attempt worth it. Our own writes (the status, the finalizer, the
+        # pending record) change none of it: a refused registration must not be sent again
+        # because we reported it. A person removing the pending record of a registration held
+        # back for it is how it goes ahead.
+        annotations = meta.get("annotations") or {}
         trigger = (
             meta.get("uid"),
             meta.get("generation"),
-            (meta.get("annotations") or {}).get(REFRESH_REQUESTED_AT),
+            annotations.get(REFRESH_REQUESTED_AT),
             meta.get("deletionTimestamp"),
         )
-        if self._triggers.get(key) != trigger:
+        pending = annotations.get(PENDING_ANNOTATION)
+        released = self._pending.get(key) is not None and pending is None
+        self._pending[key] = pending
+        if self._triggers.get(key) != trigger or (released and self._reconciler.held_back(key)):
             self._triggers[key] = trigger
             self._wake_up(key)
         if key not in self._workers:
@@ -724,6 +866,7 @@ class RegistrationController:
             task.cancel()
         self._bodies.pop(key, None)
         self._triggers.pop(key, None)
+        self._pending.pop(key, None)
         self._wake.pop(key, None)
         self._reconciler.forget(key)
 
