@@ -77,7 +77,7 @@ def test_no_record_is_nothing_pending() -> None:
         pytest.param(ConnectionFailure("reset", kind="connection"), True, id="reset"),
         pytest.param(InvalidTokenResponse("not JSON"), True, id="unreadable-answer"),
         pytest.param(ServerUnavailable("gateway", status_code=504), True, id="gateway-timeout"),
-        pytest.param(ServerUnavailable("unavailable", status_code=503), True, id="unavailable"),
+        pytest.param(ServerUnavailable("unavailable", status_code=503), False, id="unavailable"),
         pytest.param(ServerUnavailable("error", status_code=500), True, id="server-error"),
         pytest.param(asyncio.CancelledError(), True, id="operator-stopping"),
     ],

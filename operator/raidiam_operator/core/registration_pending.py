@@ -75,13 +75,16 @@ def may_have_registered(error: BaseException) -> bool:
     No: the request never left (`RequestNotSent`: no connection, a TLS handshake refused, no
     free connection in time); the URL or the server's certificate was refused before sending
     (a `ConfigurationError`); the server answered with an RFC 7591 error (a 4xx rejection, made
-    before anything is registered) or 429 (a rate limit, in front of the handler). Yes, for
-    everything else: a timeout or a reset after the request was written, an answer that cannot
-    be read, any 5xx (a gateway's 502 or 504, even a 503, can come after the server acted), the
-    attempt's deadline (it may strike mid-answer), a cancellation (the operator stopping)."""
+    before anything is registered), 429 (a rate limit, in front of the handler) or 503 (RFC 9110:
+    the server cannot handle requests now; a bank in maintenance answers it for hours, and
+    holding every first registration for a person over it would be worse than the rare
+    duplicate). Yes, for everything else: a timeout or a reset after the request was written,
+    an answer that cannot be read, another 5xx (a 500 from a handler that failed half-way, a
+    gateway's 502 or 504 after the bank acted), the attempt's deadline (it may strike
+    mid-answer), a cancellation (the operator stopping)."""
     if isinstance(error, RequestNotSent | ConfigurationError | AuthorizationServerRejection):
         return False
-    return not (isinstance(error, ServerUnavailable) and error.status_code == 429)
+    return not (isinstance(error, ServerUnavailable) and error.status_code in (429, 503))
 
 
 def in_doubt(
