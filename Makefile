@@ -31,12 +31,12 @@ image: $(STAMP)
 ## manifests: after changing crds/ or the chart: copy the CRD into the chart, regenerate deploy/ and docs/reference.md
 manifests: $(STAMP) binaries
 	cp crds/*.yaml charts/raidiam-token-operator/crds/
-	PYTHONPATH=devenv $(BIN)/python -m tests.e2e.chart_helpers
+	PYTHONPATH=devenv $(BIN)/python -m raidiam_devenv.chart
 	PYTHONPATH=devenv $(BIN)/python -m raidiam_devenv.crd_reference --write
 
 ## chart: package the Helm chart as dist/raidiam-token-operator-$(VERSION).tgz
 chart: $(STAMP) binaries
-	PYTHONPATH=devenv $(BIN)/python -m tests.e2e.chart_helpers package dist
+	PYTHONPATH=devenv $(BIN)/python -m raidiam_devenv.chart package dist
 
 ## lock: after changing the dependencies in pyproject.toml, pin the image's packages with their hashes
 lock: $(STAMP)
