@@ -31,12 +31,12 @@ image: $(STAMP)
 ## manifests: after changing crds/ or the chart: copy the CRD into the chart, regenerate deploy/ and docs/reference.md
 manifests: $(STAMP) binaries
 	cp crds/*.yaml charts/raidiam-token-operator/crds/
-	PYTHONPATH=devenv $(BIN)/python -m tests.e2e.chart_helpers
+	PYTHONPATH=devenv $(BIN)/python -m raidiam_devenv.chart
 	PYTHONPATH=devenv $(BIN)/python -m raidiam_devenv.crd_reference --write
 
 ## chart: package the Helm chart as dist/raidiam-token-operator-$(VERSION).tgz
 chart: $(STAMP) binaries
-	PYTHONPATH=devenv $(BIN)/python -m tests.e2e.chart_helpers package dist
+	PYTHONPATH=devenv $(BIN)/python -m raidiam_devenv.chart package dist
 
 ## lock: after changing the dependencies in pyproject.toml, pin the image's packages with their hashes
 lock: $(STAMP)
@@ -53,10 +53,13 @@ sbom: $(STAMP)
 demo: $(STAMP) binaries
 	PYTHONPATH=devenv $(BIN)/python -m raidiam_devenv.demo
 
-## test: lint, type-check and run every test against the real servers
-test: lint typecheck binaries image
+## test: lint, type-check and the unit tests (seconds), then the builds, then every test against the real servers
+# The builds take minutes (the first, over twenty), so what fails in seconds runs before them;
+# they are made from the recipe, not as prerequisites, so that `make -j test` keeps that order.
+test: lint typecheck unit
+	$(MAKE) --no-print-directory binaries image
 	PYTHONPATH=devenv $(BIN)/python -c 'from raidiam_devenv.authserver import ensure_node_modules; ensure_node_modules()'
-	$(BIN)/python -m pytest -p no:cacheprovider -ra
+	$(BIN)/python -m pytest -p no:cacheprovider -ra tests/integration tests/e2e tests/node
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

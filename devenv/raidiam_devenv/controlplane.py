@@ -10,40 +10,39 @@ Typical use::
     with ControlPlane(tmp_path) as cp:
         cp.kubectl("create", "namespace", "demo")
 
-Every process writes to ``<workdir>/<name>.log``.  Processes run in their own
-session (process group) so ``stop()`` can kill whatever they spawned, and an
-``atexit`` hook stops every control plane that is still running so a crashed
-or interrupted test run leaves no orphans behind.
+Every process writes to ``<workdir>/<name>.log``; :mod:`raidiam_devenv.process`
+runs them, and stops every control plane still running when the interpreter
+exits, so a crashed or interrupted test run leaves no orphans behind.
 """
 
 from __future__ import annotations
 
-import atexit
 import base64
-import contextlib
-import ctypes
 import json
 import os
 import shutil
-import signal
-import socket
 import ssl
 import subprocess
-import threading
-import time
 import urllib.error
 import urllib.request
-import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Protocol
+from typing import Any
 
 import yaml
 
 from raidiam_devenv.binaries import Binaries, ensure_binaries
+from raidiam_devenv.kubectl import helm, kubectl
 from raidiam_devenv.pki import TestPKI
+from raidiam_devenv.process import (
+    Managed,
+    Process,
+    ProcessError,
+    free_port,
+    running_no_more,
+    stop_at_exit,
+)
 
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"
@@ -75,137 +74,9 @@ NODE_CONTROLLERS = ",".join(
     ]
 )
 
-_LOG_TAIL_LINES = 60
-_PR_SET_PDEATHSIG = 1
 
-
-class ControlPlaneError(RuntimeError):
+class ControlPlaneError(ProcessError):
     """A component failed to start or to become ready."""
-
-
-class KubectlError(subprocess.CalledProcessError):
-    """``kubectl`` exited non-zero; unlike the base class, ``str()`` shows stderr."""
-
-    def __str__(self) -> str:
-        stderr = self.stderr.strip() if isinstance(self.stderr, str) else ""
-        return f"{super().__str__()}\n{stderr}"
-
-
-# --------------------------------------------------------------------------- #
-# Processes
-# --------------------------------------------------------------------------- #
-
-
-def _set_parent_death_signal() -> None:
-    # Runs in the child between fork and exec: if the test runner itself is
-    # SIGKILLed (no atexit), the kernel kills the server too (SIGKILL: a
-    # SIGTERMed apiserver can linger for a long time on open connections).
-    with contextlib.suppress(Exception):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-
-
-class _Process:
-    """One server process with its log file and fixed command line."""
-
-    def __init__(self, name: str, args: Sequence[str], log_path: Path) -> None:
-        self.name = name
-        self.args = list(args)
-        self.log_path = log_path
-        self._popen: subprocess.Popen[bytes] | None = None
-
-    @property
-    def running(self) -> bool:
-        return self._popen is not None and self._popen.poll() is None
-
-    @property
-    def returncode(self) -> int | None:
-        return None if self._popen is None else self._popen.poll()
-
-    def start(self) -> None:
-        if self.running:
-            return
-        # PR_SET_PDEATHSIG fires when the *thread* that forked exits, so it
-        # is only safe when we are on the main thread, which lives as long
-        # as the interpreter does.
-        preexec: Callable[[], None] | None = None
-        if threading.current_thread() is threading.main_thread():
-            preexec = _set_parent_death_signal
-        with self.log_path.open("ab") as log:
-            log.write(f"\n===== {time.strftime('%H:%M:%S')} start {self.name}\n".encode())
-            log.flush()
-            self._popen = subprocess.Popen(
-                self.args,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                # Own process group, so stop() can kill the whole group and
-                # a Ctrl-C in the terminal is not delivered to the servers
-                # before we stop them in order.
-                start_new_session=True,
-                preexec_fn=preexec,
-            )
-
-    def stop(self, grace: float = 10.0) -> None:
-        """SIGTERM, then SIGKILL after ``grace`` seconds (at once if ``grace`` is 0)."""
-        popen = self._popen
-        if popen is None:
-            return
-        if popen.poll() is None:
-            if grace > 0:
-                self._signal_group(popen.pid, signal.SIGTERM)
-                try:
-                    popen.wait(grace)
-                except subprocess.TimeoutExpired:
-                    self._signal_group(popen.pid, signal.SIGKILL)
-                    popen.wait()
-            else:
-                self._signal_group(popen.pid, signal.SIGKILL)
-                popen.wait()
-        # Reap any stragglers that are still in the group.
-        self._signal_group(popen.pid, signal.SIGKILL)
-        self._popen = None
-
-    @staticmethod
-    def _signal_group(pgid: int, sig: signal.Signals) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pgid, sig)
-
-    def log_tail(self, lines: int = _LOG_TAIL_LINES) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return "(no log)"
-        return "\n".join(text.splitlines()[-lines:])
-
-    def failure(
-        self, reason: str, error: type[ControlPlaneError] = ControlPlaneError
-    ) -> ControlPlaneError:
-        return error(
-            f"{self.name} {reason}; log: {self.log_path}\n"
-            f"--- last lines of {self.log_path.name} ---\n{self.log_tail()}"
-        )
-
-    def wait_until(
-        self,
-        probe: Callable[[], bool],
-        what: str,
-        *,
-        timeout: float,
-        error: type[ControlPlaneError] = ControlPlaneError,
-    ) -> None:
-        """Poll ``probe`` until it holds; raise ``error`` with the log's tail if the process
-        exits first, or (after stopping it) if ``timeout`` seconds pass."""
-        deadline = time.monotonic() + timeout
-        while True:
-            if not self.running:
-                raise self.failure(f"exited with code {self.returncode} during startup", error)
-            if probe():
-                return
-            if time.monotonic() > deadline:
-                self.stop()
-                raise self.failure(f"{what} within {timeout:.0f}s", error)
-            time.sleep(0.2)
 
 
 # --------------------------------------------------------------------------- #
@@ -279,16 +150,6 @@ def _generate_pki(directory: Path, extra_server_ips: Sequence[str] = ()) -> _Pki
 # --------------------------------------------------------------------------- #
 
 
-def _free_port() -> int:
-    # The tiny window between closing this socket and the server binding the
-    # port is acceptable on a test machine; the servers cannot take port 0
-    # and tell us which port they got.
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _b64(path: Path) -> str:
     return base64.b64encode(path.read_bytes()).decode()
 
@@ -325,38 +186,12 @@ _AUDIT_POLICY: dict[str, Any] = {
 }
 
 
-class _Stoppable(Protocol):
-    def stop(self) -> None: ...
-
-
-# What is still running (control planes, nodes), stopped by the atexit hook.
-_LIVE: weakref.WeakSet[_Stoppable] = weakref.WeakSet()
-
-
-def stop_at_exit(thing: _Stoppable) -> None:
-    """Have ``thing.stop()`` called when the interpreter exits, unless :func:`running_no_more`."""
-    _LIVE.add(thing)
-
-
-def running_no_more(thing: _Stoppable) -> None:
-    _LIVE.discard(thing)
-
-
-def _stop_all_live() -> None:
-    for thing in list(_LIVE):
-        with contextlib.suppress(Exception):
-            thing.stop()
-
-
-atexit.register(_stop_all_live)
-
-
 # --------------------------------------------------------------------------- #
 # ControlPlane
 # --------------------------------------------------------------------------- #
 
 
-class ControlPlane:
+class ControlPlane(Managed):
     """etcd + kube-apiserver + kube-controller-manager on 127.0.0.1.
 
     ``workdir`` receives the PKI, etcd data, kubeconfigs and process logs.
@@ -402,9 +237,9 @@ class ControlPlane:
         self.controller_manager_port = 0
 
         self._pki: _Pki | None = None
-        self._etcd: _Process | None = None
-        self._apiserver: _Process | None = None
-        self._controller_manager: _Process | None = None
+        self._etcd: Process | None = None
+        self._apiserver: Process | None = None
+        self._controller_manager: Process | None = None
         self._started = False
 
     # ----------------------------------------------------------------- API
@@ -445,10 +280,10 @@ class ControlPlane:
             # stop_*/start_* to restart components with their state.
             shutil.rmtree(self.workdir / "etcd-data", ignore_errors=True)
             self._pki = _generate_pki(self.workdir / "pki", [self.node_ip] if self.node_ip else [])
-            self.etcd_client_port = _free_port()
-            self.etcd_peer_port = _free_port()
-            self.apiserver_port = _free_port()
-            self.controller_manager_port = _free_port()
+            self.etcd_client_port = free_port()
+            self.etcd_peer_port = free_port()
+            self.apiserver_port = free_port()
+            self.controller_manager_port = free_port()
             self._etcd = self._etcd_process(binaries)
             self._apiserver = self._apiserver_process(binaries)
             self._controller_manager = self._controller_manager_process(binaries)
@@ -471,18 +306,6 @@ class ControlPlane:
                 process.stop()
         self._started = False
         running_no_more(self)
-
-    def __enter__(self) -> ControlPlane:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # ---------------------------------------------------- fault injection
 
@@ -535,12 +358,13 @@ class ControlPlane:
         kubeconfig: Path | None = None,
     ) -> subprocess.CompletedProcess[str]:
         """Run kubectl against this control plane (admin unless ``kubeconfig``)."""
-        return self._run_tool(
-            self.binaries.kubectl,
-            ["--kubeconfig", str(kubeconfig or self.kubeconfig), *args],
+        return kubectl(
+            kubeconfig or self.kubeconfig,
+            *args,
             input=input,
             check=check,
             timeout=timeout,
+            binary=self.binaries.kubectl,
         )
 
     def helm(
@@ -551,12 +375,13 @@ class ControlPlane:
         timeout: float = 300.0,
     ) -> subprocess.CompletedProcess[str]:
         """Run helm against this control plane with the admin kubeconfig."""
-        return self._run_tool(
-            self.binaries.helm,
-            ["--kubeconfig", str(self.kubeconfig), *args],
+        return helm(
+            self.kubeconfig,
+            *args,
             input=input,
             check=check,
             timeout=timeout,
+            binary=self.binaries.helm,
         )
 
     def apply_crds(self, path: Path, *, timeout: float = 60.0) -> list[str]:
@@ -663,46 +488,21 @@ class ControlPlane:
 
     # --------------------------------------------------------- internals
 
-    @staticmethod
-    def _run_tool(
-        binary: Path,
-        args: Sequence[str],
-        *,
-        input: str | None,
-        check: bool,
-        timeout: float,
-    ) -> subprocess.CompletedProcess[str]:
-        cmd = [str(binary), *args]
-        result = subprocess.run(
-            cmd,
-            input=input,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-            # Without input, give the tool an empty stdin instead of ours so
-            # it never blocks waiting on a terminal.
-            stdin=None if input is not None else subprocess.DEVNULL,
-        )
-        if check and result.returncode != 0:
-            raise KubectlError(result.returncode, cmd, result.stdout, result.stderr)
-        return result
-
     def _require_pki(self) -> _Pki:
         if self._pki is None:
             raise ControlPlaneError("control plane not started")
         return self._pki
 
     @staticmethod
-    def _require(process: _Process | None) -> _Process:
+    def _require(process: Process | None) -> Process:
         if process is None:
             raise ControlPlaneError("control plane not started")
         return process
 
-    def _wait_until(self, process: _Process, probe: Callable[[], bool], what: str) -> None:
+    def _wait_until(self, process: Process, probe: Callable[[], bool], what: str) -> None:
         process.wait_until(probe, what, timeout=self.startup_timeout)
 
-    def _etcd_process(self, binaries: Binaries) -> _Process:
+    def _etcd_process(self, binaries: Binaries) -> Process:
         client = f"http://127.0.0.1:{self.etcd_client_port}"
         peer = f"http://127.0.0.1:{self.etcd_peer_port}"
         args = [
@@ -724,9 +524,9 @@ class ControlPlane:
             "--auto-compaction-retention=5m",
             "--quota-backend-bytes=2147483648",
         ]
-        return _Process("etcd", args, self.workdir / "etcd.log")
+        return Process("etcd", args, self.workdir / "etcd.log", mark_starts=True)
 
-    def _apiserver_process(self, binaries: Binaries) -> _Process:
+    def _apiserver_process(self, binaries: Binaries) -> Process:
         pki = self._require_pki()
         args = [
             str(binaries.kube_apiserver),
@@ -779,9 +579,11 @@ class ControlPlane:
                 "--audit-log-maxsize=0",
             ]
         args += self._apiserver_args
-        return _Process("kube-apiserver", args, self.workdir / "kube-apiserver.log")
+        return Process(
+            "kube-apiserver", args, self.workdir / "kube-apiserver.log", mark_starts=True
+        )
 
-    def _controller_manager_process(self, binaries: Binaries) -> _Process:
+    def _controller_manager_process(self, binaries: Binaries) -> Process:
         pki = self._require_pki()
         args = [
             str(binaries.kube_controller_manager),
@@ -804,9 +606,8 @@ class ControlPlane:
             f"--cert-dir={self.workdir / 'controller-manager-certs'}",
             "--profiling=false",
         ]
-        return _Process(
-            "kube-controller-manager", args, self.workdir / "kube-controller-manager.log"
-        )
+        log_path = self.workdir / "kube-controller-manager.log"
+        return Process("kube-controller-manager", args, log_path, mark_starts=True)
 
     def _start_controller_manager(self) -> None:
         process = self._require(self._controller_manager)

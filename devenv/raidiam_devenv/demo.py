@@ -30,6 +30,7 @@ import jwt
 
 from raidiam_devenv.authserver import AuthServer
 from raidiam_devenv.controlplane import ControlPlane
+from raidiam_devenv.kubectl import KubectlError, kubectl
 from raidiam_devenv.operator_process import OperatorProcess
 from raidiam_devenv.pki import IssuedCertificate, TestPKI
 
@@ -42,18 +43,11 @@ def _say(message: str) -> None:
 
 
 def _kubectl(kubeconfig: Path, *args: str, input: str | None = None, check: bool = True) -> str:
-    from raidiam_devenv.binaries import ensure_binaries
-
-    completed = subprocess.run(
-        [str(ensure_binaries().kubectl), "--kubeconfig", str(kubeconfig), *args],
-        input=input,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if check and completed.returncode != 0:
-        raise SystemExit(f"kubectl {' '.join(args)} failed:\n{completed.stderr}")
-    return completed.stdout
+    """kubectl's output; a failure ends the demo with kubectl's stderr."""
+    try:
+        return kubectl(kubeconfig, *args, input=input, check=check).stdout
+    except KubectlError as error:
+        raise SystemExit(str(error)) from None
 
 
 def _apply(kubeconfig: Path, document: dict[str, Any]) -> None:

@@ -1,9 +1,10 @@
 """What the devenv's node servers share on the Python side.
 
 ``DevServer`` runs one script of ``devenv/authserver/`` (``server.mjs``, ``directory.mjs``) with
-node: it writes the server's JSON config, starts node in its own process group on loopback, waits
-for the ready file and a healthy admin API, wraps that API, and stops the process group again.
-Subclasses add their config keys (``_server_config``) and their admin calls.
+node: it writes the server's JSON config, starts node on loopback (a
+:class:`raidiam_devenv.process.Process`), waits for the ready file and a healthy admin API, wraps
+that API, and stops node again. Subclasses add their config keys (``_server_config``) and their
+admin calls.
 
 ``ensure_node_modules`` installs the npm packages of ``devenv/authserver/package-lock.json``
 (``npm ci``) once per lock file: every server shares that one ``node_modules``.
@@ -11,25 +12,29 @@ Subclasses add their config keys (``_server_config``) and their admin calls.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import fcntl
 import hashlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
-import time
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Any, ClassVar, Self
 
 import httpx
 
 from raidiam_devenv.pki import TestPKI
+from raidiam_devenv.process import (
+    LOG_TAIL_LINES,
+    Managed,
+    Process,
+    log_tail,
+    running_no_more,
+    stop_at_exit,
+)
 
 __all__ = ["NODE_SERVERS_DIR", "DevServer", "ensure_node_modules"]
 
@@ -83,18 +88,7 @@ def ensure_node_modules(directory: Path = NODE_SERVERS_DIR) -> Path:
     return modules
 
 
-# Every started server (strong references: a server dropped without stop()
-# must still be reaped), so interpreter exit never leaves node behind.
-_live: set[DevServer] = set()
-
-
-@atexit.register
-def _stop_all() -> None:
-    for server in list(_live):
-        server.stop()
-
-
-class DevServer:
+class DevServer(Managed):
     """A devenv node server, as a context manager; see the subclasses."""
 
     _script: ClassVar[str]
@@ -122,7 +116,7 @@ class DevServer:
         self._client_cas = [pki.ca_path, *client_cas]
         self._log_requests = log_requests
         self._start_timeout = start_timeout
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._process: Process | None = None
         self._info: dict[str, Any] = {}
         self._admin: httpx.Client | None = None
         self.log_path = workdir / f"{self._stem}.log"
@@ -136,7 +130,7 @@ class DevServer:
     # -- lifecycle -------------------------------------------------------
 
     def start(self) -> Self:
-        if self._proc is not None:
+        if self._process is not None:
             return self
         ensure_node_modules()
         node = shutil.which("node")
@@ -163,100 +157,61 @@ class DevServer:
             **self._server_config(),
         }
         self.config_path.write_text(json.dumps(config, indent=2))
-        log = self.log_path.open("ab")
+        self._process = Process(
+            self._label,
+            [
+                node,
+                *os.environ.get("AUTHSERVER_NODE_ARGS", "").split(),
+                NODE_SERVERS_DIR / self._script,
+                "--config",
+                self.config_path,
+            ],
+            self.log_path,
+            cwd=NODE_SERVERS_DIR,
+        )
+        self._process.start()
+        stop_at_exit(self)
         try:
-            self._proc = subprocess.Popen(
-                [
-                    node,
-                    *os.environ.get("AUTHSERVER_NODE_ARGS", "").split(),
-                    str(NODE_SERVERS_DIR / self._script),
-                    "--config",
-                    str(self.config_path),
-                ],
-                cwd=NODE_SERVERS_DIR,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                # Own process group: stop() can signal node and anything it
-                # spawned without touching the test runner.
-                start_new_session=True,
+            self._process.wait_until(
+                self._healthy, "did not become healthy", timeout=self._start_timeout, interval=0.05
             )
-        finally:
-            log.close()
-        _live.add(self)
-        try:
-            self._wait_ready()
         except BaseException:
             self.stop()
             raise
         return self
 
-    def _wait_ready(self) -> None:
-        assert self._proc is not None
-        deadline = time.monotonic() + self._start_timeout
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                raise RuntimeError(
-                    f"{self._label} exited with {self._proc.returncode}:\n{self.log_tail()}"
-                )
-            if self._admin is None and self._ready_path.is_file():
-                self._info = json.loads(self._ready_path.read_text())
-                self._admin = httpx.Client(
-                    # trust_env=False: an HTTP(S)_PROXY in the environment
-                    # must not capture loopback admin calls.
-                    base_url=self._info["admin_url"],
-                    timeout=30.0,
-                    trust_env=False,
-                )
-            if self._admin is not None:
-                with contextlib.suppress(httpx.TransportError):
-                    if self._admin.get("/admin/health").status_code == 200:
-                        return
-            time.sleep(0.05)
-        raise RuntimeError(
-            f"{self._label} not healthy after {self._start_timeout:.0f}s:\n{self.log_tail()}"
-        )
+    def _healthy(self) -> bool:
+        """Whether the admin API answers /admin/health, once the ready file has named it."""
+        if self._admin is None and self._ready_path.is_file():
+            self._info = json.loads(self._ready_path.read_text())
+            self._admin = httpx.Client(
+                # trust_env=False: an HTTP(S)_PROXY in the environment
+                # must not capture loopback admin calls.
+                base_url=self._info["admin_url"],
+                timeout=30.0,
+                trust_env=False,
+            )
+        if self._admin is None:
+            return False
+        with contextlib.suppress(httpx.TransportError):
+            return self._admin.get("/admin/health").status_code == 200
+        return False
 
     def stop(self) -> None:
-        proc, self._proc = self._proc, None
+        process, self._process = self._process, None
         if self._admin is not None:
             self._admin.close()
             self._admin = None
-        _live.discard(self)
-        if proc is None or proc.poll() is not None:
-            return
-        # The group id is node's pid (start_new_session), so this reaches only
-        # processes this launcher started.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=5)
+        running_no_more(self)
+        if process is not None:
+            process.stop(grace=5)
 
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    def log_tail(self, size: int = _LOG_TAIL_BYTES) -> str:
-        try:
-            data = self.log_path.read_bytes()
-        except FileNotFoundError:
-            return "(no log)"
-        return data[-size:].decode("utf-8", "replace")
+    def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
+        return log_tail(self.log_path, lines)
 
     @property
     def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
+        return self._process is not None and self._process.running
 
     # -- what the ready file says ------------------------------------------
 

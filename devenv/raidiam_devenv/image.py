@@ -13,16 +13,22 @@ node imports with ``ctr -n k8s.io images import``.
   and package list) and passed through the ``PYTHON_IMAGE`` build argument.
 * buildah keeps its layers (``--layers``), so a rebuild after a change to
   ``operator/`` redoes only the layers from that ``COPY`` on.
+
+``write_single_binary_image`` writes a one-binary image (the node's pause
+container) as an OCI archive directly, with no builder.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
+import json
 import os
 import shutil
 import ssl
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from dataclasses import dataclass
@@ -30,7 +36,7 @@ from pathlib import Path
 
 import yaml
 
-from raidiam_devenv.binaries import BuildError, _file_lock, _log_path, _run_logged, cache_root
+from raidiam_devenv.binaries import BuildError, build_log_path, cache_root, file_lock, run_logged
 from raidiam_devenv.system_packages import IMAGE_BUILD_PACKAGES, ensure_debian_packages
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -87,10 +93,10 @@ def ensure_base_image() -> str:
         return reference
     root = cache_root()
     root.mkdir(parents=True, exist_ok=True)
-    with _file_lock(root / ".image.lock"):
+    with file_lock(root / ".image.lock"):
         if _buildah_has_image(reference):
             return reference
-        log_path = _log_path(root, "image-base")
+        log_path = build_log_path(root, "image-base")
         started = time.monotonic()
         _progress(
             f"assembling the image base from Debian {DEBIAN_SUITE} packages "
@@ -99,7 +105,7 @@ def ensure_base_image() -> str:
         work = Path(tempfile.mkdtemp(prefix=".image-base.", dir=root))
         rootfs = work / "rootfs"
         try:
-            _run_logged(
+            run_logged(
                 [
                     "debootstrap",
                     "--variant=minbase",
@@ -132,21 +138,21 @@ def _commit_rootfs(rootfs: Path, reference: str, log_path: Path) -> None:
     ).stdout.strip()
     try:
         archive = rootfs.parent / "rootfs.tar"
-        _run_logged(
+        run_logged(
             ["tar", "--numeric-owner", "-C", rootfs, "-cf", archive, "."],
             cwd=rootfs.parent,
             env=os.environ,
             log_path=log_path,
             what="tar rootfs",
         )
-        _run_logged(
+        run_logged(
             ["buildah", "add", container, archive, "/"],
             cwd=rootfs.parent,
             env=os.environ,
             log_path=log_path,
             what="buildah add",
         )
-        _run_logged(
+        run_logged(
             [
                 "buildah",
                 "config",
@@ -163,7 +169,7 @@ def _commit_rootfs(rootfs: Path, reference: str, log_path: Path) -> None:
             log_path=log_path,
             what="buildah config",
         )
-        _run_logged(
+        run_logged(
             ["buildah", "commit", "--rm", container, reference],
             cwd=rootfs.parent,
             env=os.environ,
@@ -202,9 +208,9 @@ def build_image(dist_dir: Path = DIST_DIR) -> BuiltImage:
     base = ensure_base_image()
     reference = image_reference()
     root = cache_root()
-    log_path = _log_path(root, "image")
+    log_path = build_log_path(root, "image")
     _progress(f"building {reference} from the Dockerfile with buildah; log: {log_path}")
-    _run_logged(
+    run_logged(
         [
             "buildah",
             "build",
@@ -230,7 +236,7 @@ def build_image(dist_dir: Path = DIST_DIR) -> BuiltImage:
     archive = dist_dir / f"raidiam-token-operator-{app_version()}.oci.tar"
     partial = archive.with_suffix(".partial")
     partial.unlink(missing_ok=True)
-    _run_logged(
+    run_logged(
         ["buildah", "push", "--quiet", reference, f"oci-archive:{partial}:{reference}"],
         cwd=REPO_ROOT,
         env=os.environ,
@@ -239,6 +245,79 @@ def build_image(dist_dir: Path = DIST_DIR) -> BuiltImage:
     )
     partial.replace(archive)
     return BuiltImage(reference=reference, archive=archive, seconds=time.monotonic() - started)
+
+
+# --------------------------------------------------------------------------- #
+# One-binary images, written as OCI archives without a builder (the node's pause image:
+# its sandbox container, built from source as no registry can be reached)
+# --------------------------------------------------------------------------- #
+
+
+def _sha256(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def _tar_member(tar: tarfile.TarFile, name: str, data: bytes, mode: int) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mode = mode
+    tar.addfile(info, io.BytesIO(data))
+
+
+def write_single_binary_image(binary: Path, reference: str, archive: Path) -> Path:
+    """An OCI archive of a one-layer image holding ``/<binary name>`` as its entrypoint."""
+    layer_buffer = io.BytesIO()
+    with tarfile.open(fileobj=layer_buffer, mode="w", format=tarfile.PAX_FORMAT) as layer_tar:
+        _tar_member(layer_tar, binary.name, binary.read_bytes(), 0o755)
+    layer = layer_buffer.getvalue()
+    config = json.dumps(
+        {
+            "architecture": "amd64",
+            "os": "linux",
+            "config": {"Entrypoint": [f"/{binary.name}"], "User": "65535:65535"},
+            "rootfs": {"type": "layers", "diff_ids": [_sha256(layer)]},
+        }
+    ).encode()
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": _sha256(config),
+                "size": len(config),
+            },
+            "layers": [
+                {
+                    "mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": _sha256(layer),
+                    "size": len(layer),
+                }
+            ],
+        }
+    ).encode()
+    index = json.dumps(
+        {
+            "schemaVersion": 2,
+            "manifests": [
+                {
+                    "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    "digest": _sha256(manifest),
+                    "size": len(manifest),
+                    "annotations": {
+                        "io.containerd.image.name": reference,
+                        "org.opencontainers.image.ref.name": reference.rsplit(":", 1)[1],
+                    },
+                }
+            ],
+        }
+    ).encode()
+    with tarfile.open(archive, mode="w") as tar:
+        _tar_member(tar, "oci-layout", b'{"imageLayoutVersion":"1.0.0"}', 0o644)
+        _tar_member(tar, "index.json", index, 0o644)
+        for blob in (layer, config, manifest):
+            _tar_member(tar, f"blobs/sha256/{_sha256(blob).split(':')[1]}", blob, 0o644)
+    return archive
 
 
 def main() -> int:

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from raidiam_devenv.binaries import BuildError, _go_binary, ensure_cached
+from raidiam_devenv.binaries import BuildError, ensure_cached, go_binary
 
 KUBECONFORM_VERSION = "v0.8.0"
 KUBECONFORM_PACKAGE = "github.com/yannh/kubeconform/cmd/kubeconform"
@@ -44,7 +44,7 @@ def ensure_kubeconform() -> Path:
 
 def _build_kubeconform(staging: Path) -> None:
     result = subprocess.run(
-        [_go_binary(), "install", f"{KUBECONFORM_PACKAGE}@{KUBECONFORM_VERSION}"],
+        [go_binary(), "install", f"{KUBECONFORM_PACKAGE}@{KUBECONFORM_VERSION}"],
         env=_go_install_env(staging),
         stdin=subprocess.DEVNULL,
         capture_output=True,

@@ -38,32 +38,23 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
-import io
 import json
 import os
 import shlex
 import signal
 import subprocess
 import sys
-import tarfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Any, TextIO
 
 import yaml
 
 from raidiam_devenv.binaries import NodeBinaries, ensure_node_binaries
-from raidiam_devenv.controlplane import (
-    ControlPlane,
-    ControlPlaneError,
-    _free_port,
-    _Process,
-    running_no_more,
-    stop_at_exit,
-)
+from raidiam_devenv.controlplane import ControlPlane, ControlPlaneError
+from raidiam_devenv.image import write_single_binary_image
+from raidiam_devenv.process import Managed, Process, free_port, running_no_more, stop_at_exit
 from raidiam_devenv.system_packages import NODE_PACKAGES, ensure_debian_packages
 
 NODE_IP = "10.99.0.1"
@@ -103,78 +94,6 @@ def _run(args: Sequence[str | os.PathLike[str]], *, check: bool = True) -> str:
             f"{result.stderr.strip() or result.stdout.strip()}"
         )
     return result.stdout
-
-
-# --------------------------------------------------------------------------- #
-# The pause image: the sandbox container, built from source (no registry)
-# --------------------------------------------------------------------------- #
-
-
-def _sha256(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-def _tar_member(tar: tarfile.TarFile, name: str, data: bytes, mode: int) -> None:
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    info.mode = mode
-    tar.addfile(info, io.BytesIO(data))
-
-
-def write_single_binary_image(binary: Path, reference: str, archive: Path) -> Path:
-    """An OCI archive of a one-layer image holding ``/<binary name>`` as its entrypoint."""
-    layer_buffer = io.BytesIO()
-    with tarfile.open(fileobj=layer_buffer, mode="w", format=tarfile.PAX_FORMAT) as layer_tar:
-        _tar_member(layer_tar, binary.name, binary.read_bytes(), 0o755)
-    layer = layer_buffer.getvalue()
-    config = json.dumps(
-        {
-            "architecture": "amd64",
-            "os": "linux",
-            "config": {"Entrypoint": [f"/{binary.name}"], "User": "65535:65535"},
-            "rootfs": {"type": "layers", "diff_ids": [_sha256(layer)]},
-        }
-    ).encode()
-    manifest = json.dumps(
-        {
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": {
-                "mediaType": "application/vnd.oci.image.config.v1+json",
-                "digest": _sha256(config),
-                "size": len(config),
-            },
-            "layers": [
-                {
-                    "mediaType": "application/vnd.oci.image.layer.v1.tar",
-                    "digest": _sha256(layer),
-                    "size": len(layer),
-                }
-            ],
-        }
-    ).encode()
-    index = json.dumps(
-        {
-            "schemaVersion": 2,
-            "manifests": [
-                {
-                    "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                    "digest": _sha256(manifest),
-                    "size": len(manifest),
-                    "annotations": {
-                        "io.containerd.image.name": reference,
-                        "org.opencontainers.image.ref.name": reference.rsplit(":", 1)[1],
-                    },
-                }
-            ],
-        }
-    ).encode()
-    with tarfile.open(archive, mode="w") as tar:
-        _tar_member(tar, "oci-layout", b'{"imageLayoutVersion":"1.0.0"}', 0o644)
-        _tar_member(tar, "index.json", index, 0o644)
-        for blob in (layer, config, manifest):
-            _tar_member(tar, f"blobs/sha256/{_sha256(blob).split(':')[1]}", blob, 0o644)
-    return archive
 
 
 # --------------------------------------------------------------------------- #
@@ -243,7 +162,7 @@ def _remove_cgroup_tree(root: Path) -> None:
             directory.rmdir()
 
 
-class NodeCluster:
+class NodeCluster(Managed):
     """A control plane plus one node (containerd, kubelet, kube-proxy, kube-scheduler).
 
     Needs root and Linux.  :meth:`start` raises :class:`NodeError` with the
@@ -262,8 +181,8 @@ class NodeCluster:
         self.lock_timeout = lock_timeout
         self.control_plane = ControlPlane(self.workdir / "controlplane", node_ip=NODE_IP)
         self._binaries: NodeBinaries | None = None
-        self._processes: list[_Process] = []
-        self._containerd: _Process | None = None
+        self._processes: list[Process] = []
+        self._containerd: Process | None = None
         self._lock: TextIO | None = None
         self._added_address = False
         self._started = False
@@ -347,18 +266,6 @@ class NodeCluster:
         self.control_plane.stop()
         self._undo_host_changes()
         self._release_machine_lock()
-
-    def __enter__(self) -> NodeCluster:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # ---------------------------------------------------------------- tools
 
@@ -462,13 +369,13 @@ class NodeCluster:
                 if b"containerd-shim" in cmdline and needle in cmdline:
                     os.kill(int(proc.name), signal.SIGKILL)
 
-    def _process(self, name: str, args: Sequence[str | os.PathLike[str]]) -> _Process:
-        process = _Process(name, [str(a) for a in args], self.workdir / f"{name}.log")
+    def _process(self, name: str, args: Sequence[str | os.PathLike[str]]) -> Process:
+        process = Process(name, args, self.workdir / f"{name}.log", mark_starts=True)
         self._processes.append(process)
         process.start()
         return process
 
-    def _wait(self, process: _Process, probe: Callable[[], object], what: str) -> None:
+    def _wait(self, process: Process, probe: Callable[[], object], what: str) -> None:
         # These probes (ctr, kubectl, urlopen) raise until the component answers.
         def answers() -> bool:
             with contextlib.suppress(Exception):
@@ -542,10 +449,11 @@ state = "{base / "state"}"
         config_path.write_text(config)
         env_path = f"{binaries.containerd_shim_runc_v2.parent}:{os.environ.get('PATH', '')}"
         # containerd finds its shim on PATH.
-        process = _Process(
+        process = Process(
             "containerd",
-            ["env", f"PATH={env_path}", str(binaries.containerd), "--config", str(config_path)],
+            ["env", f"PATH={env_path}", binaries.containerd, "--config", config_path],
             self.workdir / "containerd.log",
+            mark_starts=True,
         )
         self._processes.append(process)
         process.start()
@@ -563,7 +471,7 @@ state = "{base / "state"}"
         self.import_image(archive)
 
     def _start_scheduler(self, binaries: NodeBinaries) -> None:
-        port = _free_port()
+        port = free_port()
         kubeconfig = self.control_plane.kubeconfig
         process = self._process(
             "kube-scheduler",
@@ -582,7 +490,7 @@ state = "{base / "state"}"
         self._wait(process, lambda: _https_ok(port, "/healthz"), "did not become healthy")
 
     def _start_kube_proxy(self, binaries: NodeBinaries) -> None:
-        healthz = _free_port()
+        healthz = free_port()
         config = {
             "apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
             "kind": "KubeProxyConfiguration",
@@ -591,7 +499,7 @@ state = "{base / "state"}"
             "hostnameOverride": NODE_NAME,
             "clusterCIDR": POD_SUBNET,
             "healthzBindAddress": f"127.0.0.1:{healthz}",
-            "metricsBindAddress": f"127.0.0.1:{_free_port()}",
+            "metricsBindAddress": f"127.0.0.1:{free_port()}",
             # Leave the host's conntrack sysctls alone (read-only in many VMs and containers).
             "conntrack": {"maxPerCore": 0, "min": 0},
         }
@@ -613,8 +521,8 @@ state = "{base / "state"}"
         kubeconfig = cluster.write_kubeconfig(
             self.workdir / "kubelet.kubeconfig", cert, key, user=f"system:node:{NODE_NAME}"
         )
-        self.kubelet_port = _free_port()
-        self.kubelet_healthz_port = _free_port()
+        self.kubelet_port = free_port()
+        self.kubelet_healthz_port = free_port()
         config = {
             "apiVersion": "kubelet.config.k8s.io/v1beta1",
             "kind": "KubeletConfiguration",

@@ -3,25 +3,27 @@
 from __future__ import annotations
 
 import os
-import signal
-import socket
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
 
 import httpx
 
+from raidiam_devenv.process import (
+    LOG_TAIL_LINES,
+    Managed,
+    Process,
+    free_port,
+    log_tail,
+    running_no_more,
+    stop_at_exit,
+)
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+__all__ = ["OperatorProcess"]
 
 
-class OperatorProcess:
+class OperatorProcess(Managed):
     """The operator in its own process, logging to a file, with a liveness endpoint to wait on."""
 
     def __init__(
@@ -49,7 +51,7 @@ class OperatorProcess:
         self.spawned_at = 0.0
         self.liveness_port = 0
         self.metrics_port = 0
-        self._process: subprocess.Popen[bytes] | None = None
+        self._process: Process | None = None
 
     @property
     def pid(self) -> int:
@@ -66,11 +68,12 @@ class OperatorProcess:
 
     @property
     def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
+        return self._process is not None and self._process.running
 
     def start(self) -> OperatorProcess:
         self.spawn()
-        self._wait_alive()
+        assert self._process is not None
+        self._process.wait_until(self._alive, "was not alive", timeout=self.start_timeout)
         return self
 
     def spawn(self) -> OperatorProcess:
@@ -98,33 +101,25 @@ class OperatorProcess:
             *self.extra_args,
         ]
         environment = {**os.environ, "KUBECONFIG": str(self.kubeconfig), **self.env}
-        with self.log_path.open("ab") as log:
-            self._process = subprocess.Popen(
-                command,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=environment,
-                start_new_session=True,
-            )
+        self._process = Process(
+            "the operator",
+            command,
+            self.log_path,
+            env=environment,
+            # Its own shutdown stops its key-check workers.
+            stops_own_children=True,
+        )
+        self._process.start()
+        stop_at_exit(self)
         self.spawned_at = time.time()
         return self
 
-    def _wait_alive(self) -> None:
-        deadline = time.monotonic() + self.start_timeout
+    def _alive(self) -> bool:
         url = f"http://127.0.0.1:{self.liveness_port}/healthz"
-        while time.monotonic() < deadline:
-            if not self.running:
-                raise RuntimeError(f"the operator exited during start-up:\n{self.log_tail()}")
-            try:
-                if httpx.get(url, timeout=2.0, trust_env=False).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError(
-            f"the operator was not alive after {self.start_timeout:.0f} s:\n{self.log_tail()}"
-        )
+        try:
+            return httpx.get(url, timeout=2.0, trust_env=False).status_code == 200
+        except httpx.HTTPError:
+            return False
 
     @property
     def metrics_url(self) -> str:
@@ -134,29 +129,14 @@ class OperatorProcess:
         return httpx.get(self.metrics_url, timeout=5.0, trust_env=False).text
 
     def stop(self, *, kill: bool = False, timeout: float = 20.0) -> None:
+        """SIGTERM, and SIGKILL after ``timeout`` seconds; at once with ``kill`` (a crash)."""
         process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
-        try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        running_no_more(self)
+        if process is not None:
+            process.stop(grace=0 if kill else timeout)
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
-    def log_tail(self, lines: int = 60) -> str:
-        return "\n".join(self.log_text().splitlines()[-lines:])
-
-    def __enter__(self) -> OperatorProcess:
-        return self.start()
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        trace: TracebackType | None,
-    ) -> None:
-        self.stop()
+    def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
+        return log_tail(self.log_path, lines)

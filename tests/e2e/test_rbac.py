@@ -19,13 +19,14 @@ import pytest
 import yaml
 
 from raidiam_devenv.authserver import AuthServer
+from raidiam_devenv.chart import render
 from raidiam_devenv.controlplane import ControlPlane
 from raidiam_devenv.dataprovider import DataProvider
 from raidiam_devenv.directory import Directory
 from raidiam_devenv.operator_process import OperatorProcess
 from raidiam_devenv.pki import TestPKI
 
-from .chart_helpers import documents, render
+from .chart_helpers import documents
 from .conftest import JWT, World, wait_for
 from .test_registration import participant_in
 
