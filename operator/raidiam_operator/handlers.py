@@ -23,6 +23,7 @@ from raidiam_operator.kube.leader import UNFENCED, Fence, LeaderElector, LeaseSe
 from raidiam_operator.metrics import Metrics
 from raidiam_operator.protocol.client import TokenClient
 from raidiam_operator.protocol.keychecks import KeyChecker, WorkerPool
+from raidiam_operator.refresh.client_ids import KeptOrRead
 from raidiam_operator.refresh.engine import EngineSettings, RefreshEngine
 from raidiam_operator.refresh.issuer_status import IssuerStatusReconciler
 from raidiam_operator.refresh.registrations import registration_controller
@@ -102,6 +103,7 @@ async def start_engine(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: An
             kube, LeaseSettings(namespace=namespace, name=name, identity=options.identity)
         )
     fence: Fence = elector if elector is not None else UNFENCED
+    registrations = registration_controller(kube, tokens, keys, options, fence=fence)
     engine = RefreshEngine(
         kube,
         tokens,
@@ -114,6 +116,7 @@ async def start_engine(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: An
         secret_names=secrets,
         fence=fence,
         keys=keys,
+        registrations=KeptOrRead(registrations, kube),
     )
     issuers = IssuerStatusReconciler(
         kube,
@@ -122,7 +125,6 @@ async def start_engine(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: An
         interval=options.issuer_check_interval,
         fence=fence,
     )
-    registrations = registration_controller(kube, tokens, keys, options, fence=fence)
     secrets.start()
     memo.kube, memo.tokens, memo.engine, memo.issuers = kube, tokens, engine, issuers
     memo.registrations = registrations
@@ -203,6 +205,8 @@ async def registration_event(type: str | None, body: kopf.Body, memo: kopf.Memo,
         memo.registrations.forget(body.metadata.namespace, body.metadata.name)
     else:
         memo.registrations.observe(copy.deepcopy(dict(body)))
+    # After the controller has the new body: the clients that take their client id from it read it.
+    memo.engine.registration_changed(body.metadata.namespace, body.metadata.name)
 
 
 @kopf.on.probe(id="refresh-engine")

@@ -44,6 +44,7 @@ from raidiam_operator.core.times import rfc3339, utc_now
 from raidiam_operator.protocol.client import TokenClient
 from raidiam_operator.protocol.keychecks import InProcessChecks, KeyChecker
 from raidiam_operator.protocol.request import TokenRequest, assertion_audience
+from raidiam_operator.refresh.client_ids import resolve_client_id
 from raidiam_operator.refresh.inputs import expiring_certificates, read_inputs, resolve_issuer
 
 if TYPE_CHECKING:
@@ -210,6 +211,22 @@ async def _check_one(
     except ConfigurationError as error:
         report.fail(error)
         return
+    if spec.client_id_from is not None:
+        try:
+            spec = await resolve_client_id(
+                spec,
+                namespace=ns,
+                registrations=gateway,
+                issuers=gateway,
+                cluster_resource_namespace=operator_namespace,
+            )
+        except ConfigurationError as problem:
+            report.fail(problem)
+            return
+        except RaidiamOperatorError as problem:  # the API server refused or was not there
+            report.fail(f"cannot read {spec.client_id_from.name}: {problem.message}")
+            return
+        report.ok(f"client id from RaidiamRegistration {ns}/{spec.client_id_from.name}")
     if spec.issuer_ref is not None:
         try:
             # The operator's --issuer-policy is not known here; a reference passes every policy.

@@ -497,6 +497,12 @@ class KubernetesGateway:
             # Events are best effort: a failure to report must never fail the refresh itself.
             logger.warning("could not post an Event: %s", error.message)
 
+    async def read_registration(self, namespace: str, name: str) -> JSON | None:
+        """A RaidiamRegistration, for the clients that take their client id from it."""
+        return await self._read(
+            f"reading RaidiamRegistration {namespace}/{name}", _registrations_path(namespace, name)
+        )
+
 
 # -- how kopf lists: streaming when the API server can ------------------------------------------
 

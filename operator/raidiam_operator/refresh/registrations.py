@@ -745,6 +745,11 @@ class RegistrationController:
         await asyncio.gather(*tasks, return_exceptions=True)
         self._workers.clear()
 
+    async def read_registration(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        """A registration as kopf last delivered it, for the RaidiamClients that take their
+        client id from it (refresh.client_ids): the bodies kept here serve the engine too."""
+        return self._bodies.get((namespace, name))
+
     def _wake_up(self, key: Key) -> None:
         self._wake.setdefault(key, asyncio.Event()).set()
 
