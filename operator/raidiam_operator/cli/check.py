@@ -212,6 +212,7 @@ async def _check_one(
         report.fail(error)
         return
     if spec.client_id_from is not None:
+        registration = spec.client_id_from.name
         try:
             spec = await resolve_client_id(
                 spec,
@@ -224,9 +225,9 @@ async def _check_one(
             report.fail(problem)
             return
         except RaidiamOperatorError as problem:  # the API server refused or was not there
-            report.fail(f"cannot read {spec.client_id_from.name}: {problem.message}")
+            report.fail(f"cannot read RaidiamRegistration {registration}: {problem.message}")
             return
-        report.ok(f"client id from RaidiamRegistration {ns}/{spec.client_id_from.name}")
+        report.ok(f"client id {spec.client_id} from RaidiamRegistration {ns}/{registration}")
     if spec.issuer_ref is not None:
         try:
             # The operator's --issuer-policy is not known here; a reference passes every policy.
