@@ -202,7 +202,7 @@ async def cluster_issuer_event(
 @kopf.on.event(GROUP, VERSION, REGISTRATION_PLURAL, id="raidiamregistration-events")
 async def registration_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     if type == "DELETED":
-        memo.registrations.forget(body.metadata.namespace, body.metadata.name)
+        memo.registrations.forget(body.metadata.namespace, body.metadata.name, body.metadata.uid)
     else:
         memo.registrations.observe(copy.deepcopy(dict(body)))
     # After the controller has the new body: the clients that take their client id from it read it.

@@ -717,8 +717,13 @@ class RegistrationController:
                 self._work(key), name=f"registration {key[0]}/{key[1]}"
             )
 
-    def forget(self, namespace: str, name: str) -> None:
+    def forget(self, namespace: str, name: str, uid: str | None = None) -> None:
         key = (namespace, name)
+        kept = self._bodies.get(key)
+        if uid is not None and kept is not None and kept["metadata"].get("uid") != uid:
+            # kopf handles each uid on its own: the DELETED event of an object deleted and
+            # created again under its name may come after the new one's first event.
+            return
         task = self._workers.pop(key, None)
         if task is not None:
             task.cancel()
