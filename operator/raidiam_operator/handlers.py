@@ -23,7 +23,6 @@ from raidiam_operator.kube.leader import UNFENCED, Fence, LeaderElector, LeaseSe
 from raidiam_operator.metrics import Metrics
 from raidiam_operator.protocol.client import TokenClient
 from raidiam_operator.protocol.keychecks import KeyChecker, WorkerPool
-from raidiam_operator.refresh.client_ids import KeptOrRead
 from raidiam_operator.refresh.engine import EngineSettings, RefreshEngine
 from raidiam_operator.refresh.issuer_status import IssuerStatusReconciler
 from raidiam_operator.refresh.registrations import registration_controller
@@ -116,7 +115,7 @@ async def start_engine(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: An
         secret_names=secrets,
         fence=fence,
         keys=keys,
-        registrations=KeptOrRead(registrations, kube),
+        registrations=registrations,
     )
     issuers = IssuerStatusReconciler(
         kube,

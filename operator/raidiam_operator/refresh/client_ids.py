@@ -1,6 +1,7 @@
 """A RaidiamClient's client id from its RaidiamRegistration (spec.clientIdFrom), read through a
-reader it is given: the registrations the operator's watch delivered, else the API server (in
-`raidiam-operator check`, the API server only).
+reader it is given: in the operator the RegistrationController, which keeps the registrations
+kopf delivered (no second copy, and no `get` on them in the operator's RBAC); in
+`raidiam-operator check`, the API server.
 
 The decisions are `core.client_ids`'; this reads what they need. It runs before
 `inputs.resolve_issuer`, since the server may be the registration's.
@@ -27,21 +28,6 @@ JSON = Mapping[str, Any]
 
 class RegistrationReader(Protocol):
     async def read_registration(self, namespace: str, name: str) -> JSON | None: ...
-
-
-class KeptOrRead:
-    """Registrations as the watch delivered them (`kept`, the RegistrationController's), else as
-    the API server has them: after a restart kopf may deliver a RaidiamClient before the
-    RaidiamRegistration it names, and the client must not report its registration missing for
-    that. Nothing is copied: each read asks the one or the other."""
-
-    def __init__(self, kept: RegistrationReader, api: RegistrationReader) -> None:
-        self._kept = kept
-        self._api = api
-
-    async def read_registration(self, namespace: str, name: str) -> JSON | None:
-        body = await self._kept.read_registration(namespace, name)
-        return body if body is not None else await self._api.read_registration(namespace, name)
 
 
 class NoRegistrations:
