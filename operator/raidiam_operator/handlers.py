@@ -102,6 +102,7 @@ async def start_engine(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: An
             kube, LeaseSettings(namespace=namespace, name=name, identity=options.identity)
         )
     fence: Fence = elector if elector is not None else UNFENCED
+    registrations = registration_controller(kube, tokens, keys, options, fence=fence)
     engine = RefreshEngine(
         kube,
         tokens,
@@ -114,6 +115,7 @@ async def start_engine(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: An
         secret_names=secrets,
         fence=fence,
         keys=keys,
+        registrations=registrations,
     )
     issuers = IssuerStatusReconciler(
         kube,
@@ -122,7 +124,6 @@ async def start_engine(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: An
         interval=options.issuer_check_interval,
         fence=fence,
     )
-    registrations = registration_controller(kube, tokens, keys, options, fence=fence)
     secrets.start()
     memo.kube, memo.tokens, memo.engine, memo.issuers = kube, tokens, engine, issuers
     memo.registrations = registrations
@@ -200,9 +201,11 @@ async def cluster_issuer_event(
 @kopf.on.event(GROUP, VERSION, REGISTRATION_PLURAL, id="raidiamregistration-events")
 async def registration_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     if type == "DELETED":
-        memo.registrations.forget(body.metadata.namespace, body.metadata.name)
+        memo.registrations.forget(body.metadata.namespace, body.metadata.name, body.metadata.uid)
     else:
         memo.registrations.observe(copy.deepcopy(dict(body)))
+    # After the controller has the new body: the clients that take their client id from it read it.
+    memo.engine.registration_changed(body.metadata.namespace, body.metadata.name)
 
 
 @kopf.on.probe(id="refresh-engine")

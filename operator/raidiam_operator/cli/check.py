@@ -50,6 +50,7 @@ from raidiam_operator.core.times import rfc3339, utc_now
 from raidiam_operator.protocol.client import TokenClient
 from raidiam_operator.protocol.keychecks import InProcessChecks, KeyChecker
 from raidiam_operator.protocol.request import TokenRequest, assertion_audience
+from raidiam_operator.refresh.client_ids import resolve_client_id
 from raidiam_operator.refresh.inputs import expiring_certificates, read_inputs, resolve_issuer
 
 if TYPE_CHECKING:
@@ -253,6 +254,23 @@ async def _check_one(
     except ConfigurationError as error:
         report.fail(error)
         return
+    if spec.client_id_from is not None:
+        registration = spec.client_id_from.name
+        try:
+            spec = await resolve_client_id(
+                spec,
+                namespace=ns,
+                registrations=gateway,
+                issuers=gateway,
+                cluster_resource_namespace=operator_namespace,
+            )
+        except ConfigurationError as problem:
+            report.fail(problem)
+            return
+        except RaidiamOperatorError as problem:  # the API server refused or was not there
+            report.fail(f"cannot read RaidiamRegistration {registration}: {problem.message}")
+            return
+        report.ok(f"client id {spec.client_id} from RaidiamRegistration {ns}/{registration}")
     try:
         # --issuer-policy says what the operator runs with (a reference passes every policy).
         resolved = await resolve_issuer(

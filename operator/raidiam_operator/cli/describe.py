@@ -57,6 +57,8 @@ def client_detail(
         "name": metadata.get("name"),
         "issuer": spec.get("issuer"),
         "clientId": spec.get("clientId"),
+        # spec.clientIdFrom: the RaidiamRegistration whose registered client id is used
+        "clientIdFrom": parsed.client_id_from.name if parsed and parsed.client_id_from else None,
         "authMethod": spec.get("authMethod", "tls_client_auth"),
         "scope": spec.get("scope"),
         "suspended": bool(spec.get("suspend", False)),
@@ -158,7 +160,7 @@ def format_detail(detail: Mapping[str, Any], *, now: datetime) -> str:
         f"Name:          {detail['name']}",
         f"Namespace:     {detail['namespace']}",
         f"Issuer:        {detail['issuer']}",
-        f"Client ID:     {detail['clientId']}",
+        f"Client ID:     {_client_id(detail)}",
         f"Auth method:   {detail['authMethod']}",
         f"Scope:         {detail['scope'] or '-'}",
     ]
@@ -205,6 +207,11 @@ def format_detail(detail: Mapping[str, Any], *, now: datetime) -> str:
     if binding.get("whenIssued"):
         lines.append(f"  when issued: {binding['whenIssued']} (status.binding)")
     return "\n".join(lines)
+
+
+def _client_id(detail: Mapping[str, Any]) -> str:
+    source = detail.get("clientIdFrom")
+    return f"from RaidiamRegistration {source}" if source else str(detail["clientId"])
 
 
 def _claim(name: str, value: object) -> str:

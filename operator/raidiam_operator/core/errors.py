@@ -10,8 +10,10 @@
      │    │    └── RegistrationEndpointMissing  no registration_endpoint in discovery
      │    ├── InvalidSoftwareStatement . an SSA that is not a JWT of at most 4,000 characters
      │    ├── DirectoryTokenMissing .... no directory:software token to fetch an SSA with
-     │    └── RegistrationInDoubt ...... a registration POST may have made a client we hold no
-     │                                   credentials of: a person decides before another is sent
+     │    ├── RegistrationInDoubt ...... a registration POST may have made a client we hold no
+     │    │                              credentials of: a person decides before another is sent
+     │    └── RegistrationNotReady ..... waiting: spec.clientIdFrom's RaidiamRegistration has no
+     │                                   client id for its current spec yet (or is not there)
      ├── AuthorizationServerRejection .. 400/401 with an OAuth `error` code (invalid_client, ...)
      │    ├── RegistrationRejected ..... RFC 7591/7592 refusal (invalid_client_metadata, ...)
      │    └── SoftwareStatementRefused . the directory refused the SSA request (invalid_token, ...)
@@ -259,6 +261,13 @@ class RegistrationInDoubt(ConfigurationError):
     other POST is sent until a person has looked."""
 
     reason = "RegistrationInDoubt"
+
+
+class RegistrationNotReady(ConfigurationError):
+    """A RaidiamClient waits for the RaidiamRegistration its client id comes from: nothing is
+    sent, a token still valid stays, and the registration's next change wakes the client."""
+
+    reason = "RegistrationNotReady"
 
 
 class RegistrationRejected(AuthorizationServerRejection):

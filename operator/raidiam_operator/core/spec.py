@@ -69,6 +69,14 @@ class CABundleRef:
 
 
 @dataclass(frozen=True, slots=True)
+class RegistrationRef:
+    """spec.clientIdFrom.registrationRef: the RaidiamRegistration, in the client's namespace,
+    whose registered client id (its status.clientId) the client uses."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
 class RefreshPolicy:
     renew_before_percentage: int | None = DEFAULT_RENEW_BEFORE_PERCENTAGE
     renew_before: timedelta | None = None
@@ -87,8 +95,10 @@ class TokenSecretTemplate:
 
 @dataclass(frozen=True, slots=True)
 class ClientSpec:
-    #: the issuer URL; empty while `issuer_ref` is not resolved yet (see issuers.resolve_spec)
+    #: the issuer URL; empty while `issuer_ref` is not resolved yet (see issuers.resolve_spec),
+    #: or while it is to come from `client_id_from`'s registration
     issuer: str
+    #: empty while `client_id_from` is not resolved yet (see refresh.client_ids)
     client_id: str
     auth_method: AuthMethod
     token_secret: TokenSecretTemplate
@@ -105,6 +115,9 @@ class ClientSpec:
     issuer_ref: str | None = None
     #: whether spec.assertionAudience was set; if not, a ClusterRaidiamIssuer's default applies
     assertion_audience_explicit: bool = False
+    #: spec.clientIdFrom: the RaidiamRegistration the client id (and, when the spec names no
+    #: issuer, the server) comes from
+    client_id_from: RegistrationRef | None = None
     #: the URL prefixes a discovered token endpoint must lie under (the operator's
     #: --allowed-issuer, for an inline issuer under --issuer-policy allowlist); None: anywhere.
     #: Set by issuers.effective_spec, not read from the object.
@@ -143,7 +156,7 @@ class ClientSpec:
         so that an upgrade does not make every token look stale.
         """
         relevant: dict[str, Any] = asdict(self)
-        for name in ("refresh", "suspend", "token_secret", "issuer_ref"):
+        for name in ("refresh", "suspend", "token_secret", "issuer_ref", "client_id_from"):
             relevant.pop(name)
         relevant.pop("assertion_audience_explicit")
         relevant.pop("endpoint_allowlist")  # where a request may go, not what it sends
@@ -173,9 +186,10 @@ def parse_spec(spec: Mapping[str, Any], *, name: str) -> ClientSpec:
     """Read a RaidiamClient's spec; raise `ConfigurationError` naming the field to fix."""
     auth_method = rules.check_auth_method(spec.get("authMethod", "tls_client_auth"), SPEC_FIELDS)
     issuer_ref = _issuer_ref(spec)
+    client_id, client_id_from = _client_id(spec)
     issuer = (
         ""
-        if issuer_ref is not None
+        if issuer_ref is not None or (client_id_from is not None and not spec.get("issuer"))
         else rules.check_https(_required_str(spec, "issuer"), field=SPEC_FIELDS.issuer)
     )
     transport = _transport_ref(spec.get("transportCertificate"))
@@ -206,10 +220,16 @@ def parse_spec(spec: Mapping[str, Any], *, name: str) -> ClientSpec:
             "with spec.issuerRef the token endpoint and CA bundle come from the "
             "ClusterRaidiamIssuer; remove spec.tokenEndpoint and spec.caBundle"
         )
+    if client_id_from is not None and not issuer and issuer_ref is None and (token_endpoint or ca):
+        raise ConfigurationError(
+            "without spec.issuer or spec.issuerRef the server, its token endpoint and CA bundle "
+            "come from the RaidiamRegistration in spec.clientIdFrom; remove spec.tokenEndpoint "
+            "and spec.caBundle, or set spec.issuer"
+        )
     template = spec.get("tokenSecret") or {}
     parsed = ClientSpec(
         issuer=issuer,
-        client_id=_required_str(spec, "clientId"),
+        client_id=client_id,
         auth_method=auth_method,
         scope=spec.get("scope") or None,
         transport_certificate=transport,
@@ -223,6 +243,7 @@ def parse_spec(spec: Mapping[str, Any], *, name: str) -> ClientSpec:
         suspend=bool(spec.get("suspend", False)),
         issuer_ref=issuer_ref,
         assertion_audience_explicit="assertionAudience" in spec,
+        client_id_from=client_id_from,
     )
     check_assertion_audience(parsed)
     return parsed
@@ -255,6 +276,28 @@ def _issuer_ref(spec: Mapping[str, Any]) -> str | None:
     if not isinstance(reference, Mapping):
         raise ConfigurationError("spec.issuerRef.name is required")
     return _required_str(reference, "name", "spec.issuerRef.")
+
+
+def _client_id(spec: Mapping[str, Any]) -> tuple[str, RegistrationRef | None]:
+    """spec.clientId, or spec.clientIdFrom's registration (the id itself is "" until resolved)."""
+    source = spec.get("clientIdFrom")
+    if (source is None) == (not spec.get("clientId")):
+        raise ConfigurationError(
+            "set exactly one of spec.clientId (the client id) and spec.clientIdFrom (a "
+            "RaidiamRegistration whose registered client id to use)"
+        )
+    if source is None:
+        return _required_str(spec, "clientId"), None
+    reference = source.get("registrationRef") if isinstance(source, Mapping) else None
+    if not isinstance(reference, Mapping):
+        raise ConfigurationError("spec.clientIdFrom.registrationRef.name is required")
+    name = _required_str(reference, "name", "spec.clientIdFrom.registrationRef.")
+    if len(name) > 253 or not _DNS_SUBDOMAIN.fullmatch(name):
+        raise ConfigurationError(
+            f"spec.clientIdFrom.registrationRef.name {name[:60]!r} is not a RaidiamRegistration "
+            "name: at most 253 lower-case letters, digits, '-' and '.'"
+        )
+    return "", RegistrationRef(name)
 
 
 def _refresh(refresh: Mapping[str, Any]) -> RefreshPolicy:

@@ -26,6 +26,7 @@ from raidiam_operator.metrics import Metrics
 from raidiam_operator.protocol.client import TokenClient
 from raidiam_operator.protocol.keychecks import KeyChecker
 from raidiam_operator.refresh.budget import CLIENT_WRITES, NAMESPACE_WRITES, Rate, WriteBudget
+from raidiam_operator.refresh.client_ids import NoRegistrations, RegistrationReader
 from raidiam_operator.refresh.inputs import PrivateKeys
 from raidiam_operator.refresh.reconciler import Reconciler
 from raidiam_operator.refresh.scheduler import Scheduler
@@ -75,6 +76,7 @@ class RefreshEngine:
         secret_names: SecretNames | None = None,
         fence: Fence = UNFENCED,
         keys: PrivateKeys | None = None,
+        registrations: RegistrationReader | None = None,
     ) -> None:
         self.settings = settings or EngineSettings()
         self._clock = clock
@@ -99,6 +101,8 @@ class RefreshEngine:
             self._metrics,
             # The operator checks keys in worker processes (handlers.py); here and now by default.
             keys=keys or KeyChecker(),
+            # spec.clientIdFrom's registrations: the RegistrationController's (handlers.py)
+            registrations=registrations or NoRegistrations(),
             certificate_expiry_warning=self.settings.certificate_expiry_warning,
             issuer_policy=self.settings.issuer_policy,
             cluster_resource_namespace=self.settings.cluster_resource_namespace,
@@ -175,6 +179,12 @@ class RefreshEngine:
     def issuer_deleted(self, name: str) -> None:
         """A ClusterRaidiamIssuer was deleted: its clients report it, keeping their tokens."""
         for key in self._watch.issuer_deleted(name):
+            self._scheduler.schedule(key, self._clock())
+
+    def registration_changed(self, namespace: str, name: str) -> None:
+        """A RaidiamRegistration was listed, changed or deleted: the clients that take their
+        client id from it look again at once (a new client id asks for a new token)."""
+        for key in self._watch.registration_changed((namespace, name)):
             self._scheduler.schedule(key, self._clock())
 
     def set_active(self, active: bool) -> None:

@@ -24,6 +24,7 @@ from raidiam_operator.core.errors import (
     ConfigurationError,
     KeyCheckDeferred,
     RaidiamOperatorError,
+    RegistrationNotReady,
     TransientError,
 )
 from raidiam_operator.core.spec import RefreshPolicy, TokenSecretTemplate
@@ -45,8 +46,11 @@ CERTIFICATE_WARNING_REPEAT = timedelta(days=1)
 # A missing Secret wakes the client through the watch when it appears; this is a safety net.
 SECRET_NOT_FOUND_RETRY = timedelta(seconds=60)
 # Problems someone else may fix soon without touching the client: a Secret created, an issuer
-# created or widened, a namespace labelled (labels are not watched: this is how it is noticed).
-SOON_FIXED = frozenset({"SecretNotFound", "IssuerNotAllowed", "IssuerNotFound"})
+# created or widened, a namespace labelled (labels are not watched: this is how it is noticed),
+# a registration made (its events wake the client; this is a safety net).
+SOON_FIXED = frozenset(
+    {"SecretNotFound", "IssuerNotAllowed", "IssuerNotFound", RegistrationNotReady.reason}
+)
 
 
 @dataclass(frozen=True, slots=True)

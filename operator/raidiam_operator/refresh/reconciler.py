@@ -41,6 +41,7 @@ from raidiam_operator.protocol.client import TokenClient
 from raidiam_operator.protocol.tokens import IssuedToken
 from raidiam_operator.refresh import policy
 from raidiam_operator.refresh.budget import WriteBudget
+from raidiam_operator.refresh.client_ids import RegistrationReader, resolve_client_id
 from raidiam_operator.refresh.inputs import Inputs, PrivateKeys, read_inputs, resolve_issuer
 from raidiam_operator.refresh.policy import ClientView, Reason
 from raidiam_operator.refresh.readback import record_from_secret
@@ -69,6 +70,7 @@ class Reconciler:
         metrics: Metrics,
         *,
         keys: PrivateKeys,
+        registrations: RegistrationReader,
         certificate_expiry_warning: timedelta,
         issuer_policy: IssuerPolicy,
         cluster_resource_namespace: str,
@@ -80,6 +82,7 @@ class Reconciler:
         self._kube = kube
         self._tokens = tokens
         self._keys = keys
+        self._registrations = registrations
         self._watch = watch
         self._scheduler = scheduler
         self._metrics = metrics
@@ -126,8 +129,8 @@ class Reconciler:
                     ) or policy.next_renewal(record, spec.refresh, rng=self._rng)
 
         try:
-            # Which server, and whether this client may use it, before its keys are read.
-            spec = await self._resolve_issuer(spec, namespace)
+            # Which client and server, and whether it may use it, before its keys are read.
+            spec = await self._resolve_server(spec, namespace)
             inputs = await read_inputs(
                 spec, namespace=namespace, reader=self._watch, keys=self._keys, now=now
             )
@@ -203,7 +206,7 @@ class Reconciler:
         now = self._clock()
         namespace = state.observed.owner.namespace
         try:
-            spec = await self._resolve_issuer(spec, namespace)
+            spec = await self._resolve_server(spec, namespace)
             if spec.token_endpoint or self._tokens.knows_issuer(spec.issuer):
                 return  # nothing to wait for; the inputs are built once, in the attempt
             inputs = await read_inputs(
@@ -224,7 +227,14 @@ class Reconciler:
         except RaidiamOperatorError as error:
             state.token.discovery_failure = error
 
-    async def _resolve_issuer(self, spec: ClientSpec, namespace: str) -> ClientSpec:
+    async def _resolve_server(self, spec: ClientSpec, namespace: str) -> ClientSpec:
+        spec = await resolve_client_id(
+            spec,
+            namespace=namespace,
+            registrations=self._registrations,
+            issuers=self._watch,
+            cluster_resource_namespace=self._cluster_resource_namespace,
+        )
         return await resolve_issuer(
             spec,
             namespace=namespace,

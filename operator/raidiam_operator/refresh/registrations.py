@@ -859,8 +859,13 @@ class RegistrationController:
                 self._work(key), name=f"registration {key[0]}/{key[1]}"
             )
 
-    def forget(self, namespace: str, name: str) -> None:
+    def forget(self, namespace: str, name: str, uid: str | None = None) -> None:
         key = (namespace, name)
+        kept = self._bodies.get(key)
+        if uid is not None and kept is not None and kept["metadata"].get("uid") != uid:
+            # kopf handles each uid on its own: the DELETED event of an object deleted and
+            # created again under its name may come after the new one's first event.
+            return
         task = self._workers.pop(key, None)
         if task is not None:
             task.cancel()
@@ -887,6 +892,11 @@ class RegistrationController:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._workers.clear()
+
+    async def read_registration(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        """A registration as kopf last delivered it, for the RaidiamClients that take their
+        client id from it (refresh.client_ids): the bodies kept here serve the engine too."""
+        return self._bodies.get((namespace, name))
 
     def _wake_up(self, key: Key) -> None:
         self._wake.setdefault(key, asyncio.Event()).set()

@@ -44,6 +44,9 @@ class Observed:
     ca_config_map_name: str | None = None
     #: the ClusterRaidiamIssuer the spec names: the watch cache's issuer index key
     issuer_ref: str | None = None
+    #: the RaidiamRegistration the client id comes from (spec.clientIdFrom), in the client's
+    #: namespace: the watch cache's registration index key
+    registration_ref: str | None = None
 
     @property
     def key(self) -> Key:
@@ -54,7 +57,12 @@ class Observed:
         """Whose share of the scheduler's slots this client's attempts take: its
         ClusterRaidiamIssuer's, or its inline issuer URL's. Every issuerRef client has an empty
         `issuer`, so that alone would put every ClusterRaidiamIssuer in one share."""
-        return f"ClusterRaidiamIssuer/{self.issuer_ref}" if self.issuer_ref else self.issuer
+        if self.issuer_ref:
+            return f"ClusterRaidiamIssuer/{self.issuer_ref}"
+        if not self.issuer and self.registration_ref:
+            # the registration's server: not known before the attempt reads it
+            return f"RaidiamRegistration/{self.owner.namespace}/{self.registration_ref}"
+        return self.issuer
 
 
 @dataclass(slots=True)

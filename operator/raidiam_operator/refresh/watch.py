@@ -81,6 +81,9 @@ class WatchCache:
         self._reading: dict[Key, asyncio.Future[Mapping[str, Any] | None]] = {}
         self.issuers: dict[str, Mapping[str, Any]] = {}
         self.by_issuer: dict[str, set[Key]] = {}
+        # The clients that take their client id from each RaidiamRegistration (spec.clientIdFrom);
+        # the registrations themselves are the RegistrationController's (refresh.client_ids).
+        self.by_registration: dict[Key, set[Key]] = {}
         self._namespaces: dict[str, tuple[datetime, Mapping[str, Any] | None]] = {}
 
     @property
@@ -150,7 +153,7 @@ class WatchCache:
         self._unindex(observed)
         observed.referenced_secrets, observed.token_secret_name = frozenset(), None
         observed.ca_config_map_name = None
-        observed.issuer_ref = None
+        observed.issuer_ref = observed.registration_ref = None
         if isinstance(observed.spec, ConfigurationError):
             return
         spec = observed.spec
@@ -161,6 +164,9 @@ class WatchCache:
         observed.issuer_ref = spec.issuer_ref
         if observed.issuer_ref is not None:
             self.by_issuer.setdefault(observed.issuer_ref, set()).add(key)
+        if spec.client_id_from is not None:
+            observed.registration_ref = spec.client_id_from.name
+            self.by_registration.setdefault((namespace, observed.registration_ref), set()).add(key)
         for secret in observed.referenced_secrets:
             self.by_input_secret.setdefault((namespace, secret), set()).add(key)
         self.by_token_secret.setdefault((namespace, observed.token_secret_name), set()).add(key)
@@ -196,6 +202,8 @@ class WatchCache:
             names.append((self.by_token_secret, observed.token_secret_name))
         if observed.ca_config_map_name is not None:
             names.append((self.by_config_map, observed.ca_config_map_name))
+        if observed.registration_ref is not None:
+            names.append((self.by_registration, observed.registration_ref))
         if observed.issuer_ref is not None:
             clients = self.by_issuer.get(observed.issuer_ref)
             if clients is not None:
@@ -214,7 +222,11 @@ class WatchCache:
                     elif index is self.by_config_map:
                         self._config_maps.pop((namespace, name), None)
 
-    # -- ClusterRaidiamIssuers and Namespaces ---------------------------------------------
+    # -- ClusterRaidiamIssuers, RaidiamRegistrations and Namespaces -----------------------
+
+    def registration_changed(self, registration_key: Key) -> set[Key]:
+        """The clients whose client id comes from this RaidiamRegistration."""
+        return set(self.by_registration.get(registration_key, ()))
 
     def issuer_changed(self, body: Mapping[str, Any]) -> set[Key]:
         """A ClusterRaidiamIssuer was listed, created or changed. Returns the clients that name
