@@ -9,7 +9,10 @@ Fairness: one namespace, and one issuer, hold at most `tenant_concurrency` of th
 An attempt takes its tenant's shares first and the shared slot last, so clients of a tenant that
 already holds its share (a slow or hostile issuer, a burst in one namespace) wait without
 holding anyone else's slot. Before the shared slot, `prepare` runs (discovery, which may be
-slow): only the tenant's shares are held while it does.
+slow): only the tenant's shares are held while it does. The shares bound the time a tenant's
+servers hold: an attempt gives them back once its server has answered (`server_done`), and
+writes what it got to Kubernetes holding only the shared slot, so that a burst in one namespace
+keeps its server and the API server busy at once.
 
 A due client whose tenant holds its full share waits in that tenant's queue, a key and nothing
 more; its task starts once a share frees. A task per due client, each waiting on a semaphore,
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import heapq
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -53,6 +57,8 @@ class Scheduler:
         self._heap: list[tuple[datetime, int, Key]] = []
         self._sequence = 0
         self._running: set[Key] = set()
+        #: the issuer whose share each running attempt holds, until its server has answered
+        self._holding: dict[Key, str] = {}
         self._again: set[Key] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._wakeup = asyncio.Event()
@@ -160,38 +166,49 @@ class Scheduler:
     def _launch(self, key: Key, issuer: str) -> None:
         if self._stopped:
             return
-        task = asyncio.create_task(
-            self._throttled(key, issuer), name=f"reconcile {key[0]}/{key[1]}"
-        )
+        self._holding[key] = issuer
+        task = asyncio.create_task(self._throttled(key), name=f"reconcile {key[0]}/{key[1]}")
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        # A callback, not a `finally`: a task cancelled before its first step (the Lease lost
+        # right after the launch) runs no `finally`, and would keep its shares and its key.
+        task.add_done_callback(functools.partial(self._ended, key))
 
-    async def _throttled(self, key: Key, issuer: str) -> None:
-        try:
-            if self._prepare is not None:
-                await self._prepare(key)
-            async with self._slots:
-                await self._attempt(key)
-        finally:
-            self._running.discard(key)
-            if key in self._again:
-                self._again.discard(key)
-                self.schedule(key, self._clock())
-            waiting = self._issuer_shares.give_back(issuer)
-            if waiting is not None:
-                self._launch(waiting, issuer)
-            waiting = self._namespace_shares.give_back(key[0])
-            if waiting is not None:
-                self._admit_to_issuer(waiting)
+    async def _throttled(self, key: Key) -> None:
+        if self._prepare is not None:
+            await self._prepare(key)
+        async with self._slots:
+            await self._attempt(key)
+
+    def _ended(self, key: Key, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._running.discard(key)
+        if key in self._again:
+            self._again.discard(key)
+            self.schedule(key, self._clock())
+        self.server_done(key)
+
+    def server_done(self, key: Key) -> None:
+        """The running attempt of `key` is done with its server: its namespace's and issuer's
+        shares pass on to the next client waiting for them (once per attempt; later calls,
+        and the attempt's end, give back nothing more)."""
+        issuer = self._holding.pop(key, None)
+        if issuer is None:
+            return
+        waiting = self._issuer_shares.give_back(issuer)
+        if waiting is not None:
+            self._launch(waiting, issuer)
+        waiting = self._namespace_shares.give_back(key[0])
+        if waiting is not None:
+            self._admit_to_issuer(waiting)
 
 
 def tenant_share(concurrency: int) -> int:
     """How many of `concurrency` shared slots one namespace, and one issuer, may hold.
 
     A quarter (at least 4): it takes four namespaces whose servers all hang to hold every slot,
-    and three leave a quarter to everyone else. A burst in one namespace still runs 16 wide at
-    the default 64 slots: as wide as the Kubernetes client's threads, which every attempt's
-    writes go through, so more attempts of one burst at once would only queue for them."""
+    and three leave a quarter to everyone else. A burst in one namespace sends 16 token requests
+    at once at the default 64 slots, as many as the connections one server origin gets
+    (protocol/client.py); its attempts that have their answer write it beside them."""
     return min(concurrency, max(4, concurrency // 4))
 
 
