@@ -143,57 +143,6 @@ async def test_a_stopped_scheduler_leaves_no_attempt_behind() -> None:
     assert [task for task in asyncio.all_tasks() if task is not asyncio.current_task()] == []
 
 
-class ServerThenWrites:
-    """Attempts that hold their server until `answer` is set, say so, then hold their writes
-    until `written` is set: counting how many are at the server, and in all, at once."""
-
-    def __init__(self) -> None:
-        self.scheduler: Scheduler | None = None
-        self.answer = asyncio.Event()
-        self.written = asyncio.Event()
-        self.at_server = 0
-        self.writing = 0
-        self.most_at_server = 0
-        self.done = 0
-
-    async def __call__(self, key: Key) -> None:
-        assert self.scheduler is not None
-        self.at_server += 1
-        self.most_at_server = max(self.most_at_server, self.at_server)
-        await self.answer.wait()
-        self.at_server -= 1
-        self.scheduler.server_done(key)
-        self.scheduler.server_done(key)  # a second call gives back nothing more
-        self.writing += 1
-        await self.written.wait()
-        self.writing -= 1
-        self.done += 1
-
-
-async def test_a_tenants_share_passes_on_once_its_server_has_answered() -> None:
-    """40 clients of one namespace and issuer, share 4: never more than 4 at the server, while
-    those that have their answer write it holding only a shared slot; all 40 finish."""
-    attempts = ServerThenWrites()
-    scheduler = attempts.scheduler = Scheduler(
-        attempts, clock=_now, concurrency=64, tenant_concurrency=4
-    )
-    runner = asyncio.create_task(scheduler.run())
-    for i in range(40):
-        scheduler.schedule(("busy", f"c{i}"), _now())
-    await _until(lambda: attempts.at_server == 4)
-    attempts.answer.set()
-    await _until(lambda: attempts.writing == 40)
-    writing = attempts.writing
-    attempts.written.set()
-    await _until(lambda: attempts.done == 40)
-    runner.cancel()
-    await asyncio.gather(runner, return_exceptions=True)
-
-    assert attempts.most_at_server == 4
-    assert writing == 40, f"only {writing} of 40 answered clients could write at once"
-    assert scheduler.running == 0
-
-
 async def test_the_lease_lost_right_after_a_launch_leaves_no_share_held() -> None:
     """Attempts launched and cancelled before their first step give their shares and keys
     back: once active again, every client runs."""

@@ -44,11 +44,11 @@ OVERDUE = timedelta(seconds=5)
 @dataclass(frozen=True, slots=True)
 class EngineSettings:
     #: token requests and reconciliations running at once, across all clients
-    concurrency: int = 64
+    concurrency: int = 128
     #: of those, at most this many for one namespace, and at most this many for one issuer (a
     #: ClusterRaidiamIssuer, or an inline issuer URL): a tenant whose issuer is slow (or hostile)
-    #: delays its own clients, not everyone's. None: `scheduler.tenant_share(concurrency)`, 16
-    #: of the default 64, so that it takes four such tenants to hold every slot
+    #: delays its own clients, not everyone's. None: `scheduler.tenant_share(concurrency)`, 32
+    #: of the default 128, so that it takes four such tenants to hold every slot
     tenant_concurrency: int | None = None
     #: a seed for the jitter; None for a random one
     seed: int | None = None

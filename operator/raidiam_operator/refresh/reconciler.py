@@ -164,12 +164,8 @@ class Reconciler:
                 raise failure.with_traceback(None)
             issued = await self._tokens.fetch_token(inputs.request)
         except (TransientError, AuthorizationServerRejection, ConfigurationError) as error:
-            self._scheduler.server_done(observed.key)
             await self._failed(state, inputs, error, reason=reason, started=started)
             return
-        # What is left are writes to Kubernetes: the next client of this namespace and issuer
-        # may go to the server meanwhile.
-        self._scheduler.server_done(observed.key)
         await self._succeeded(state, spec, inputs, issued, existing, reason=reason, started=started)
 
     async def _read_back(

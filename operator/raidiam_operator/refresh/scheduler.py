@@ -9,10 +9,7 @@ Fairness: one namespace, and one issuer, hold at most `tenant_concurrency` of th
 An attempt takes its tenant's shares first and the shared slot last, so clients of a tenant that
 already holds its share (a slow or hostile issuer, a burst in one namespace) wait without
 holding anyone else's slot. Before the shared slot, `prepare` runs (discovery, which may be
-slow): only the tenant's shares are held while it does. The shares bound the time a tenant's
-servers hold: an attempt gives them back once its server has answered (`server_done`), and
-writes what it got to Kubernetes holding only the shared slot, so that a burst in one namespace
-keeps its server and the API server busy at once.
+slow): only the tenant's shares are held while it does.
 
 A due client whose tenant holds its full share waits in that tenant's queue, a key and nothing
 more; its task starts once a share frees. A task per due client, each waiting on a semaphore,
@@ -57,8 +54,6 @@ class Scheduler:
         self._heap: list[tuple[datetime, int, Key]] = []
         self._sequence = 0
         self._running: set[Key] = set()
-        #: the issuer whose share each running attempt holds, until its server has answered
-        self._holding: dict[Key, str] = {}
         self._again: set[Key] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._wakeup = asyncio.Event()
@@ -166,12 +161,11 @@ class Scheduler:
     def _launch(self, key: Key, issuer: str) -> None:
         if self._stopped:
             return
-        self._holding[key] = issuer
         task = asyncio.create_task(self._throttled(key), name=f"reconcile {key[0]}/{key[1]}")
         self._tasks.add(task)
         # A callback, not a `finally`: a task cancelled before its first step (the Lease lost
         # right after the launch) runs no `finally`, and would keep its shares and its key.
-        task.add_done_callback(functools.partial(self._ended, key))
+        task.add_done_callback(functools.partial(self._ended, key, issuer))
 
     async def _throttled(self, key: Key) -> None:
         if self._prepare is not None:
@@ -179,21 +173,12 @@ class Scheduler:
         async with self._slots:
             await self._attempt(key)
 
-    def _ended(self, key: Key, task: asyncio.Task[None]) -> None:
+    def _ended(self, key: Key, issuer: str, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
         self._running.discard(key)
         if key in self._again:
             self._again.discard(key)
             self.schedule(key, self._clock())
-        self.server_done(key)
-
-    def server_done(self, key: Key) -> None:
-        """The running attempt of `key` is done with its server: its namespace's and issuer's
-        shares pass on to the next client waiting for them (once per attempt; later calls,
-        and the attempt's end, give back nothing more)."""
-        issuer = self._holding.pop(key, None)
-        if issuer is None:
-            return
         waiting = self._issuer_shares.give_back(issuer)
         if waiting is not None:
             self._launch(waiting, issuer)
@@ -206,9 +191,9 @@ def tenant_share(concurrency: int) -> int:
     """How many of `concurrency` shared slots one namespace, and one issuer, may hold.
 
     A quarter (at least 4): it takes four namespaces whose servers all hang to hold every slot,
-    and three leave a quarter to everyone else. A burst in one namespace sends 16 token requests
-    at once at the default 64 slots, as many as the connections one server origin gets
-    (protocol/client.py); its attempts that have their answer write it beside them."""
+    and three leave a quarter to everyone else. A burst in one namespace runs 32 wide at the
+    default 128 slots: twice the connections one server origin gets (protocol/client.py), so
+    that its token requests go on while the attempts that have their answer write it."""
     return min(concurrency, max(4, concurrency // 4))
 
 
