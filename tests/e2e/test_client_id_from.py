@@ -96,6 +96,38 @@ def test_a_new_token_when_the_registrations_client_changes(participant: Particip
     assert _client_id_of_token(participant) == second
 
 
+def test_a_registration_deleted_and_made_again_gives_the_client_a_token_for_the_new_client(
+    participant: Participant,
+) -> None:
+    """deletionPolicy Delete, the object deleted and created again at once (before any garbage
+    collection): the old client is deleted at the bank, a new one is registered, and the token
+    client follows it, keeping its still-valid token meanwhile."""
+    world = participant.world
+    first = participant.registered("bank", deletionPolicy="Delete")
+    world.create_client(CLIENT, _token_client())
+    world.wait_ready(CLIENT, timeout=60)
+    old_token = world.token(CLIENT)
+
+    participant.delete("bank")
+    wait_for(lambda: participant.registration("bank") is None, timeout=60, what="bank deleted")
+    assert participant.bank.registrations(first)["deleted"] == 1
+    assert world.token(CLIENT) == old_token
+
+    participant.create("bank", participant.spec(deletionPolicy="Delete"))
+    participant.wait_reason("bank", "Registered")
+    second = participant.credentials("bank")["client_id"]
+
+    assert second != first
+    wait_for(
+        lambda: (
+            world.token(CLIENT) != old_token and world.condition(CLIENT).get("status") == "True"
+        ),
+        timeout=60,
+        what="a new token for the new client id",
+    )
+    assert _client_id_of_token(participant) == second
+
+
 def test_a_client_id_from_a_registration_at_another_server_is_refused_naming_both(
     participant: Participant,
 ) -> None:

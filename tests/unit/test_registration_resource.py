@@ -20,9 +20,11 @@ from raidiam_operator.core.registration_spec import (
 )
 from raidiam_operator.core.spec import Owner
 from raidiam_operator.refresh.registration_status import (
+    DIGEST_ANNOTATION,
     RegistrationView,
     adopted,
     credentials_secret,
+    emptied,
     recorded_in,
     registration_status,
     retained,
@@ -183,6 +185,28 @@ def test_a_retained_secret_outlives_its_registration_and_is_taken_over_by_one_of
     assert taken is not None
     assert is_owned_by(taken, successor)
     assert adopted(secret, successor) is None  # still owned: not left behind
+
+
+def test_an_emptied_secret_of_a_deleted_registration_is_taken_over_and_records_nothing() -> None:
+    """deletionPolicy Delete: the registration deleted at the server, its Secret emptied and
+    left to garbage collection; a successor of the same name takes it over and registers anew,
+    while a Secret that still records a registration stays the old owner's."""
+    secret = credentials_secret(OWNER, "bank-registration", registration(), digest="d")
+
+    empty = emptied(secret)
+    successor = Owner("tpp", "bank", "uid-2", kind=REGISTRATION_KIND)
+    stranger = Owner("tpp", "other", "uid-3", kind=REGISTRATION_KIND)
+
+    assert empty["data"] == {}
+    assert DIGEST_ANNOTATION not in empty["metadata"]["annotations"]
+    assert is_owned_by(empty, OWNER)  # garbage collection still removes it
+    assert adopted(empty, stranger) is None
+    assert adopted(empty, OWNER) is None  # its own owner does not adopt it
+    taken = adopted(empty, successor)
+    assert taken is not None
+    assert is_owned_by(taken, successor)
+    assert recorded_in(taken, checked_at=None) is None
+    assert adopted(secret, successor) is None  # credentials still in it: not taken
 
 
 def view(**fields: Any) -> RegistrationView:

@@ -93,12 +93,36 @@ def retained(secret: Mapping[str, Any], owner: Owner) -> dict[str, Any]:
     return {**secret, "metadata": metadata}
 
 
+def emptied(secret: Mapping[str, Any]) -> dict[str, Any]:
+    """The credentials Secret of a registration deleted at the server: no credentials, no
+    digest. Its owner reference stays, so that garbage collection removes it; until then a
+    RaidiamRegistration re-created under the same name may take it over (`adopted`)."""
+    metadata = dict(secret.get("metadata") or {})
+    metadata["annotations"] = {
+        key: value
+        for key, value in (metadata.get("annotations") or {}).items()
+        if key != DIGEST_ANNOTATION
+    }
+    return {**secret, "metadata": metadata, "data": {}}
+
+
 def adopted(secret: Mapping[str, Any], owner: Owner) -> dict[str, Any] | None:
-    """A Secret a deleted RaidiamRegistration of this name retained, taken over by `owner`;
-    None when it is not one (then it is someone else's and stays untouched)."""
+    """A Secret taken over by `owner` from a deleted RaidiamRegistration of the same name: one
+    it retained, or one it emptied after deleting its registration at the server, which garbage
+    collection has not removed yet. None when it is neither (then it is someone else's and
+    stays untouched)."""
     metadata = dict(secret.get("metadata") or {})
     annotations = dict(metadata.get("annotations") or {})
-    if annotations.pop(RETAINED_ANNOTATION, None) != owner.name or metadata.get("ownerReferences"):
+    references = metadata.get("ownerReferences") or []
+    retained_here = annotations.pop(RETAINED_ANNOTATION, None) == owner.name and not references
+    emptied_here = (
+        not secret.get("data")
+        and len(references) == 1
+        and references[0].get("kind") == owner.kind
+        and references[0].get("name") == owner.name
+        and references[0].get("uid") != owner.uid
+    )
+    if not (retained_here or emptied_here):
         return None
     metadata["annotations"] = annotations
     metadata["ownerReferences"] = [registration_owner_reference(owner)]

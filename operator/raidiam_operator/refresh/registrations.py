@@ -93,6 +93,7 @@ from raidiam_operator.refresh.registration_status import (
     RegistrationView,
     adopted,
     credentials_secret,
+    emptied,
     last_check,
     recorded_in,
     registration_status,
@@ -646,6 +647,11 @@ class RegistrationReconciler:
                     require_lease(self._fence)
                     with contextlib.suppress(RegistrationGone):
                         await self._registrar.delete(server, recorded.handle)
+                    # Its credentials manage nothing now; a RaidiamRegistration re-created
+                    # under this name before garbage collection removes the Secret takes it
+                    # over and registers anew.
+                    assert owned is not None
+                    await self._kube.replace_secret(owner.namespace, name, emptied(owned))
                     await self._kube.post_event(
                         owner,
                         warning=False,
