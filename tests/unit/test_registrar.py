@@ -261,6 +261,24 @@ async def test_an_overloaded_bank_is_transient(
         {"client_id": "c" * 300},
         {"client_id": "c-1", "registration_client_uri": "http://bank.example/reg/c-1"},
         {"client_id": "c-1", "registration_access_token": 42},
+        {"client_id": "c-1\u202egpj.exe"},
+        {"client_id": "c-1\n"},
+        {"client_id": "c-1", "registration_client_uri": "https://attacker.example/reg/c-1"},
+        {"client_id": "c-1", "registration_client_uri": "https://matls-bank.example:8443/r"},
+        {"client_id": "c-1", "registration_client_uri": "https://user@matls-bank.example/r"},
+        {"client_id": "c-1", "registration_client_uri": "https://matls-bank.example/r\u0085"},
+    ],
+    ids=[
+        "empty-id",
+        "long-id",
+        "http-uri",
+        "token-not-string",
+        "bidi-id",
+        "newline-id",
+        "uri-elsewhere",
+        "uri-other-port",
+        "uri-user-part",
+        "uri-control-character",
     ],
 )
 async def test_an_unusable_registration_answer_is_refused(
@@ -270,6 +288,24 @@ async def test_an_unusable_registration_answer_is_refused(
 
     with pytest.raises(InvalidTokenResponse, match="the registration answer from"):
         await registrar.register(server, {})
+
+
+@pytest.mark.parametrize(
+    "uri", [f"{MTLS_REGISTRATION}/c-1", f"{ISSUER}/reg/c-1", "https://MATLS-bank.example:443/x"]
+)
+async def test_a_registration_client_uri_at_the_endpoint_or_the_issuer_is_kept(
+    registrar: Registrar, server: RegistrationServer, bank: Bank, uri: str
+) -> None:
+    bank.answer(
+        "POST",
+        MTLS_REGISTRATION,
+        201,
+        json={"client_id": "c-1", "registration_client_uri": uri, "registration_access_token": "t"},
+    )
+
+    registration = await registrar.register(server, {})
+
+    assert registration.registration_client_uri == uri
 
 
 # -- RFC 7592 --------------------------------------------------------------------------------

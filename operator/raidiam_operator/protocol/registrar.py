@@ -43,6 +43,7 @@ from raidiam_operator.protocol.registration import (
     read_software_statement,
     registration_endpoint_for,
     registration_error,
+    server_urls,
     software_statement_error,
     subject_dn_for,
 )
@@ -133,6 +134,10 @@ class Registrar:
         metadata = await self._client.discover(server.issuer, ca_bundle=server.ca_bundle)
         return registration_endpoint_for(metadata, mutual_tls=server.transport is not None)
 
+    async def _server_urls(self, server: RegistrationServer) -> tuple[str, ...]:
+        metadata = await self._client.discover(server.issuer, ca_bundle=server.ca_bundle)
+        return server_urls(metadata)
+
     async def register(
         self,
         server: RegistrationServer,
@@ -145,6 +150,7 @@ class Registrar:
         (`endpoint`, or the one discovery names)."""
         async with self._deadline(f"registering a client at {server.issuer}"):
             endpoint = endpoint or await self.registration_endpoint(server)
+            urls = await self._server_urls(server)  # before the POST: nothing fails after it
             headers = dict(_JSON_BODY)
             if initial_access_token:
                 headers["Authorization"] = f"Bearer {initial_access_token.strip()}"
@@ -155,7 +161,7 @@ class Registrar:
             raise registration_error(
                 status, answer_headers, answer, now=self._clock(), at_client_uri=False
             )
-        return parse_registration(answer, url=endpoint)
+        return parse_registration(answer, url=endpoint, server=urls)
 
     async def submit(
         self,
@@ -203,16 +209,18 @@ class Registrar:
 
     async def read(self, server: RegistrationServer, handle: RegistrationHandle) -> Registration:
         """RFC 7592 §2.1: the registration as the server holds it now."""
+        urls = await self._server_urls(server)
         answer, url = await self._manage(server, handle, "GET")
-        return parse_registration(answer, url=url).keeping_token_of(handle)
+        return parse_registration(answer, url=url, server=urls).keeping_token_of(handle)
 
     async def update(
         self, server: RegistrationServer, handle: RegistrationHandle, body: Mapping[str, Json]
     ) -> Registration:
         """RFC 7592 §2.2: replace the metadata (`body` carries the client_id and a fresh SSA).
         A rotated registration access token comes back in the answer; otherwise ours is kept."""
+        urls = await self._server_urls(server)
         answer, url = await self._manage(server, handle, "PUT", body)
-        return parse_registration(answer, url=url).keeping_token_of(handle)
+        return parse_registration(answer, url=url, server=urls).keeping_token_of(handle)
 
     async def delete(self, server: RegistrationServer, handle: RegistrationHandle) -> None:
         """RFC 7592 §2.3. A registration already gone raises `RegistrationGone`: the caller

@@ -12,6 +12,7 @@ import json
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from urllib.parse import urlsplit
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
@@ -35,6 +36,7 @@ from raidiam_operator.core.registration import (
     Registration,
     SoftwareStatement,
 )
+from raidiam_operator.core.rules import url_problem
 from raidiam_operator.core.texts import SERVER_VALUE_LIMIT, quoted_server_text
 from raidiam_operator.protocol.credentials import TransportCertificate
 from raidiam_operator.protocol.metadata import ServerMetadata
@@ -45,6 +47,8 @@ from raidiam_operator.protocol.tokens import classify_error_response, unverified
 _COMPACT_JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
 #: a client_id longer than this is not one a server means
 MAX_CLIENT_ID_LENGTH = 256
+# RFC 7591 leaves client_id a string; RFC 6749 appendix A gives it VSCHARs (printable ASCII).
+_CLIENT_ID = re.compile(r"[\x20-\x7e]+")
 MAX_REGISTRATION_TOKEN_LENGTH = 4096
 # Fields of a registration answer never shown: credentials, and the SSA sent back (RFC 7591
 # §3.2.1 lets a server return it).
@@ -169,8 +173,32 @@ def registration_endpoint_for(metadata: ServerMetadata, *, mutual_tls: bool) -> 
     )
 
 
-def parse_registration(body: bytes, *, url: str) -> Registration:
-    """A 200/201 registration answer (RFC 7591 §3.2.1, RFC 7592 §2.1)."""
+def _origin(url: str) -> tuple[str, str, int]:
+    parts = urlsplit(url)
+    return parts.scheme, (parts.hostname or "").lower(), parts.port or 443
+
+
+def server_urls(metadata: ServerMetadata) -> tuple[str, ...]:
+    """The URLs whose origins a registration answer may send the registration access token to:
+    the issuer's and its registration endpoints', which discovery holds to the issuer policy."""
+    return tuple(
+        url
+        for url in (
+            metadata.issuer,
+            metadata.registration_endpoint,
+            metadata.mtls_registration_endpoint,
+        )
+        if url
+    )
+
+
+def parse_registration(body: bytes, *, url: str, server: tuple[str, ...]) -> Registration:
+    """A 200/201 registration answer (RFC 7591 §3.2.1, RFC 7592 §2.1) to a request at `url`.
+
+    The registration access token goes wherever `registration_client_uri` says, so it must be
+    an https URL at the origin of `url` or of one of the `server`'s URLs (`server_urls`): a
+    bank's answer may not send the token elsewhere. The client id goes into the status and
+    Events: printable ASCII only."""
     try:
         document = json.loads(body)
     except (ValueError, UnicodeDecodeError):
@@ -178,20 +206,34 @@ def parse_registration(body: bytes, *, url: str) -> Registration:
     if not isinstance(document, dict):
         raise InvalidTokenResponse(f"the registration answer from {url} is not a JSON object")
     client_id = document.get("client_id")
-    if not isinstance(client_id, str) or not client_id or len(client_id) > MAX_CLIENT_ID_LENGTH:
+    if (
+        not isinstance(client_id, str)
+        or not _CLIENT_ID.fullmatch(client_id)
+        or len(client_id) > MAX_CLIENT_ID_LENGTH
+    ):
         raise InvalidTokenResponse(
             f"the registration answer from {url} has client_id "
             f"{quoted_server_text(client_id, limit=40)}; expected a string of at most "
-            f"{MAX_CLIENT_ID_LENGTH} characters"
+            f"{MAX_CLIENT_ID_LENGTH} printable ASCII characters"
         )
     uri = document.get("registration_client_uri")
-    if uri is not None and not (
-        isinstance(uri, str) and uri.startswith("https://") and len(uri) <= MAX_URI_LENGTH
-    ):
-        raise InvalidTokenResponse(
-            f"the registration answer from {url} has a registration_client_uri that is not an "
-            "https URL"
+    if uri is not None:
+        problem = (
+            "is not a string"
+            if not isinstance(uri, str)
+            else f"is longer than {MAX_URI_LENGTH} characters"
+            if len(uri) > MAX_URI_LENGTH
+            else url_problem(uri)
         )
+        if problem is None and _origin(uri) not in {_origin(u) for u in (url, *server)}:
+            problem = (
+                "is on another server than the issuer and its registration endpoints, and the "
+                "registration access token would be sent there"
+            )
+        if problem is not None:
+            raise InvalidTokenResponse(
+                f"the registration answer from {url} has a registration_client_uri that {problem}"
+            )
     token = document.get("registration_access_token")
     if token is not None and not (
         isinstance(token, str) and token and len(token) <= MAX_REGISTRATION_TOKEN_LENGTH
