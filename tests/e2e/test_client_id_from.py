@@ -49,6 +49,16 @@ def _client_id_of_token(participant: Participant) -> str:
     return client_id
 
 
+def _wait_for_a_new_token(world: World, old_token: str | None) -> None:
+    wait_for(
+        lambda: (
+            world.token(CLIENT) != old_token and world.condition(CLIENT).get("status") == "True"
+        ),
+        timeout=60,
+        what="a new token for the new client id",
+    )
+
+
 def test_a_token_from_the_bank_through_client_id_from(participant: Participant) -> None:
     world = participant.world
     world.create_client(CLIENT, _token_client())
@@ -86,13 +96,7 @@ def test_a_new_token_when_the_registrations_client_changes(participant: Particip
     second = participant.registered("bank-2")
 
     assert second != first
-    wait_for(
-        lambda: (
-            world.token(CLIENT) != old_token and world.condition(CLIENT).get("status") == "True"
-        ),
-        timeout=60,
-        what="a new token for the new client id",
-    )
+    _wait_for_a_new_token(world, old_token)
     assert _client_id_of_token(participant) == second
 
 
@@ -118,13 +122,7 @@ def test_a_registration_deleted_and_made_again_gives_the_client_a_token_for_the_
     second = participant.credentials("bank")["client_id"]
 
     assert second != first
-    wait_for(
-        lambda: (
-            world.token(CLIENT) != old_token and world.condition(CLIENT).get("status") == "True"
-        ),
-        timeout=60,
-        what="a new token for the new client id",
-    )
+    _wait_for_a_new_token(world, old_token)
     assert _client_id_of_token(participant) == second
 
 
