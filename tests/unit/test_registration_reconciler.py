@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from raidiam_devenv.pki import TestPKI
-from raidiam_operator.core.errors import KubernetesUnavailable
+from raidiam_operator.core.errors import KubernetesError, KubernetesUnavailable
 from raidiam_operator.core.registration_pending import PENDING_ANNOTATION
 from raidiam_operator.core.spec import Owner
 from raidiam_operator.protocol.client import TokenClient
@@ -538,4 +538,40 @@ async def test_a_directory_down_at_a_check_degrades_and_keeps_the_registration(
     assert kube.ready()["status"] == "True"
     assert kube.degraded()["reason"] == "SoftwareStatementUnavailable"
     assert kube.secrets["bank-registration"]
+    assert posts(bank) == 1
+
+
+async def test_deleting_a_registration_in_doubt_warns_once_that_the_bank_may_hold_a_client(
+    kube: Kube, bank: Bank
+) -> None:
+    def lost(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("no answer", request=request)
+
+    bank.answers[("POST", MTLS_REGISTRATION)] = lost
+    registrations = reconciler(kube, bank)
+    await registrations.reconcile(body(), now=NOW)
+    assert kube.pending is not None
+    deleting = body(pending=kube.pending)
+    deleting["metadata"]["deletionTimestamp"] = "2026-12-08T13:00:00Z"
+    kube.events.clear()
+    patch_registration = kube.patch_registration
+    refused = []
+
+    async def finalizer_conflict_once(namespace: str, name: str, patch: dict[str, Any]) -> None:
+        if "finalizers" in patch["metadata"] and not refused:
+            refused.append(patch)
+            raise KubernetesError("the object changed", status_code=409)
+        await patch_registration(namespace, name, patch)
+
+    kube.patch_registration = finalizer_conflict_once  # type: ignore[method-assign]
+
+    retry = await registrations.reconcile(deleting, now=NOW + timedelta(hours=1))
+    await registrations.reconcile(deleting, now=NOW + timedelta(hours=1))
+
+    assert retry is not None, "the finalizer was let go although its patch was refused"
+    assert kube.patches[-1]["metadata"]["finalizers"] == []
+    assert [e[:2] for e in kube.events] == [(True, "RegistrationInDoubt")]
+    message = kube.events[0][2]
+    assert "sent to https://matls-bank.example/reg at 2026-12-08T12:00:00Z" in message
+    assert "Check at the bank, and delete it there" in message
     assert posts(bank) == 1

@@ -124,3 +124,20 @@ def removal() -> dict[str, object]:
 def recording(pending: PendingRegistration) -> dict[str, object]:
     """The merge patch that writes the record."""
     return {"metadata": {"annotations": {PENDING_ANNOTATION: pending.render()}}}
+
+
+def deleted_in_doubt(pending: PendingRegistration) -> str:
+    """What to tell a person when a RaidiamRegistration whose POST is in doubt is deleted: the
+    object goes (nothing here can settle it), and the client the bank may hold is theirs to
+    find."""
+    when = rfc3339(pending.since) if pending.since else "an unknown time"
+    where = (
+        server_text(pending.endpoint, limit=URL_LIMIT)
+        if pending.endpoint
+        else "the registration endpoint"
+    )
+    return (
+        f"deleted while a registration request (RFC 7591 POST) sent to {where} at {when} had no "
+        "usable answer: the bank may hold a client registered then, whose credentials are "
+        "nowhere here. Check at the bank, and delete it there"
+    )

@@ -54,6 +54,7 @@ from raidiam_operator.core.registration import (
 from raidiam_operator.core.registration_pending import (
     PENDING_ANNOTATION,
     PendingRegistration,
+    deleted_in_doubt,
     in_doubt,
     may_have_registered,
     pending_registration,
@@ -158,6 +159,8 @@ class _Memory:
     held_back: bool = False
     #: the pending record of the POST this replica sent last, until it is settled
     marked: PendingRegistration | None = None
+    #: a Warning that the object was deleted with its POST in doubt went out
+    told_deleted_in_doubt: bool = False
     #: pending records that hold nothing back (their POST never left, or its answer is in the
     #: credentials Secret), should a body that still shows one arrive after they are removed
     settled: tuple[PendingRegistration, ...] = ()
@@ -621,6 +624,7 @@ class RegistrationReconciler:
         ) or f"{owner.name}-registration"
         secret = await self._kube.read_secret(owner.namespace, name)
         owned = secret if secret is not None and is_owned_by(secret, owner) else None
+        await self._warn_if_in_doubt(body, owner, memory, owned)
         if spec_body.get("deletionPolicy") == "Delete":
             try:
                 recorded = recorded_in(owned, checked_at=None)
@@ -693,6 +697,26 @@ class RegistrationReconciler:
             return FINALIZER_RETRY
         self.forget((owner.namespace, owner.name))
         return None
+
+    async def _warn_if_in_doubt(
+        self,
+        body: Mapping[str, Any],
+        owner: Owner,
+        memory: _Memory,
+        owned: Mapping[str, Any] | None,
+    ) -> None:
+        """Deleting a registration whose POST is in doubt leaves nothing to manage here; the
+        person is told, once, that a client may be left at the bank."""
+        pending = pending_registration(body["metadata"].get("annotations"))
+        if pending is None or pending in memory.settled or memory.told_deleted_in_doubt:
+            return
+        with contextlib.suppress(ConfigurationError):
+            if recorded_in(owned, checked_at=None) is not None:
+                return  # the answer was recorded: Delete or Retain deals with it
+        memory.told_deleted_in_doubt = True
+        await self._kube.post_event(
+            owner, warning=True, reason=IN_DOUBT, message=deleted_in_doubt(pending)
+        )
 
     async def _set_finalizers(self, body: Mapping[str, Any], finalizers: list[str]) -> None:
         """The object's finalizers, as of the version read: a `Conflict` when it changed, so
