@@ -20,6 +20,7 @@ from raidiam_operator.core.errors import (
     TransientError,
 )
 from raidiam_operator.core.issuers import IssuerPolicy
+from raidiam_operator.core.reasons import Reason
 from raidiam_operator.core.registration_spec import (
     REGISTRATION_KIND,
     FromDirectory,
@@ -184,5 +185,5 @@ async def _credentials_secret(
         f"Secret {namespace}/{spec.credentials_secret} already exists and is not this "
         "RaidiamRegistration's; the operator leaves it untouched. Delete it, or set "
         "spec.credentialsSecret.name to another name",
-        reason="SecretConflict",
+        reason=Reason.SECRET_CONFLICT,
     )

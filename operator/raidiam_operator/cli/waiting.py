@@ -26,19 +26,12 @@ from raidiam_operator.core.errors import (
     AuthorizationServerRejection,
     RaidiamOperatorError,
     RegistrationGone,
-    TransientError,
 )
+from raidiam_operator.core.reasons import TRANSIENT_REASONS, Reason, reason_named
 from raidiam_operator.core.times import parse_rfc3339
 
-#: Degraded reasons of failures that retrying may cure (errors.TransientError and subclasses).
-TRANSIENT_REASONS = frozenset(
-    {
-        "TransientFailure",
-        "AuthorizationServerUnavailable",
-        "AuthorizationServerUnreachable",
-        "InvalidTokenResponse",
-    }
-)
+#: shown for a Degraded condition without a reason
+NO_REASON = "Unknown"
 
 
 @dataclass(frozen=True)
@@ -61,7 +54,7 @@ def refresh_outcome(client: Mapping[str, Any], *, requested_at: datetime) -> Ref
     if issued is not None and issued >= since and (failed is None or issued >= failed):
         return RefreshOutcome(EXIT_OK, f"new token, valid until {status.get('expiresAt')}")
     if degraded.get("status") == "True" and failed is not None and failed >= since:
-        reason = str(degraded.get("reason", "Unknown"))
+        reason = str(degraded.get("reason", NO_REASON))
         return RefreshOutcome(failure_exit_code(reason), f"{reason}: {degraded.get('message')}")
     return None
 
@@ -79,7 +72,7 @@ def _stuck(
     silent."""
     degraded = condition(body.get("status") or {}, "Degraded")
     if degraded.get("status") == "True":
-        reason = str(degraded.get("reason", "Unknown"))
+        reason = str(degraded.get("reason", NO_REASON))
         return RefreshOutcome(exit_code(reason), f"{missing}; {reason}: {degraded.get('message')}")
     return RefreshOutcome(
         EXIT_TRANSIENT,
@@ -92,8 +85,8 @@ def failure_exit_code(reason: str) -> int:
     """3 for the server's refusal (an OAuth error code), 4 for what may pass, 2 for the rest."""
     if reason in TRANSIENT_REASONS:
         return EXIT_TRANSIENT
-    if reason[:1].islower():  # OAuth error codes (invalid_client, ...) are the rejections
-        return EXIT_REJECTED
+    if reason_named(reason) is None and reason != NO_REASON:
+        return EXIT_REJECTED  # not ours: the server's OAuth error code (invalid_client, ...)
     return EXIT_CONFIGURATION
 
 
@@ -116,7 +109,7 @@ def registration_refresh_outcome(
         and turned
         and turned >= requested_at.replace(microsecond=0)
     ):
-        reason = str(degraded.get("reason", "Unknown"))
+        reason = str(degraded.get("reason", NO_REASON))
         return RefreshOutcome(
             registration_exit_code(reason), f"{reason}: {degraded.get('message')}"
         )
@@ -131,7 +124,7 @@ def registration_timeout_outcome(
     return _stuck(registration, f"not read after {waited:.0f} s", registration_exit_code, waited)
 
 
-def _reasons(kind: type[RaidiamOperatorError]) -> frozenset[str]:
+def _reasons(kind: type[RaidiamOperatorError]) -> frozenset[Reason]:
     found = {kind.reason}
     for subclass in kind.__subclasses__():
         found |= _reasons(subclass)
@@ -139,15 +132,14 @@ def _reasons(kind: type[RaidiamOperatorError]) -> frozenset[str]:
 
 
 #: A registration's Degraded reason is its error's class reason (core.errors): the refusals of the
-#: bank or the directory, as `register` counts them, and the failures that may pass.
+#: bank or the directory, as `register` counts them.
 REGISTRATION_REJECTED_REASONS = _reasons(AuthorizationServerRejection) | {RegistrationGone.reason}
-REGISTRATION_TRANSIENT_REASONS = _reasons(TransientError)
 
 
 def registration_exit_code(reason: str) -> int:
     """3 for a refusal by the bank or the directory, 4 for what may pass, 2 for the rest."""
     if reason in REGISTRATION_REJECTED_REASONS:
         return EXIT_REJECTED
-    if reason in REGISTRATION_TRANSIENT_REASONS:
+    if reason in TRANSIENT_REASONS:
         return EXIT_TRANSIENT
     return EXIT_CONFIGURATION

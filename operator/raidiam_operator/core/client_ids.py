@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from raidiam_operator.core.errors import ConfigurationError, RegistrationNotReady
+from raidiam_operator.core.reasons import Reason
 from raidiam_operator.core.registration_spec import parse_registration_spec
 from raidiam_operator.core.spec import ClientSpec, RegistrationRef
 
@@ -23,7 +24,7 @@ from raidiam_operator.core.spec import ClientSpec, RegistrationRef
 MAX_CLIENT_ID = 512
 #: a condition reason quoted in a message, as the API server bounds reasons
 _MAX_REASON = 64
-REGISTRATION_ISSUER_MISMATCH = "RegistrationIssuerMismatch"
+REGISTRATION_ISSUER_MISMATCH = Reason.REGISTRATION_ISSUER_MISMATCH
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,8 +35,9 @@
 `protocol.client` raises the OAuth side, `kube.errors` the Kubernetes side: each translates its
 library's exceptions once, so nothing above them catches httpx or kubernetes exceptions.
 
-Each error has a `reason`, a CamelCase word used as the status condition reason, and a message
-that says what to fix. Messages never include token, assertion or key material: they are built
+Each error has a `reason` (a `core.reasons.Reason`, used as the status condition reason, whose
+outcome is transient under TransientError and failed elsewhere) and a message that says what to
+fix. Messages never include token, assertion or key material: they are built
 only from metadata (URLs, client ids, codes, key sizes, object names, HTTP statuses), never from
 request or response bodies beyond the OAuth `error` and `error_description` fields.
 """
@@ -46,13 +47,14 @@ from __future__ import annotations
 import re
 from datetime import datetime
 
+from raidiam_operator.core.reasons import Reason
 from raidiam_operator.core.texts import EVENT_NOTE_LIMIT, cut_bytes, sentences
 
 
 class RaidiamOperatorError(Exception):
     """Base of all errors raised by this package."""
 
-    reason = "Error"
+    reason = Reason.ERROR
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -66,9 +68,9 @@ class RaidiamOperatorError(Exception):
 class ConfigurationError(RaidiamOperatorError):
     """Input that cannot work until someone changes it. Retrying alone will not help."""
 
-    reason = "InvalidConfiguration"
+    reason = Reason.INVALID_CONFIGURATION
 
-    def __init__(self, message: str, *, reason: str | None = None) -> None:
+    def __init__(self, message: str, *, reason: Reason | None = None) -> None:
         super().__init__(message)
         if reason is not None:
             self.reason = reason
@@ -77,10 +79,10 @@ class ConfigurationError(RaidiamOperatorError):
 class CredentialError(ConfigurationError):
     """The transport certificate or the signing key cannot be used."""
 
-    reason = "InvalidCredentials"
+    reason = Reason.INVALID_CREDENTIALS
 
     def __init__(
-        self, message: str, *, reason: str | None = None, not_after: datetime | None = None
+        self, message: str, *, reason: Reason | None = None, not_after: datetime | None = None
     ) -> None:
         super().__init__(message, reason=reason)
         #: for an expired certificate, when it expired: still worth a metric and the status
@@ -90,7 +92,7 @@ class CredentialError(ConfigurationError):
 class KeyCheckDeferred(CredentialError):
     """A key is not checked now: its namespace has spent its budget of checking time."""
 
-    reason = "KeyCheckDeferred"
+    reason = Reason.KEY_CHECK_DEFERRED
 
     def __init__(self, message: str, *, retry_after: float) -> None:
         super().__init__(message)
@@ -100,13 +102,13 @@ class KeyCheckDeferred(CredentialError):
 class ServerMetadataError(ConfigurationError):
     """The authorization server's discovery document does not fit this client."""
 
-    reason = "DiscoveryMismatch"
+    reason = Reason.DISCOVERY_MISMATCH
 
 
 class AuthorizationServerRejection(RaidiamOperatorError):
     """The authorization server answered the token request with an OAuth error."""
 
-    reason = "TokenRequestRejected"
+    reason = Reason.TOKEN_REQUEST_REJECTED
     #: what was rejected, as the message begins
     summary = "the authorization server rejected the token request"
 
@@ -151,7 +153,7 @@ class AuthorizationServerRejection(RaidiamOperatorError):
 class TransientError(RaidiamOperatorError):
     """A failure that may go away by itself; retry with backoff, honouring `retry_after`."""
 
-    reason = "TransientFailure"
+    reason = Reason.TRANSIENT_FAILURE
     #: a short class name for metrics and logs, e.g. "timeout", "http_503"
     kind = "transient"
 
@@ -161,7 +163,7 @@ class TransientError(RaidiamOperatorError):
 
 
 class ServerUnavailable(TransientError):
-    reason = "AuthorizationServerUnavailable"
+    reason = Reason.AUTHORIZATION_SERVER_UNAVAILABLE
 
     def __init__(self, message: str, *, status_code: int, retry_after: float | None = None) -> None:
         super().__init__(message, retry_after=retry_after)
@@ -170,7 +172,7 @@ class ServerUnavailable(TransientError):
 
 
 class ConnectionFailure(TransientError):
-    reason = "AuthorizationServerUnreachable"
+    reason = Reason.AUTHORIZATION_SERVER_UNREACHABLE
 
     def __init__(self, message: str, *, kind: str) -> None:
         super().__init__(message)
@@ -183,14 +185,14 @@ class RequestNotSent(ConnectionFailure):
 
 
 class InvalidTokenResponse(TransientError):
-    reason = "InvalidTokenResponse"
+    reason = Reason.INVALID_TOKEN_RESPONSE
     kind = "invalid_response"
 
 
 class KubernetesError(RaidiamOperatorError):
     """The API server answered a call with a refusal that retrying at once will not change."""
 
-    reason = "KubernetesError"
+    reason = Reason.KUBERNETES_ERROR
 
     def __init__(self, message: str, *, status_code: int) -> None:
         super().__init__(message)
@@ -198,23 +200,23 @@ class KubernetesError(RaidiamOperatorError):
 
 
 class ObjectNotFound(KubernetesError):
-    reason = "NotFound"
+    reason = Reason.NOT_FOUND
 
 
 class Conflict(KubernetesError):
     """The object changed (or went away) since we read it: read it again and retry."""
 
-    reason = "Conflict"
+    reason = Reason.CONFLICT
 
 
 class Forbidden(KubernetesError):
-    reason = "Forbidden"
+    reason = Reason.FORBIDDEN
 
 
 class KubernetesUnavailable(TransientError):
     """The API server is down, overloaded (5xx, 429) or unreachable."""
 
-    reason = "KubernetesUnavailable"
+    reason = Reason.KUBERNETES_UNAVAILABLE
     kind = "kubernetes_unavailable"
 
 
@@ -242,17 +244,17 @@ def _hint_for(error: str) -> str:
 
 
 class RegistrationEndpointMissing(ServerMetadataError):
-    reason = "RegistrationEndpointMissing"
+    reason = Reason.REGISTRATION_ENDPOINT_MISSING
 
 
 class InvalidSoftwareStatement(ConfigurationError):
     """A software statement that cannot be what the directory issues: never sent anywhere."""
 
-    reason = "InvalidSoftwareStatement"
+    reason = Reason.INVALID_SOFTWARE_STATEMENT
 
 
 class DirectoryTokenMissing(ConfigurationError):
-    reason = "DirectoryTokenMissing"
+    reason = Reason.DIRECTORY_TOKEN_MISSING
 
 
 class RegistrationInDoubt(ConfigurationError):
@@ -260,20 +262,20 @@ class RegistrationInDoubt(ConfigurationError):
     before recording one): the server may hold a client we have no credentials for, so no
     other POST is sent until a person has looked."""
 
-    reason = "RegistrationInDoubt"
+    reason = Reason.REGISTRATION_IN_DOUBT
 
 
 class RegistrationNotReady(ConfigurationError):
     """A RaidiamClient waits for the RaidiamRegistration its client id comes from: nothing is
     sent, a token still valid stays, and the registration's next change wakes the client."""
 
-    reason = "RegistrationNotReady"
+    reason = Reason.REGISTRATION_NOT_READY
 
 
 class RegistrationRejected(AuthorizationServerRejection):
     """The registration endpoint (or registration_client_uri) refused what we sent."""
 
-    reason = "RegistrationRejected"
+    reason = Reason.REGISTRATION_REJECTED
     summary = "the authorization server rejected the registration request"
 
     def _hint(self, error: str) -> str:
@@ -283,7 +285,7 @@ class RegistrationRejected(AuthorizationServerRejection):
 class SoftwareStatementRefused(AuthorizationServerRejection):
     """The directory refused to issue a software statement for this token and certificate."""
 
-    reason = "SoftwareStatementRefused"
+    reason = Reason.SOFTWARE_STATEMENT_REFUSED
     summary = "the directory refused the software statement request"
 
     def _hint(self, error: str) -> str:
@@ -294,7 +296,7 @@ class RegistrationGone(RaidiamOperatorError):
     """The registration no longer exists at the server (RFC 7592 §2: 401 or 404): deleted there,
     or its registration access token revoked. Register again."""
 
-    reason = "RegistrationGone"
+    reason = Reason.REGISTRATION_GONE
 
     def __init__(self, message: str, *, status_code: int) -> None:
         super().__init__(message)
@@ -304,7 +306,7 @@ class RegistrationGone(RaidiamOperatorError):
 class SoftwareStatementUnavailable(TransientError):
     """The directory did not answer the software statement request: an outage, not a refusal."""
 
-    reason = "SoftwareStatementUnavailable"
+    reason = Reason.SOFTWARE_STATEMENT_UNAVAILABLE
 
     def __init__(self, message: str, *, kind: str, retry_after: float | None = None) -> None:
         super().__init__(message, retry_after=retry_after)

@@ -26,6 +26,7 @@ from typing import Any, Literal, get_args
 from urllib.parse import SplitResult, unquote, urlsplit
 
 from raidiam_operator.core.errors import ConfigurationError
+from raidiam_operator.core.reasons import Reason
 from raidiam_operator.core.rules import (
     AUTH_METHODS,
     AssertionAudience,
@@ -41,12 +42,6 @@ ISSUER_KIND = "ClusterRaidiamIssuer"
 
 IssuerPolicyMode = Literal["any", "allowlist", "references-only"]
 ISSUER_POLICY_MODES: tuple[IssuerPolicyMode, ...] = get_args(IssuerPolicyMode)
-
-NOT_ALLOWED = "IssuerNotAllowed"
-NOT_FOUND = "IssuerNotFound"
-INVALID = "InvalidIssuer"
-#: a discovery document sends an allowlisted client's request outside the allowlist
-DISCOVERED_NOT_ALLOWED = "DiscoveredEndpointNotAllowed"
 
 
 # -- the ClusterRaidiamIssuer -------------------------------------------------------------------
@@ -201,7 +196,9 @@ def _selector(value: Mapping[str, Any] | None, name: str) -> LabelSelector | Non
 
 
 def _invalid(name: str, problem: str) -> ConfigurationError:
-    return ConfigurationError(f"ClusterRaidiamIssuer {name}: {problem}", reason=INVALID)
+    return ConfigurationError(
+        f"ClusterRaidiamIssuer {name}: {problem}", reason=Reason.INVALID_ISSUER
+    )
 
 
 # -- the operator's policy for inline issuers -----------------------------------------------
@@ -260,14 +257,14 @@ def check_inline_issuer(policy: IssuerPolicy, spec: ClientSpec) -> None:
             "the operator runs with --issuer-policy references-only: a RaidiamClient may not name "
             "its own issuer URL. Set spec.issuerRef to a ClusterRaidiamIssuer instead of "
             "spec.issuer (kubectl get clusterraidiamissuers lists them)",
-            reason=NOT_ALLOWED,
+            reason=Reason.ISSUER_NOT_ALLOWED,
         )
     for field, url in (("spec.issuer", spec.issuer), ("spec.tokenEndpoint", spec.token_endpoint)):
         if url is not None and not any(url_under(url, p) for p in policy.allowed_prefixes):
             raise ConfigurationError(
                 f"{field} {shown_url(url)} is not an issuer the operator's policy allows "
                 f"(--issuer-policy allowlist). {_ALLOWLIST_ADVICE}",
-                reason=NOT_ALLOWED,
+                reason=Reason.ISSUER_NOT_ALLOWED,
             )
     if spec.ca_bundle is not None:
         raise ConfigurationError(
@@ -276,7 +273,7 @@ def check_inline_issuer(policy: IssuerPolicy, spec: ClientSpec) -> None:
             "cannot choose whom to trust for it. Remove spec.caBundle; for a server with a "
             "private CA, ask the platform team to add the CA to the operator's trust store or "
             "to set up a ClusterRaidiamIssuer with its CA bundle",
-            reason=NOT_ALLOWED,
+            reason=Reason.ISSUER_NOT_ALLOWED,
         )
 
 
@@ -293,7 +290,7 @@ def check_discovered_endpoint(
         "operator's policy allows (--issuer-policy allowlist), so no token request was sent to "
         "it. Ask the platform team to allow that endpoint too (--allowed-issuer), or use a "
         "ClusterRaidiamIssuer in spec.issuerRef (kubectl get clusterraidiamissuers lists them)",
-        reason=DISCOVERED_NOT_ALLOWED,
+        reason=Reason.DISCOVERED_ENDPOINT_NOT_ALLOWED,
     )
 
 
@@ -383,7 +380,7 @@ def check_issuer_use(
             f"ClusterRaidiamIssuer {issuer.name} may not be used from namespace {namespace}: it "
             f"serves {_shorten(issuer.selection.describe())}. Ask the platform team to add this "
             "namespace to its namespaces or namespaceSelector, or use another issuer",
-            reason=NOT_ALLOWED,
+            reason=Reason.ISSUER_NOT_ALLOWED,
         )
     allowed = issuer.allowed_auth_methods
     if allowed is not None and spec.auth_method not in allowed:
@@ -391,7 +388,7 @@ def check_issuer_use(
             f"ClusterRaidiamIssuer {issuer.name} allows only "
             f"{', '.join(allowed) or 'no auth method'}, not {spec.auth_method}; change "
             "spec.authMethod or use another issuer",
-            reason=NOT_ALLOWED,
+            reason=Reason.ISSUER_NOT_ALLOWED,
         )
 
 
@@ -437,7 +434,7 @@ def effective_spec(
             f"ClusterRaidiamIssuer {spec.issuer_ref} (from spec.issuerRef) does not exist; "
             "kubectl get clusterraidiamissuers lists those there are. A token still valid stays "
             "in the Secret",
-            reason=NOT_FOUND,
+            reason=Reason.ISSUER_NOT_FOUND,
         )
     check_issuer_use(issuer, spec, namespace=namespace, labels=labels)
     return resolve_spec(spec, issuer)

@@ -25,6 +25,7 @@ from urllib.parse import quote
 
 from raidiam_operator.core import rules
 from raidiam_operator.core.errors import ConfigurationError
+from raidiam_operator.core.reasons import Reason
 from raidiam_operator.core.rules import AuthMethod
 
 #: the directory's own bound on an SSA (Raidiam Connect documents at most 4,000 characters)
@@ -344,9 +345,9 @@ class RecordedRegistration:
 @dataclass(frozen=True)
 class NextStep:
     action: RegistrationAction
-    #: a CamelCase word: NotRegistered, MetadataChanged, SubjectDNChanged,
-    #: SoftwareStatementChanged, RefreshRequested, CheckDue, UpToDate
-    reason: str
+    #: why: NotRegistered, MetadataChanged, SubjectDNChanged, SoftwareStatementChanged,
+    #: RefreshRequested, CheckDue, UpToDate
+    reason: Reason
     #: when to decide again, for "none": the scheduled check
     due: datetime | None = None
 
@@ -364,14 +365,14 @@ class _Facts:
 def _metadata_changed(facts: _Facts) -> NextStep | None:
     registered = facts.registered
     if registered is None or registered.metadata != facts.desired.metadata:
-        return NextStep("update", "MetadataChanged")
+        return NextStep("update", Reason.METADATA_CHANGED)
     return None
 
 
 def _subject_dn_changed(facts: _Facts) -> NextStep | None:
     assert facts.registered is not None  # _metadata_changed answered otherwise
     if facts.registered.subject_dn != facts.desired.subject_dn:
-        return NextStep("update", "SubjectDNChanged")
+        return NextStep("update", Reason.SUBJECT_DN_CHANGED)
     return None
 
 
@@ -379,18 +380,18 @@ def _software_statement_changed(facts: _Facts) -> NextStep | None:
     assert facts.registered is not None
     desired = facts.desired.software_statement
     if desired is not None and desired != facts.registered.software_statement:
-        return NextStep("update", "SoftwareStatementChanged")
+        return NextStep("update", Reason.SOFTWARE_STATEMENT_CHANGED)
     return None
 
 
 def _refresh_requested(facts: _Facts) -> NextStep | None:
-    return NextStep("read", "RefreshRequested") if facts.refresh_requested else None
+    return NextStep("read", Reason.REFRESH_REQUESTED) if facts.refresh_requested else None
 
 
 def _check_due(facts: _Facts) -> NextStep | None:
     checked_at = facts.recorded.checked_at
     if checked_at is None or facts.now >= checked_at + facts.check_interval:
-        return NextStep("read", "CheckDue")
+        return NextStep("read", Reason.CHECK_DUE)
     return None
 
 
@@ -416,7 +417,7 @@ def next_step(
     be sent: update (RFC 7592 PUT with a fresh SSA). A refresh asked for, or the scheduled check
     due: read (GET). Else nothing until the next check."""
     if recorded is None:
-        return NextStep("register", "NotRegistered")
+        return NextStep("register", Reason.NOT_REGISTERED)
     facts = _Facts(
         recorded, parse_digest(recorded.digest), desired, now, check_interval, refresh_requested
     )
@@ -425,7 +426,7 @@ def next_step(
         if step is not None:
             return step
     assert recorded.checked_at is not None  # _check_due answered otherwise
-    return NextStep("none", "UpToDate", due=recorded.checked_at + check_interval)
+    return NextStep("none", Reason.UP_TO_DATE, due=recorded.checked_at + check_interval)
 
 
 # -- the server's answer -----------------------------------------------------------------

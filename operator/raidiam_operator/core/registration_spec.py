@@ -13,7 +13,8 @@ from typing import Any, Literal
 
 from raidiam_operator.core import rules
 from raidiam_operator.core.errors import ConfigurationError
-from raidiam_operator.core.issuers import NOT_ALLOWED, IssuerPolicy, url_under
+from raidiam_operator.core.issuers import IssuerPolicy, url_under
+from raidiam_operator.core.reasons import Reason
 from raidiam_operator.core.registration import (
     ClientMetadata,
     Json,
@@ -219,7 +220,7 @@ def check_directory_url(policy: IssuerPolicy, directory: FromDirectory) -> None:
             f"the operator runs with --issuer-policy references-only, and {field} names a URL of "
             "its own; ask the platform team to allow the directory's API (--issuer-policy "
             "allowlist with --allowed-issuer)",
-            reason=NOT_ALLOWED,
+            reason=Reason.ISSUER_NOT_ALLOWED,
         )
     if policy.mode == "allowlist" and not any(
         url_under(directory.api_base_url, prefix) for prefix in policy.allowed_prefixes
@@ -227,5 +228,5 @@ def check_directory_url(policy: IssuerPolicy, directory: FromDirectory) -> None:
         raise ConfigurationError(
             f"{field} is not a URL the operator's policy allows (--issuer-policy allowlist); ask "
             "the platform team which directory API URLs the operator allows",
-            reason=NOT_ALLOWED,
+            reason=Reason.ISSUER_NOT_ALLOWED,
         )

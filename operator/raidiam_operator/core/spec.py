@@ -17,6 +17,7 @@ from typing import Any
 
 from raidiam_operator.core import rules
 from raidiam_operator.core.errors import ConfigurationError
+from raidiam_operator.core.reasons import Reason
 from raidiam_operator.core.rules import SPEC_FIELDS, AssertionAudience, AuthMethod
 from raidiam_operator.core.templating import check_templates
 
@@ -204,7 +205,7 @@ def parse_spec(spec: Mapping[str, Any], *, name: str) -> ClientSpec:
         raise ConfigurationError(
             "spec.tokenSecret.includeCertificate needs spec.transportCertificate: without one "
             "there is no certificate to include",
-            reason="InvalidTokenSecret",
+            reason=Reason.INVALID_TOKEN_SECRET,
         )
     audience = spec.get("assertionAudience", "issuer")
     if audience not in ("issuer", "tokenEndpoint"):
@@ -424,4 +425,4 @@ def _qualified_name(key: str) -> bool:
 
 
 def _invalid_token_secret(message: str) -> ConfigurationError:
-    return ConfigurationError(message, reason="InvalidTokenSecret")
+    return ConfigurationError(message, reason=Reason.INVALID_TOKEN_SECRET)

@@ -26,6 +26,7 @@ import string
 from collections.abc import Mapping
 
 from raidiam_operator.core.errors import ConfigurationError
+from raidiam_operator.core.reasons import Reason
 from raidiam_operator.core.texts import byte_size
 
 #: the fields a template may use, in the order the docs list them
@@ -139,7 +140,7 @@ def render_templates(
                 "character, which no valid value of that field has; the template is not "
                 "rendered. Check what the authorization server returns, or remove "
                 f"${{{name}}} from spec.tokenSecret.template",
-                reason="TemplateRenderFailed",
+                reason=Reason.TEMPLATE_RENDER_FAILED,
             )
     lengths = {name: len(value.encode()) for name, value in fields.items()}
     sizes = {key: _rendered_size(text, lengths) for key, text in templates.items()}
@@ -151,7 +152,7 @@ def render_templates(
             f"{byte_size(max(room, 0))} left in the token Secret (a Secret holds at most 1 MiB); "
             f"data[{largest}] alone would be {byte_size(sizes[largest])}. Use ${{access_token}} "
             "fewer times, or in fewer keys",
-            reason="TemplateRenderFailed",
+            reason=Reason.TEMPLATE_RENDER_FAILED,
         )
     return {key: _Template(text).substitute(fields) for key, text in templates.items()}
 
@@ -172,4 +173,4 @@ def _used_fields(templates: Mapping[str, str]) -> set[str]:
 
 
 def _invalid(message: str) -> ConfigurationError:
-    return ConfigurationError(message, reason="InvalidTokenSecret")
+    return ConfigurationError(message, reason=Reason.INVALID_TOKEN_SECRET)

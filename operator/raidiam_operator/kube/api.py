@@ -15,6 +15,7 @@ from urllib3.util.retry import Retry
 
 from raidiam_operator.core.errors import ConfigurationError
 from raidiam_operator.core.issuers import ISSUER_PLURAL
+from raidiam_operator.core.reasons import Reason
 from raidiam_operator.core.registration_spec import REGISTRATION_PLURAL
 from raidiam_operator.core.spec import GROUP, PLURAL, VERSION
 
@@ -49,7 +50,7 @@ def client_from_environment(
         raise ConfigurationError(
             f"no cluster to talk to: {error}. Point KUBECONFIG (or --kubeconfig) at a "
             "kubeconfig file and pick a context with --context",
-            reason="NoKubeconfig",
+            reason=Reason.NO_KUBECONFIG,
         ) from None
     configuration.connection_pool_maxsize = pool_size
     # urllib3 retries a GET or PUT that timed out three more times by default, which holds a

@@ -49,6 +49,7 @@ from raidiam_operator.core.errors import (
     RequestNotSent,
     ServerMetadataError,
 )
+from raidiam_operator.core.reasons import Reason
 from raidiam_operator.core.texts import (
     SERVER_VALUE_LIMIT,
     URL_LIMIT,
@@ -242,7 +243,7 @@ class TokenClient:
         if status == 404:
             raise ServerMetadataError(
                 f"there is no discovery document at {url} (HTTP 404); check the issuer URL",
-                reason="DiscoveryNotFound",
+                reason=Reason.DISCOVERY_NOT_FOUND,
             )
         if status != 200:
             raise classify_error_response(status, headers, body, now=self._clock())
@@ -568,7 +569,7 @@ def tls_context(transport: TransportCertificate | None, ca_bundle: bytes | None)
             raise ConfigurationError(
                 "the CA bundle holds no readable PEM certificate; put the authorization server's "
                 "CA certificates (PEM) in it",
-                reason="InvalidCABundle",
+                reason=Reason.INVALID_CA_BUNDLE,
             ) from None
     else:
         context = ssl.create_default_context()
@@ -666,7 +667,7 @@ def _connect_failure(url: str, what: str, error: httpx.ConnectError) -> Exceptio
             return ConfigurationError(
                 f"the TLS certificate of {url} is not trusted ({cause.verify_message}); "
                 "if the server uses a private CA, set its certificates as the CA bundle",
-                reason="UntrustedServer",
+                reason=Reason.UNTRUSTED_SERVER,
             )
         if isinstance(cause, ssl.SSLError):
             return RequestNotSent(
@@ -692,7 +693,7 @@ def _invalid_url(url: str, what: str, error: Exception) -> ConfigurationError:
         f"the {what} request was not sent: {quoted_server_text(url, limit=URL_LIMIT)} is not a URL "
         f"that can be requested ({server_text(str(error), limit=SERVER_VALUE_LIMIT)}); fix "
         f"{_URL_SOURCES.get(what, 'the URL')}",
-        reason="InvalidURL",
+        reason=Reason.INVALID_URL,
     )
 
 

@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from raidiam_operator.core.errors import CredentialError
+from raidiam_operator.core.reasons import Reason
 from raidiam_operator.protocol.der import KeyShape, MalformedKey, key_shape
 
 SigningAlgorithm = Literal["PS256", "ES256", "EdDSA", "RS256"]
@@ -192,7 +193,7 @@ def read_private_key(pem: bytes, *, what: str) -> ReadKey:
         raise CredentialError(
             f"{what} is encrypted; store it unencrypted in the Secret "
             "(e.g. `openssl pkey -in key.pem -out plain.pem`)",
-            reason="EncryptedPrivateKey",
+            reason=Reason.ENCRYPTED_PRIVATE_KEY,
         )
     unreadable = CredentialError(
         f"{what} could not be read: expected an RSA, EC or Ed25519 key in PKCS#8, PKCS#1 or SEC1 PEM"
@@ -221,7 +222,7 @@ def read_private_key(pem: bytes, *, what: str) -> ReadKey:
             f"{what} is an RSA key of {shape.rsa_bits} bits; at most {MAXIMUM_RSA_BITS} bits are "
             "accepted, because checking a larger key costs the operator seconds of CPU, and "
             "Open Finance and FAPI use 2048-bit keys: use a 2048-bit key",
-            reason="KeyTooLarge",
+            reason=Reason.KEY_TOO_LARGE,
         )
     try:
         parsed = serialization.load_der_private_key(
@@ -229,7 +230,8 @@ def read_private_key(pem: bytes, *, what: str) -> ReadKey:
         )
     except TypeError:
         raise CredentialError(
-            f"{what} is encrypted; store it unencrypted in the Secret", reason="EncryptedPrivateKey"
+            f"{what} is encrypted; store it unencrypted in the Secret",
+            reason=Reason.ENCRYPTED_PRIVATE_KEY,
         ) from None
     except (ValueError, UnsupportedAlgorithm):
         # The library's own message may quote parts of the input; say nothing about the bytes.
@@ -240,7 +242,7 @@ def read_private_key(pem: bytes, *, what: str) -> ReadKey:
     if isinstance(usable, rsa.RSAPrivateKey) and usable.key_size < MINIMUM_RSA_BITS:
         raise CredentialError(
             f"{what} is an RSA key of {usable.key_size} bits; at least {MINIMUM_RSA_BITS} bits are required",
-            reason="WeakKey",
+            reason=Reason.WEAK_KEY,
         )
     return ReadKey(usable, der)
 
@@ -359,13 +361,13 @@ def transport_certificate(
             f"the transport certificate (subject {leaf.subject.rfc4514_string()}) holds an RSA "
             f"key of {public.key_size} bits; at most {MAXIMUM_RSA_BITS} bits are accepted, and "
             "Open Finance and FAPI use 2048-bit keys",
-            reason="KeyTooLarge",
+            reason=Reason.KEY_TOO_LARGE,
         )
     if not _public_keys_equal(public, key.public_key()):
         raise CredentialError(
             "the transport certificate's private key does not belong to the certificate "
             f"(subject {leaf.subject.rfc4514_string()}); put the matching key in the Secret",
-            reason="KeyCertificateMismatch",
+            reason=Reason.KEY_CERTIFICATE_MISMATCH,
         )
     check_validity(leaf, now=now, what="the transport certificate")
     return TransportCertificate(chain=chain, private_key=key)
@@ -377,13 +379,13 @@ def check_validity(certificate: x509.Certificate, *, now: datetime, what: str) -
         raise CredentialError(
             f"{what} ({subject}) is not valid before "
             f"{certificate.not_valid_before_utc.isoformat()}; check the clock or the certificate",
-            reason="CertificateNotYetValid",
+            reason=Reason.CERTIFICATE_NOT_YET_VALID,
         )
     if now > certificate.not_valid_after_utc:
         raise CredentialError(
             f"{what} ({subject}) expired at {certificate.not_valid_after_utc.isoformat()}; "
             "renew it and update the Secret",
-            reason="CertificateExpired",
+            reason=Reason.CERTIFICATE_EXPIRED,
             not_after=certificate.not_valid_after_utc,
         )
 
@@ -396,11 +398,11 @@ def default_algorithm(key: UsableKey) -> SigningAlgorithm:
     if isinstance(key, ed25519.Ed25519PrivateKey):
         raise CredentialError(
             "the signing key is an Ed25519 key; set the algorithm to EdDSA explicitly",
-            reason="UnsupportedAlgorithm",
+            reason=Reason.UNSUPPORTED_ALGORITHM,
         )
     raise CredentialError(
         f"the signing key is an EC key on {key.curve.name}; only P-256 (ES256) is supported",
-        reason="UnsupportedAlgorithm",
+        reason=Reason.UNSUPPORTED_ALGORITHM,
     )
 
 
@@ -423,7 +425,7 @@ def signing_key(key: UsableKey, *, key_id: str, algorithm: str | None) -> Signin
     if algorithm not in SIGNING_ALGORITHMS:
         raise CredentialError(
             f"signing algorithm {algorithm!r} is not supported; use one of {', '.join(SIGNING_ALGORITHMS)}",
-            reason="UnsupportedAlgorithm",
+            reason=Reason.UNSUPPORTED_ALGORITHM,
         )
     fits = {
         "PS256": isinstance(key, rsa.RSAPrivateKey),
@@ -436,7 +438,7 @@ def signing_key(key: UsableKey, *, key_id: str, algorithm: str | None) -> Signin
         raise CredentialError(
             f"signing algorithm {algorithm} does not fit the signing key ({_describe(key)}); "
             "use PS256 or RS256 for RSA, ES256 for EC P-256, EdDSA for Ed25519",
-            reason="AlgorithmKeyMismatch",
+            reason=Reason.ALGORITHM_KEY_MISMATCH,
         )
     return SigningKey(private_key=key, key_id=key_id, algorithm=algorithm)  # type: ignore[arg-type]
 

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from raidiam_operator.core.errors import CredentialError, KeyCheckDeferred, TransientError
+from raidiam_operator.core.reasons import Reason
 from raidiam_operator.protocol.credentials import (
     UsableKey,
     inconsistent_key,
@@ -242,13 +243,13 @@ def _refusal(outcome: Outcome, what: str) -> CredentialError:
             f"checking {what} took longer than {outcome.seconds:g} s and was stopped; a good "
             "2048-bit RSA key takes a small fraction of that, so this key is likely malformed: "
             "put a 2048-bit RSA key (or an EC P-256 key) in the Secret",
-            reason="KeyCheckTooSlow",
+            reason=Reason.KEY_CHECK_TOO_SLOW,
         )
     if outcome.verdict is Verdict.UNCHECKED:
         return CredentialError(
             f"{what} could not be checked: the process checking it ended without an answer; "
             "the key is likely malformed: generate it again",
-            reason="KeyCheckTooSlow",
+            reason=Reason.KEY_CHECK_TOO_SLOW,
         )
     return inconsistent_key(what)
 

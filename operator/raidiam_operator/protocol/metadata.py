@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from raidiam_operator.core.errors import ServerMetadataError
 from raidiam_operator.core.issuers import check_discovered_endpoint
+from raidiam_operator.core.reasons import Reason
 from raidiam_operator.core.rules import AuthMethod, url_problem
 from raidiam_operator.core.texts import (
     SERVER_VALUE_LIMIT,
@@ -53,7 +54,7 @@ def parse_metadata(document: object, *, expected_issuer: str) -> ServerMetadata:
             f"{quoted_server_text(issuer)}, but the configured issuer is {expected_issuer!r}; set "
             "the issuer to "
             "exactly the value the server publishes",
-            reason="IssuerMismatch",
+            reason=Reason.ISSUER_MISMATCH,
         )
     token_endpoint = _endpoint(document.get("token_endpoint"), "token_endpoint", expected_issuer)
     aliases = document.get("mtls_endpoint_aliases")
@@ -114,14 +115,14 @@ def check_server_supports(
         raise ServerMetadataError(
             f"the authorization server {metadata.issuer} does not support auth method "
             f"{auth_method}; it supports {_listing(supported)}",
-            reason="AuthMethodNotSupported",
+            reason=Reason.AUTH_METHOD_NOT_SUPPORTED,
         )
     algs = metadata.signing_algs_supported
     if signing_algorithm is not None and algs is not None and signing_algorithm not in algs:
         raise ServerMetadataError(
             f"the authorization server {metadata.issuer} does not accept client assertions "
             f"signed with {signing_algorithm}; it accepts {_listing(algs)}",
-            reason="AlgorithmNotSupported",
+            reason=Reason.ALGORITHM_NOT_SUPPORTED,
         )
 
 

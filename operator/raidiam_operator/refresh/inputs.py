@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from raidiam_operator.core.errors import ConfigurationError
 from raidiam_operator.core.issuers import IssuerPolicy, effective_spec, parse_issuer
+from raidiam_operator.core.reasons import Reason
 from raidiam_operator.core.spec import ClientSpec
 from raidiam_operator.protocol import credentials
 from raidiam_operator.protocol.credentials import (
@@ -114,7 +115,7 @@ def secret_value(
         raise ConfigurationError(
             f"Secret {namespace}/{secret_name} (from {field_path}) does not exist; create it, "
             "the operator retries by itself once it appears",
-            reason="SecretNotFound",
+            reason=Reason.SECRET_NOT_FOUND,
         )
     data = secret.get("data") or {}
     if key not in data or not data[key]:
@@ -122,7 +123,7 @@ def secret_value(
         raise ConfigurationError(
             f"Secret {namespace}/{secret_name} (from {field_path}) has no key {key!r} "
             f"(keys present: {present}); fix the key name in the spec or the Secret",
-            reason="SecretNotFound",
+            reason=Reason.SECRET_NOT_FOUND,
         )
     # Measured before decoding: base64 is 4 characters per 3 bytes.
     _check_size(
@@ -137,7 +138,7 @@ def secret_value(
     except (binascii.Error, ValueError):
         raise ConfigurationError(
             f"Secret {namespace}/{secret_name} key {key!r} is not valid base64",
-            reason="SecretNotFound",
+            reason=Reason.SECRET_NOT_FOUND,
         ) from None
 
 
@@ -145,13 +146,13 @@ def config_map_value(config_map: JSON | None, *, namespace: str, name: str, key:
     if config_map is None:
         raise ConfigurationError(
             f"ConfigMap {namespace}/{name} (from spec.caBundle) does not exist; create it",
-            reason="ConfigMapNotFound",
+            reason=Reason.CONFIG_MAP_NOT_FOUND,
         )
     value = (config_map.get("data") or {}).get(key)
     if not value:
         raise ConfigurationError(
             f"ConfigMap {namespace}/{name} has no key {key!r} for spec.caBundle",
-            reason="ConfigMapNotFound",
+            reason=Reason.CONFIG_MAP_NOT_FOUND,
         )
     what = f"ConfigMap {namespace}/{name} key {key!r} (from spec.caBundle)"
     advice = "put only the CA certificates of the authorization server in it"
@@ -162,7 +163,7 @@ def config_map_value(config_map: JSON | None, *, namespace: str, name: str, key:
         raise ConfigurationError(
             f"{what} holds {certificates} PEM blocks, more than the {MAX_CA_CERTIFICATES} "
             f"certificates accepted; {advice}",
-            reason="InputTooLarge",
+            reason=Reason.INPUT_TOO_LARGE,
         )
     return bundle
 
@@ -199,7 +200,7 @@ def _check_size(size: int, limit: int, what: str, advice: str) -> None:
     if size > limit:
         raise ConfigurationError(
             f"{what} holds {_kib(size)}, more than the {_kib(limit)} accepted; {advice}",
-            reason="InputTooLarge",
+            reason=Reason.INPUT_TOO_LARGE,
         )
 
 

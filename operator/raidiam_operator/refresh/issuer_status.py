@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 from raidiam_operator.core.errors import RaidiamOperatorError
 from raidiam_operator.core.issuers import parse_issuer
+from raidiam_operator.core.reasons import Reason
 from raidiam_operator.core.times import Clock, rfc3339, utc_now
 from raidiam_operator.kube.leader import UNFENCED, Fence
 from raidiam_operator.protocol.client import TokenClient
@@ -242,7 +243,7 @@ def issuer_status(
         ready = Condition(
             "Ready",
             True,
-            "TokenEndpointReachable",
+            Reason.TOKEN_ENDPOINT_REACHABLE,
             f"the token endpoint {result.token_endpoint} answered over verified TLS (HTTP "
             f"{result.fixed_endpoint_status}); discovery is not used",
         )
@@ -256,7 +257,7 @@ def issuer_status(
         ready = Condition(
             "Ready",
             True,
-            "Discovered",
+            Reason.DISCOVERED,
             f"the discovery document at {discovery_url(issuer)} names this issuer; token "
             f"endpoint {result.token_endpoint}{alias}",
         )

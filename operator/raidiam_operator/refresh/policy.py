@@ -24,9 +24,9 @@ from raidiam_operator.core.errors import (
     ConfigurationError,
     KeyCheckDeferred,
     RaidiamOperatorError,
-    RegistrationNotReady,
     TransientError,
 )
+from raidiam_operator.core.reasons import Reason
 from raidiam_operator.core.spec import RefreshPolicy, TokenSecretTemplate
 from raidiam_operator.core.times import parse_rfc3339, rfc3339
 from raidiam_operator.refresh.inputs import Inputs, expiring_certificates
@@ -49,7 +49,12 @@ SECRET_NOT_FOUND_RETRY = timedelta(seconds=60)
 # created or widened, a namespace labelled (labels are not watched: this is how it is noticed),
 # a registration made (its events wake the client; this is a safety net).
 SOON_FIXED = frozenset(
-    {"SecretNotFound", "IssuerNotAllowed", "IssuerNotFound", RegistrationNotReady.reason}
+    {
+        Reason.SECRET_NOT_FOUND,
+        Reason.ISSUER_NOT_ALLOWED,
+        Reason.ISSUER_NOT_FOUND,
+        Reason.REGISTRATION_NOT_READY,
+    }
 )
 
 
@@ -68,62 +73,62 @@ class ClientView:
 
 
 @dataclass(frozen=True, slots=True)
-class Reason:
+class RefreshReason:
     """Why a new token is requested: a CamelCase reason, and words for the TokenIssued Event."""
 
-    reason: str
+    reason: Reason
     message: str
 
 
 # -- why a refresh is needed -----------------------------------------------------------------
 
-Check = Callable[[ClientView, Inputs, datetime], Reason | None]
+Check = Callable[[ClientView, Inputs, datetime], RefreshReason | None]
 
 
-def _secret_edited(view: ClientView, inputs: Inputs, now: datetime) -> Reason | None:
+def _secret_edited(view: ClientView, inputs: Inputs, now: datetime) -> RefreshReason | None:
     # The TokenSecretEdited Warning, posted when the Secret was read, says what did not add up.
     if view.secret_doubt is None:
         return None
-    return Reason("SecretEdited", "the token Secret was not as the operator wrote it")
+    return RefreshReason(Reason.SECRET_EDITED, "the token Secret was not as the operator wrote it")
 
 
-def _no_token(view: ClientView, inputs: Inputs, now: datetime) -> Reason | None:
-    return Reason("Issuing", "first token") if view.record is None else None
+def _no_token(view: ClientView, inputs: Inputs, now: datetime) -> RefreshReason | None:
+    return RefreshReason(Reason.ISSUING, "first token") if view.record is None else None
 
 
-def _certificate_changed(view: ClientView, inputs: Inputs, now: datetime) -> Reason | None:
+def _certificate_changed(view: ClientView, inputs: Inputs, now: datetime) -> RefreshReason | None:
     record = view.record
     if record is None or record.certificate_thumbprint == inputs.request.certificate_thumbprint:
         return None
     # A bound token names its certificate: another one is a change whatever the fingerprint
     # says (read back after a restart, the fingerprint is an annotation anyone may edit).
     if record.binding != "none" or record.inputs_fingerprint != inputs.fingerprint:
-        return Reason("CertificateChanged", "the transport certificate changed")
+        return RefreshReason(Reason.CERTIFICATE_CHANGED, "the transport certificate changed")
     return None
 
 
-def _spec_changed(view: ClientView, inputs: Inputs, now: datetime) -> Reason | None:
+def _spec_changed(view: ClientView, inputs: Inputs, now: datetime) -> RefreshReason | None:
     if view.record is not None and view.record.inputs_fingerprint != inputs.fingerprint:
-        return Reason("SpecChanged", "the spec or signing key changed")
+        return RefreshReason(Reason.SPEC_CHANGED, "the spec or signing key changed")
     return None
 
 
-def _refresh_requested(view: ClientView, inputs: Inputs, now: datetime) -> Reason | None:
+def _refresh_requested(view: ClientView, inputs: Inputs, now: datetime) -> RefreshReason | None:
     requested = view.refresh_requested_at
     if view.record is not None and requested and requested != view.record.refresh_requested_at:
-        return Reason("RefreshRequested", "refresh requested through the annotation")
+        return RefreshReason(Reason.REFRESH_REQUESTED, "refresh requested through the annotation")
     return None
 
 
-def _token_expired(view: ClientView, inputs: Inputs, now: datetime) -> Reason | None:
+def _token_expired(view: ClientView, inputs: Inputs, now: datetime) -> RefreshReason | None:
     if view.record is not None and not view.record.valid_at(now):
-        return Reason("TokenExpired", "the previous token had expired")
+        return RefreshReason(Reason.TOKEN_EXPIRED, "the previous token had expired")
     return None
 
 
-def _renewal_due(view: ClientView, inputs: Inputs, now: datetime) -> Reason | None:
+def _renewal_due(view: ClientView, inputs: Inputs, now: datetime) -> RefreshReason | None:
     if view.next_refresh is not None and now >= view.next_refresh:
-        return Reason("RenewalDue", "renewal after a failure")
+        return RefreshReason(Reason.RENEWAL_DUE, "renewal after a failure")
     return None
 
 
@@ -139,7 +144,7 @@ REFRESH_CHECKS: tuple[Check, ...] = (
 )
 
 
-def refresh_reason(view: ClientView, inputs: Inputs, *, now: datetime) -> Reason | None:
+def refresh_reason(view: ClientView, inputs: Inputs, *, now: datetime) -> RefreshReason | None:
     """Why a new token is needed now, or None."""
     for check in REFRESH_CHECKS:
         reason = check(view, inputs, now)
@@ -246,7 +251,7 @@ def conflict(namespace: str, name: str) -> ConfigurationError:
     return ConfigurationError(
         f"Secret {namespace}/{name} already exists and is not owned by this RaidiamClient; it is "
         "left untouched. Delete it, or set spec.tokenSecret.name to another name",
-        reason="SecretConflict",
+        reason=Reason.SECRET_CONFLICT,
     )
 
 
@@ -261,7 +266,7 @@ def certificate_warning(inputs: Inputs, *, now: datetime, period: timedelta) -> 
         return None
     first = expiring[0]
     return Problem(
-        "CertificateExpiringSoon",
+        Reason.CERTIFICATE_EXPIRING_SOON,
         f"the {first.role} in Secret {first.secret_name} expires at {rfc3339(first.not_after)} "
         f"(in {_days(first.not_after - now)}); renew it before then",
     )

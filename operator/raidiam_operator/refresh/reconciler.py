@@ -32,6 +32,7 @@ from raidiam_operator.core.errors import (
     TransientError,
 )
 from raidiam_operator.core.issuers import IssuerPolicy
+from raidiam_operator.core.reasons import Reason
 from raidiam_operator.core.spec import ClientSpec
 from raidiam_operator.core.times import Clock, rfc3339
 from raidiam_operator.kube.gateway import ClientKube
@@ -43,7 +44,7 @@ from raidiam_operator.refresh import policy
 from raidiam_operator.refresh.budget import WriteBudget
 from raidiam_operator.refresh.client_ids import RegistrationReader, resolve_client_id
 from raidiam_operator.refresh.inputs import Inputs, PrivateKeys, read_inputs, resolve_issuer
-from raidiam_operator.refresh.policy import ClientView, Reason
+from raidiam_operator.refresh.policy import ClientView, RefreshReason
 from raidiam_operator.refresh.readback import record_from_secret
 from raidiam_operator.refresh.render import (
     Problem,
@@ -180,7 +181,7 @@ class Reconciler:
             return read.record
         name = secret["metadata"]["name"]
         problem = Problem(
-            "TokenSecretEdited",
+            Reason.TOKEN_SECRET_EDITED,
             f"the token Secret {owner.namespace}/{name} is not as the operator wrote it: "
             f"{read.doubt}. A new token is requested to replace it; the operator owns this "
             "Secret, so change the RaidiamClient instead",
@@ -279,7 +280,7 @@ class Reconciler:
             await self._kube.post_event(
                 owner,
                 warning=True,
-                reason="CertificateExpiringSoon",
+                reason=Reason.CERTIFICATE_EXPIRING_SOON,
                 message=notices.certificate_warning.message,
             )
 
@@ -296,7 +297,7 @@ class Reconciler:
         if not_after is not None:
             notices.certificate_warning = problem
             notices.certificate_not_after = not_after
-            if error.reason == "CertificateExpired" and isinstance(observed.spec, ClientSpec):
+            if error.reason == Reason.CERTIFICATE_EXPIRED and isinstance(observed.spec, ClientSpec):
                 ref = observed.spec.transport_certificate
                 if ref is not None:
                     self._metrics.certificate_expiration(key[0], key[1], ref.secret_name, not_after)
@@ -354,7 +355,7 @@ class Reconciler:
         issued: IssuedToken,
         existing: Mapping[str, Any] | None,
         *,
-        reason: Reason,
+        reason: RefreshReason,
         started: datetime,
     ) -> None:
         observed, token = state.observed, state.token
@@ -381,7 +382,9 @@ class Reconciler:
         token.next_refresh = policy.next_renewal(token.record, spec.refresh, rng=self._rng)
         state.backoff = policy.after_success(state.backoff)
         too_short = short_lifetime(issued.lifetime)
-        token.lifetime_warning = Problem("ShortTokenLifetime", too_short) if too_short else None
+        token.lifetime_warning = (
+            Problem(Reason.SHORT_TOKEN_LIFETIME, too_short) if too_short else None
+        )
         now = self._clock()
         await self._writes.secret(state, spec, existing, renewed=True, now=now, desired=desired)
         await self._writes.status(state, inputs, blocked=None, now=now)
@@ -396,11 +399,11 @@ class Reconciler:
             duration * 1000,
         )
         # Routine renewals stay quiet: an Event per refresh would double the API writes.
-        if reason.reason != "RenewalDue" or recovered:
+        if reason.reason != Reason.RENEWAL_DUE or recovered:
             await self._writes.event(
                 state,
                 Problem(
-                    "TokenIssued",
+                    Reason.TOKEN_ISSUED,
                     f"Issued a token for client {spec.client_id} ({reason.message}); "
                     f"it expires at {rfc3339(expires_at)}",
                     repeat_key=f"TokenIssued/{reason.reason}",
@@ -417,7 +420,7 @@ class Reconciler:
         inputs: Inputs,
         error: RaidiamOperatorError,
         *,
-        reason: Reason,
+        reason: RefreshReason,
         started: datetime,
     ) -> None:
         now = self._clock()

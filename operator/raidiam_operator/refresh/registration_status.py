@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from raidiam_operator.core.errors import ConfigurationError
+from raidiam_operator.core.reasons import Reason
 from raidiam_operator.core.registration import (
     RecordedRegistration,
     Registration,
@@ -146,7 +147,7 @@ def recorded_in(
             f"the credentials Secret {name} records a registration but has no "
             f"{', '.join(missing)}; the registration cannot be managed without it. Restore the "
             "Secret, or delete it and this RaidiamRegistration's status to register anew",
-            reason="RegistrationCredentialsLost",
+            reason=Reason.REGISTRATION_CREDENTIALS_LOST,
         )
     digest = ((secret.get("metadata") or {}).get("annotations") or {}).get(DIGEST_ANNOTATION)
     return Recorded(

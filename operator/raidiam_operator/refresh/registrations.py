@@ -38,11 +38,11 @@ from raidiam_operator.core.errors import (
     KubernetesError,
     RaidiamOperatorError,
     RegistrationGone,
-    RegistrationInDoubt,
     TransientError,
 )
 from raidiam_operator.core.issuers import IssuerPolicy
 from raidiam_operator.core.options import OperatorOptions
+from raidiam_operator.core.reasons import Reason
 from raidiam_operator.core.registration import (
     DEFAULT_CHECK_INTERVAL,
     NextStep,
@@ -111,12 +111,9 @@ DIRECTORY_SCOPE = "directory:software"
 DELETE_ATTEMPTS = 5
 #: registrations reconciled at once: each holds a connection to a bank or the directory
 CONCURRENT_ATTEMPTS = 4
-#: a registration POST whose answer was lost, which may have made a client
-IN_DOUBT = RegistrationInDoubt.reason
-#: a registration made without what RFC 7592 needs to manage it
-NOT_MANAGEABLE = "RegistrationNotManageable"
-#: a POST may have made a client: trying again could make a second one, so a person decides
-NEVER_RETRIED = frozenset({IN_DOUBT, NOT_MANAGEABLE})
+#: a POST may have made a client (its answer was lost, or lacks what RFC 7592 needs to manage
+#: it): trying again could make a second one, so a person decides
+NEVER_RETRIED = frozenset({Reason.REGISTRATION_IN_DOUBT, Reason.REGISTRATION_NOT_MANAGEABLE})
 #: after a finalizer write that met a newer version of the object
 FINALIZER_RETRY = timedelta(seconds=1)
 Key = tuple[str, str]
@@ -248,8 +245,8 @@ class RegistrationReconciler:
         asked = _Asked(refresh, pending_registration(annotations))
         spec_name = (body.get("spec") or {}).get("credentialsSecret", {}).get("name")
         view = RegistrationView(
-            ready=_condition("Ready", False, "Pending", ""),
-            degraded=_condition("Degraded", False, "AsExpected", ""),
+            ready=_condition("Ready", False, Reason.PENDING, ""),
+            degraded=_condition("Degraded", False, Reason.AS_EXPECTED, ""),
             generation=generation,
             previous=status,
             credentials_secret=spec_name or f"{owner.name}-registration",
@@ -408,7 +405,7 @@ class RegistrationReconciler:
                     f"Secret {namespace}/{spec.credentials_secret} already exists and is not "
                     "owned by this RaidiamRegistration; it is left untouched. Delete it, or set "
                     "spec.credentialsSecret.name to another name",
-                    reason="SecretConflict",
+                    reason=Reason.SECRET_CONFLICT,
                 )
             existing = await self._kube.replace_secret(namespace, spec.credentials_secret, taken)
         recorded = recorded_in(existing, checked_at=last_check(status))
@@ -419,7 +416,7 @@ class RegistrationReconciler:
                 "access token: the registration cannot be managed, and registering again would "
                 "make a second client. Restore the Secret, or delete and re-create this "
                 "RaidiamRegistration to register anew",
-                reason="RegistrationCredentialsLost",
+                reason=Reason.REGISTRATION_CREDENTIALS_LOST,
             )
         return existing, recorded
 
@@ -470,7 +467,7 @@ class RegistrationReconciler:
                 "it at the server, or manage it by hand. To register anew, then: kubectl "
                 f"annotate raidiamregistration {owner.name} -n {owner.namespace} "
                 f"{PENDING_ANNOTATION}-",
-                reason=NOT_MANAGEABLE,
+                reason=Reason.REGISTRATION_NOT_MANAGEABLE,
             )
         return submitted
 
@@ -659,7 +656,7 @@ class RegistrationReconciler:
                     await self._kube.post_event(
                         owner,
                         warning=False,
-                        reason="RegistrationDeleted",
+                        reason=Reason.REGISTRATION_DELETED,
                         message=f"client {recorded.registration.client_id} deleted at the server",
                     )
             except (TransientError, KubernetesError) as error:
@@ -683,7 +680,7 @@ class RegistrationReconciler:
             await self._kube.post_event(
                 owner,
                 warning=False,
-                reason="RegistrationRetained",
+                reason=Reason.REGISTRATION_RETAINED,
                 message=f"the registration stays at the server (deletionPolicy Retain); Secret "
                 f"{name} keeps its credentials",
             )
@@ -732,7 +729,7 @@ class RegistrationReconciler:
         await self._kube.post_event(
             owner,
             warning=True,
-            reason="RegistrationNotDeleted",
+            reason=Reason.REGISTRATION_NOT_DELETED,
             message=f"the registration could not be deleted at the server{' ' + tries if tries else ''}"
             f", and may still be there: {error.note()} Delete it there (raidiam-operator "
             "register --delete); the RaidiamRegistration goes now",
@@ -765,14 +762,14 @@ class _Done:
     recorded: Recorded | None = None
 
 
-_READY_REASONS = {"register": "Registered", "update": "Updated", "read": "Checked"}
-_EVENT_REASONS = {"register": "Registered", "update": "RegistrationUpdated"}
+_READY_REASONS = {"register": Reason.REGISTERED, "update": Reason.UPDATED, "read": Reason.CHECKED}
+_EVENT_REASONS = {"register": Reason.REGISTERED, "update": Reason.REGISTRATION_UPDATED}
 
 
 def _succeeded(view: RegistrationView, done: _Done, refresh: str | None) -> RegistrationView:
     registration, recorded = done.registration, done.recorded
     action = done.step.action
-    reason = _READY_REASONS.get(action, "UpToDate")
+    reason = _READY_REASONS.get(action, Reason.UP_TO_DATE)
     client = (
         registration.client_id
         if registration
@@ -792,7 +789,7 @@ def _succeeded(view: RegistrationView, done: _Done, refresh: str | None) -> Regi
     return replace(
         view,
         ready=_condition("Ready", True, reason, message),
-        degraded=_condition("Degraded", False, "AsExpected", "the last attempt succeeded"),
+        degraded=_condition("Degraded", False, Reason.AS_EXPECTED, "the last attempt succeeded"),
         client_id=client,
         registration_client_uri=(
             registration.registration_client_uri
@@ -817,7 +814,7 @@ def _failed(
         _condition(
             "Ready",
             True,
-            previous_ready.get("reason", "Registered"),
+            previous_ready.get("reason", Reason.REGISTERED),
             previous_ready.get("message", ""),
         )
         if ready and previous_ready

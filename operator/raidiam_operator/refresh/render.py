@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from raidiam_operator.core.reasons import Reason
 from raidiam_operator.core.spec import (
     GROUP,
     KIND,
@@ -235,6 +236,7 @@ def secret_differs(actual: Mapping[str, Any], desired: Mapping[str, Any]) -> boo
 class Condition:
     type: str
     status: bool
+    #: a Reason, or the server's OAuth error code for a rejected token request
     reason: str
     message: str
 
@@ -344,7 +346,7 @@ def client_status(view: StatusView, *, now: datetime) -> RenderedStatus:
         ready = Condition(
             "Ready",
             False,
-            "TokenExpired",
+            Reason.TOKEN_EXPIRED,
             f"the token in the Secret expired at {rfc3339(record.expires_at)}"
             + (f"; refreshing failed: {failure.message}" if failure else "")
             # A token that lives less than the minimum interval between requests is expired most
@@ -356,35 +358,38 @@ def client_status(view: StatusView, *, now: datetime) -> RenderedStatus:
         ready = Condition(
             "Ready",
             True,
-            "Suspended" if suspended else (short.reason if short else "TokenValid"),
+            Reason.SUSPENDED if suspended else (short.reason if short else Reason.TOKEN_VALID),
             f"the Secret holds a token valid until {rfc3339(record.expires_at)}"
             + ("; refreshing is suspended" if suspended else "")
             + (f"; but {short.message}" if short else ""),
         )
     elif suspended:
         ready = Condition(
-            "Ready", False, "Suspended", "refreshing is suspended and there is no valid token"
+            "Ready", False, Reason.SUSPENDED, "refreshing is suspended and there is no valid token"
         )
     elif failure is not None:
         ready = Condition("Ready", False, failure.reason, failure.message)
     else:
-        ready = Condition("Ready", False, "Issuing", "requesting a token")
+        ready = Condition("Ready", False, Reason.ISSUING, "requesting a token")
     problem = blocked or failure
     degraded = (
         Condition("Degraded", True, problem.reason, problem.message)
         if problem
-        else Condition("Degraded", False, "AsExpected", "the last token request succeeded")
+        else Condition("Degraded", False, Reason.AS_EXPECTED, "the last token request succeeded")
     )
     expiring = (
         Condition(
             "CertificateExpiringSoon",
             True,
-            "CertificateExpiringSoon",
+            Reason.CERTIFICATE_EXPIRING_SOON,
             view.certificate_warning.message,
         )
         if view.certificate_warning
         else Condition(
-            "CertificateExpiringSoon", False, "CertificatesValid", "no certificate expires soon"
+            "CertificateExpiringSoon",
+            False,
+            Reason.CERTIFICATES_VALID,
+            "no certificate expires soon",
         )
     )
     next_refresh = view.next_refresh if not suspended else None
