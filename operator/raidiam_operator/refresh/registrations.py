@@ -712,7 +712,10 @@ class RegistrationReconciler:
                 return  # the answer was recorded: Delete or Retain deals with it
         memory.told_deleted_in_doubt = True
         await self._kube.post_event(
-            owner, warning=True, reason=IN_DOUBT, message=deleted_in_doubt(pending)
+            owner,
+            warning=True,
+            reason=Reason.REGISTRATION_IN_DOUBT,
+            message=deleted_in_doubt(pending),
         )
 
     async def _set_finalizers(self, body: Mapping[str, Any], finalizers: list[str]) -> None:
