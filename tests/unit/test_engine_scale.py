@@ -16,7 +16,7 @@ from tests.unit.engine_fakes import BODY, KEY, NS, Clock, FakeKube, Server, _eng
 class CountingKube(FakeKube):
     def __init__(self, base: FakeKube) -> None:
         super().__init__()
-        self.secrets, self.config_maps = base.secrets, base.config_maps
+        self.all_secrets, self.all_config_maps = base.all_secrets, base.all_config_maps
         self.secret_reads: list[str] = []
 
     async def read_secret(self, namespace: str, name: str) -> dict[str, Any] | None:

@@ -130,10 +130,10 @@ class CountingKube(FakeKube):
         self.secret_writes: list[datetime] = []
         self.status_patches: list[tuple[str, datetime]] = []
 
-    def _stored(self, body: dict[str, Any]) -> dict[str, Any]:
+    def store_secret(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
         if body["metadata"]["name"] != "transport":
             self.secret_writes.append(self.clock.now)
-        return super()._stored(body)
+        return super().store_secret(namespace, body)
 
     async def patch_status(self, owner: Owner, status: dict[str, Any]) -> None:
         self.status_patches.append((owner.name, self.clock.now))
@@ -159,7 +159,7 @@ def _counting(
     kube: FakeKube, clock: Clock, server: Server, settings: EngineSettings | None = None
 ) -> tuple[CountingKube, RefreshEngine]:
     counting = CountingKube(clock)
-    counting.secrets = kube.secrets
+    counting.all_secrets = kube.all_secrets
     tokens = TokenClient(transport=httpx.MockTransport(server), clock=clock)
     engine = RefreshEngine(counting, tokens, settings or EngineSettings(seed=1), clock=clock)
     return counting, engine
@@ -238,6 +238,7 @@ async def test_a_namespace_over_its_budget_delays_its_own_clients_only(
         server,
         EngineSettings(seed=1, namespace_writes=Rate(per_minute=3, burst=2)),
     )
+    kube.secrets_in("other")["transport"] = copy.deepcopy(kube.secrets["transport"])
     bodies = []
     for namespace, name in ((NS, "a"), (NS, "b"), (NS, "c"), ("other", "d")):
         body = copy.deepcopy(BODY)
@@ -249,6 +250,7 @@ async def test_a_namespace_over_its_budget_delays_its_own_clients_only(
     for body in bodies:
         await engine.reconcile((body["metadata"]["namespace"], body["metadata"]["name"]))
 
-    assert sorted(kube.secrets) == ["a-token", "b-token", "d-token", "transport"]
+    assert sorted(kube.secrets) == ["a-token", "b-token", "transport"]
+    assert sorted(kube.secrets_in("other")) == ["d-token", "transport"]
     assert server.token_requests == 3, "c asks once its namespace may write its token"
     assert engine._due[(NS, "c")] == clock.now + timedelta(seconds=60)
