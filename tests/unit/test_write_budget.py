@@ -168,10 +168,9 @@ def _counting(
 async def _run_for(engine: RefreshEngine, clock: Clock, seconds: float) -> None:
     """Run each planned attempt at its planned moment, on the test's clock."""
     end = clock.now + timedelta(seconds=seconds)
-    while engine._due and (when := min(engine._due.values())) < end:
+    while (plan := engine.plan()) and (when := min(plan.values())) < end:
         clock.now = max(clock.now, when)
-        for key in [k for k, w in engine._due.items() if w <= clock.now]:
-            del engine._scheduler.due[key]
+        for key in [k for k, w in plan.items() if w <= clock.now]:
             await engine.reconcile(key)
     clock.now = end
 
@@ -214,7 +213,7 @@ async def test_a_deferred_status_is_written_with_the_latest_state(
 
     assert server.token_requests == 1, "no token is requested that could not be written"
     assert len(counting.status_patches) == 1, "the status waits for the budget too"
-    planned = engine._due[KEY]
+    planned = engine.planned(KEY)
     assert planned <= clock.now + timedelta(seconds=60)
 
     clock.now = planned
@@ -253,4 +252,4 @@ async def test_a_namespace_over_its_budget_delays_its_own_clients_only(
     assert sorted(kube.secrets) == ["a-token", "b-token", "transport"]
     assert sorted(kube.secrets_in("other")) == ["d-token", "transport"]
     assert server.token_requests == 3, "c asks once its namespace may write its token"
-    assert engine._due[(NS, "c")] == clock.now + timedelta(seconds=60)
+    assert engine.planned((NS, "c")) == clock.now + timedelta(seconds=60)
