@@ -257,7 +257,7 @@ async def test_a_client_waits_for_its_registration_then_gets_a_token_for_its_cli
 
     registrations.bodies[(NS, BANK)] = _registration()
     engine.registration_changed(NS, BANK)
-    assert engine._due[KEY] == clock.now
+    assert engine.planned(KEY) == clock.now
     await engine.reconcile(KEY)
 
     assert recording.client_ids == ["bank-client-1"]

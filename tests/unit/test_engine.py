@@ -134,10 +134,11 @@ async def test_a_restarted_engine_replaces_a_token_bound_to_another_certificate(
     forged = replace(
         written, access_token=theirs, binding="verified", certificate_thumbprint="theirs"
     )
-    kube.secrets["directory-token"] = kube._stored(
+    kube.store_secret(
+        NS,
         token_secret(
             Owner(NS, "directory", "uid-1"), TokenSecretTemplate("directory-token"), forged
-        )
+        ),
     )
 
     second = _engine(kube, server, clock)
@@ -291,7 +292,7 @@ async def test_a_token_whose_secret_write_failed_reaches_the_secret_on_the_next_
     kube: FakeKube, server: Server, clock: Clock
 ) -> None:
     flaky = FlakyKube()
-    flaky.secrets = kube.secrets
+    flaky.all_secrets = kube.all_secrets
     engine = _engine(flaky, server, clock)
     engine.observe(BODY)
     await engine.reconcile(KEY)

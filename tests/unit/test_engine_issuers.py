@@ -108,11 +108,11 @@ async def test_a_status_update_of_the_issuer_reschedules_no_client(
     kube: FakeKube, server: Server, clock: Clock
 ) -> None:
     engine = await _with_a_token_through_an_issuer(kube, server, clock)
-    planned = dict(engine._due)
+    planned = dict(engine.plan())
 
     engine.issuer_changed({**_issuer(), "status": {"lastCheckTime": "2026-12-02T01:00:00Z"}})
 
-    assert engine._due == planned
+    assert engine.plan() == planned
 
 
 async def test_a_deleted_issuer_keeps_the_token_and_reports_it_missing(

@@ -10,13 +10,14 @@ import copy
 from typing import Any
 
 from raidiam_devenv.pki import TestPKI
+from raidiam_operator.refresh.watch import WatchCache
 from tests.unit.engine_fakes import BODY, KEY, NS, Clock, FakeKube, Server, _engine
 
 
 class CountingKube(FakeKube):
     def __init__(self, base: FakeKube) -> None:
         super().__init__()
-        self.secrets, self.config_maps = base.secrets, base.config_maps
+        self.all_secrets, self.all_config_maps = base.all_secrets, base.all_config_maps
         self.secret_reads: list[str] = []
 
     async def read_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
@@ -40,7 +41,7 @@ async def test_a_restart_keeps_the_planned_refresh_and_writes_nothing(
 
     assert server.token_requests == 1
     assert kube.writes == writes, "a restart patched a status that had not changed"
-    assert second._due[KEY].isoformat().replace("+00:00", "Z") == status["nextRefreshTime"]
+    assert second.planned(KEY).isoformat().replace("+00:00", "Z") == status["nextRefreshTime"]
 
 
 async def test_the_planned_refresh_is_a_whole_second_as_the_status_shows_it(
@@ -50,7 +51,7 @@ async def test_the_planned_refresh_is_a_whole_second_as_the_status_shows_it(
     engine.observe(BODY)
     await engine.reconcile(KEY)
 
-    assert engine._due[KEY].microsecond == 0
+    assert engine.planned(KEY).microsecond == 0
 
 
 async def test_referenced_secrets_are_read_once_and_again_only_when_the_watch_says_they_changed(
@@ -117,21 +118,22 @@ async def test_our_own_write_seen_before_its_answer_does_not_cost_a_reconciliati
 
     assert server.token_requests == 1
     assert passes == [KEY], "our own write cost a second pass"
-    assert engine._due[KEY] > clock.now
+    assert engine.planned(KEY) > clock.now
 
 
 def test_many_clients_are_indexed_without_scanning_every_index_entry(
-    kube: FakeKube, server: Server, clock: Clock
+    kube: FakeKube, clock: Clock
 ) -> None:
-    engine = _engine(kube, server, clock)
+    # The engine's cache of what it watches, on its own: the engine only hands it the clients.
+    watch = WatchCache(kube, clock=clock)
     for i in range(3000):
         body = copy.deepcopy(BODY)
         body["metadata"].update(name=f"c{i}", uid=f"uid-{i}")
-        engine.observe(body)
-    engine.forget(NS, "c7")
+        watch.observe(body)
+    watch.forget((NS, "c7"))
 
-    assert len(engine._by_token_secret) == 2999
-    assert engine._by_input_secret[(NS, "transport")] == {(NS, f"c{i}") for i in range(3000)} - {
+    assert len(watch.by_token_secret) == 2999
+    assert watch.by_input_secret[(NS, "transport")] == {(NS, f"c{i}") for i in range(3000)} - {
         (NS, "c7")
     }
 

@@ -128,7 +128,7 @@ async def test_a_fence_that_closes_during_an_attempt_stops_it_before_the_token_r
 ) -> None:
     fence = Fence()
     closing = ClosingKube(fence)
-    closing.secrets = kube.secrets
+    closing.all_secrets = kube.all_secrets
     engine = _engine(closing, server, clock, fence)
     engine.observe(BODY)
     closing.close_on_read = True

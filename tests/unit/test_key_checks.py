@@ -422,7 +422,7 @@ async def test_a_client_held_back_by_its_namespace_budget_says_so_and_keeps_its_
     assert "keys in namespace payments have used the time" in kube.ready()["message"]
     assert "it is checked in about 284 s" in kube.ready()["message"]
     assert base64.b64decode(kube.secrets["directory-token"]["data"]["access_token"]) == b"token-1"
-    assert engine._due[KEY] <= clock.now + timedelta(seconds=284)
+    assert engine.planned(KEY) <= clock.now + timedelta(seconds=284)
 
 
 async def test_a_key_shared_with_a_deferred_namespace_is_checked_in_its_own_name() -> None:

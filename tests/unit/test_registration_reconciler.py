@@ -52,14 +52,14 @@ class Kube(FakeKube):
     directory's RaidiamClient, and the order of the writes."""
 
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__(namespace=NS)
         self.patches: list[dict[str, Any]] = []
         self.order: list[str] = []
         self.fail_next_create = False
         #: the pending record as the patches left it
         self.pending: str | None = None
         self.clients = {
-            "directory": {
+            (NS, "directory"): {
                 "metadata": {"name": "directory", "namespace": NS},
                 "spec": {
                     "issuer": "https://auth.example",
@@ -70,7 +70,7 @@ class Kube(FakeKube):
         }
 
     async def read_client(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return copy.deepcopy(self.clients.get(name))
+        return copy.deepcopy(self.clients.get((namespace, name)))
 
     async def read_issuer(self, name: str) -> dict[str, Any] | None:
         return None

@@ -96,8 +96,9 @@ async def test_an_issuer_shared_by_namespaces_holds_its_share_and_serves_them_al
     assert other_ran, "the other issuer's client waited behind the busy issuer"
     assert attempts.most["issuer https://slow.example"] == 3
     assert sorted(attempts.done) == sorted(issuer_of)
-    assert not scheduler._namespace_shares._held, "a namespace kept a share nobody holds"
-    assert not scheduler._issuer_shares._held, "an issuer kept a share nobody holds"
+    namespaces, issuers = scheduler.shares_held()
+    assert not namespaces, "a namespace kept a share nobody holds"
+    assert not issuers, "an issuer kept a share nobody holds"
 
 
 async def test_three_namespaces_whose_servers_hang_leave_a_quarter_of_the_slots_to_the_rest() -> (

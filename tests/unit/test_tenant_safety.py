@@ -32,9 +32,8 @@ async def _run_for(engine: RefreshEngine, clock: Clock, seconds: float, step: fl
     """Advance the hand-set clock in small steps, reconciling whenever the engine plans to."""
     for _ in range(int(seconds / step)):
         clock.advance(step)
-        due = engine._due.get(KEY)
+        due = engine.planned(KEY)
         if due is not None and due <= clock.now:
-            del engine._due[KEY]
             await engine.reconcile(KEY)
 
 
@@ -89,7 +88,7 @@ async def test_once_the_token_has_expired_a_failing_server_is_retried_within_10_
         sent = engine._watch.clients[KEY].token.last_request_at
         if sent is not None and sent not in requests:
             requests.append(sent)
-        clock.now = engine._due[KEY]
+        clock.now = engine.planned(KEY)
     gaps = [(later - earlier).total_seconds() for earlier, later in itertools.pairwise(requests)]
 
     assert len(gaps) >= 10
@@ -109,7 +108,7 @@ async def test_a_token_that_expires_during_a_long_backoff_is_retried_soon_after(
     clock.advance(270)
     for _ in range(6):
         await engine.reconcile(KEY)
-        clock.now = max(clock.now + timedelta(seconds=2), engine._due[KEY])
+        clock.now = max(clock.now + timedelta(seconds=2), engine.planned(KEY))
     record = engine._watch.clients[KEY].token.record
     assert record is not None
     expiry = record.expires_at
@@ -117,7 +116,7 @@ async def test_a_token_that_expires_during_a_long_backoff_is_retried_soon_after(
     await engine.reconcile(KEY)
 
     assert expires_at is not None
-    assert engine._due[KEY] - expiry <= timedelta(seconds=10)
+    assert engine.planned(KEY) - expiry <= timedelta(seconds=10)
 
 
 async def test_retry_after_holds_even_once_the_token_has_expired(
@@ -130,7 +129,7 @@ async def test_retry_after_holds_even_once_the_token_has_expired(
     clock.advance(301)
     await engine.reconcile(KEY)
 
-    assert engine._due[KEY] - clock.now >= timedelta(seconds=45)
+    assert engine.planned(KEY) - clock.now >= timedelta(seconds=45)
 
 
 async def _good_client_served(

@@ -130,10 +130,10 @@ class CountingKube(FakeKube):
         self.secret_writes: list[datetime] = []
         self.status_patches: list[tuple[str, datetime]] = []
 
-    def _stored(self, body: dict[str, Any]) -> dict[str, Any]:
+    def store_secret(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
         if body["metadata"]["name"] != "transport":
             self.secret_writes.append(self.clock.now)
-        return super()._stored(body)
+        return super().store_secret(namespace, body)
 
     async def patch_status(self, owner: Owner, status: dict[str, Any]) -> None:
         self.status_patches.append((owner.name, self.clock.now))
@@ -159,7 +159,7 @@ def _counting(
     kube: FakeKube, clock: Clock, server: Server, settings: EngineSettings | None = None
 ) -> tuple[CountingKube, RefreshEngine]:
     counting = CountingKube(clock)
-    counting.secrets = kube.secrets
+    counting.all_secrets = kube.all_secrets
     tokens = TokenClient(transport=httpx.MockTransport(server), clock=clock)
     engine = RefreshEngine(counting, tokens, settings or EngineSettings(seed=1), clock=clock)
     return counting, engine
@@ -168,10 +168,9 @@ def _counting(
 async def _run_for(engine: RefreshEngine, clock: Clock, seconds: float) -> None:
     """Run each planned attempt at its planned moment, on the test's clock."""
     end = clock.now + timedelta(seconds=seconds)
-    while engine._due and (when := min(engine._due.values())) < end:
+    while (plan := engine.plan()) and (when := min(plan.values())) < end:
         clock.now = max(clock.now, when)
-        for key in [k for k, w in engine._due.items() if w <= clock.now]:
-            del engine._scheduler.due[key]
+        for key in [k for k, w in plan.items() if w <= clock.now]:
             await engine.reconcile(key)
     clock.now = end
 
@@ -214,7 +213,7 @@ async def test_a_deferred_status_is_written_with_the_latest_state(
 
     assert server.token_requests == 1, "no token is requested that could not be written"
     assert len(counting.status_patches) == 1, "the status waits for the budget too"
-    planned = engine._due[KEY]
+    planned = engine.planned(KEY)
     assert planned <= clock.now + timedelta(seconds=60)
 
     clock.now = planned
@@ -238,6 +237,7 @@ async def test_a_namespace_over_its_budget_delays_its_own_clients_only(
         server,
         EngineSettings(seed=1, namespace_writes=Rate(per_minute=3, burst=2)),
     )
+    kube.secrets_in("other")["transport"] = copy.deepcopy(kube.secrets["transport"])
     bodies = []
     for namespace, name in ((NS, "a"), (NS, "b"), (NS, "c"), ("other", "d")):
         body = copy.deepcopy(BODY)
@@ -249,6 +249,7 @@ async def test_a_namespace_over_its_budget_delays_its_own_clients_only(
     for body in bodies:
         await engine.reconcile((body["metadata"]["namespace"], body["metadata"]["name"]))
 
-    assert sorted(kube.secrets) == ["a-token", "b-token", "d-token", "transport"]
+    assert sorted(kube.secrets) == ["a-token", "b-token", "transport"]
+    assert sorted(kube.secrets_in("other")) == ["d-token", "transport"]
     assert server.token_requests == 3, "c asks once its namespace may write its token"
-    assert engine._due[(NS, "c")] == clock.now + timedelta(seconds=60)
+    assert engine.planned((NS, "c")) == clock.now + timedelta(seconds=60)

@@ -14,6 +14,7 @@ import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from types import MappingProxyType
 from typing import Any
 
 from raidiam_operator.core.errors import Conflict, RaidiamOperatorError
@@ -116,18 +117,13 @@ class RefreshEngine:
         # False on a standby replica: it keeps watching but sends and writes nothing.
         self._active = True
 
-    # The scheduler's plan and the watch cache's indexes, as the unit tests read them.
-    @property
-    def _due(self) -> Mapping[Key, datetime]:
-        return self._scheduler.due
+    def planned(self, key: Key) -> datetime | None:
+        """When the next attempt of `key` runs, if one is planned."""
+        return self._scheduler.planned(key)
 
-    @property
-    def _by_token_secret(self) -> Mapping[Key, set[Key]]:
-        return self._watch.by_token_secret
-
-    @property
-    def _by_input_secret(self) -> Mapping[Key, set[Key]]:
-        return self._watch.by_input_secret
+    def plan(self) -> Mapping[Key, datetime]:
+        """When the next attempt of each client runs, for the clients that have one planned."""
+        return MappingProxyType(self._scheduler.due)
 
     # -- what kopf tells us ----------------------------------------------------------------
 

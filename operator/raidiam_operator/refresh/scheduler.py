@@ -24,8 +24,9 @@ import contextlib
 import functools
 import heapq
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timedelta
+from types import MappingProxyType
 
 from raidiam_operator.core.times import Clock
 from raidiam_operator.refresh.state import Key
@@ -81,6 +82,14 @@ class Scheduler:
     def cancel(self, key: Key) -> None:
         """Plan nothing for `key` (its heap entry is skipped when it comes up)."""
         self.due.pop(key, None)
+
+    def planned(self, key: Key) -> datetime | None:
+        """When the next attempt of `key` runs, if one is planned."""
+        return self.due.get(key)
+
+    def shares_held(self) -> tuple[Mapping[str, int], Mapping[str, int]]:
+        """The shares each namespace, and each issuer, holds right now (none once idle)."""
+        return self._namespace_shares.held, self._issuer_shares.held
 
     def is_running(self, key: Key) -> bool:
         return key in self._running
@@ -206,6 +215,10 @@ class _Shares:
         self._size = size
         self._held: dict[str, int] = {}
         self._waiting: dict[str, deque[Key]] = {}
+
+    @property
+    def held(self) -> Mapping[str, int]:
+        return MappingProxyType(self._held)
 
     def take(self, tenant: str, key: Key) -> bool:
         """Hold a share of `tenant` for `key`, or queue `key` for the next one to free."""
