@@ -47,7 +47,8 @@ async def start_engine(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: An
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 10
     # Let kopf's per-object workers exit soon after their last event: a restart meets every
-    # client at once, and held them all (docs/benchmarks.md, row 9).
+    # client at once, and an idle worker per object would hold them all (the restart peak with
+    # and without this is in docs/benchmarks.md).
     settings.queueing.idle_timeout = 0.5
     # At the default level kopf logs every event it hands us, httpx every request and aiohttp
     # every liveness, readiness and startup probe (three a minute that say nothing), and kopf
@@ -63,8 +64,8 @@ async def start_engine(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: An
     kube = KubernetesGateway.from_environment()
     # The initial listing, at start-up and after a watch expires: streamed, one object at a time
     # and without `continue` tokens, where the API server can (a paged listing that outlived its
-    # token stopped kopf: issue 13); else in pages of 500, so that a restart does not hold every
-    # client at once (5,000 clients: 189 MiB with pages and idle workers leaving, 305 without).
+    # token stops kopf, see kube.listing); else in pages of 500, so that a restart does not hold
+    # every client at once (the memory this saves is in docs/benchmarks.md).
     # kopf reads both settings when each watch starts, after the startup handlers.
     where = options.namespaces[0] if options.namespaces else None
     listing = await kube.listing_choice(where)

@@ -160,9 +160,9 @@ class Metrics:
 class _Client:
     """One RaidiamClient's series: a few numbers, not a metric child per series.
 
-    prometheus_client keeps an object with its own lock per label set, about 4 KiB for the six
-    series of a client: 41 MiB at 10,000 clients, a sixth of the chart's memory limit. These are
-    the same values, rendered when Prometheus scrapes."""
+    prometheus_client keeps an object with its own lock per label set, which at thousands of
+    clients takes a large part of the chart's memory limit (the cost per client is in
+    docs/benchmarks.md). These are the same values, rendered when Prometheus scrapes."""
 
     __slots__ = (
         "certificates",

@@ -54,8 +54,8 @@ def client_from_environment(
         ) from None
     configuration.connection_pool_maxsize = pool_size
     # urllib3 retries a GET or PUT that timed out three more times by default, which holds a
-    # thread for a minute, not REQUEST_TIMEOUT, when the API server's etcd is down. Refused
-    # connections are still retried at once; the engine retries everything else.
+    # thread for four read timeouts, not one REQUEST_TIMEOUT, when the API server's etcd is down.
+    # Refused connections are still retried at once; the engine retries everything else.
     configuration.retries = Retry(total=2, connect=2, read=0, status=0, redirect=0)
     return kubernetes.client.ApiClient(configuration)
 

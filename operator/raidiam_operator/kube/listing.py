@@ -49,7 +49,7 @@ def listing_choice(probe: StreamingListProbe) -> ListingChoice:
 
     A list in pages needs a `continue` token from one page to the next, and the API server keeps
     one for about 5 minutes (etcd compaction); a listing that takes longer fails with HTTP 410,
-    which stops kopf (issue 13). A streaming list has no tokens. Whether the server streams
+    which stops kopf. A streaming list has no tokens. Whether the server streams
     depends on the WatchList feature gate (on by default in 1.32 and 1.34+, off in 1.33, and an
     admin can turn it off), so the server is asked, not its version: 200 with the bookmark that
     ends the initial events means it does. It rejects the parameter with 4xx when the gate is

@@ -31,7 +31,7 @@ from raidiam_operator.protocol.der import KeyShape, MalformedKey, key_shape
 SigningAlgorithm = Literal["PS256", "ES256", "EdDSA", "RS256"]
 SIGNING_ALGORITHMS: tuple[str, ...] = get_args(SigningAlgorithm)
 MINIMUM_RSA_BITS = 2048
-#: Open Finance and FAPI use 2048-bit keys; checking a larger one costs seconds of CPU
+#: Open Finance and FAPI use 2048-bit keys; a larger one only makes the check costlier
 MAXIMUM_RSA_BITS = 4096
 TRANSPORT_KEY = "the transport certificate's private key"
 SIGNING_KEY = "the signing key"

@@ -1,10 +1,10 @@
 """What a private key's DER says about its cost, read before any library parses it.
 
 Parsing a key is not cheap for every algorithm: OpenSSL derives a DSA or DH key's public half
-while it decodes, which takes minutes for a 60,000-bit modulus, and an RSA key's cost grows with
-its modulus. So the algorithm and the RSA modulus length are read here, from the few DER
-structures a private key comes in (PKCS#8, PKCS#1, SEC1), and a key that the operator would
-refuse anyway never reaches cryptography.
+while it decodes, which grows steeply with the modulus (docs/benchmarks.md), and an RSA key's
+cost grows with its modulus. So the algorithm and the RSA modulus length are read here, from
+the few DER structures a private key comes in (PKCS#8, PKCS#1, SEC1), and a key that the
+operator would refuse anyway never reaches cryptography.
 
 Pure: bytes in, a `KeyShape` out, `MalformedKey` for anything that is not one of those
 structures.

@@ -1,7 +1,7 @@
 """Private keys checked where their cost stalls no one, within a budget per namespace.
 
-An RSA key's consistency check (`credentials.rsa_key_is_consistent`) costs tens of milliseconds
-for a good 2048-bit key and seconds for some malformed ones, and it holds the GIL throughout: on
+An RSA key's consistency check (`credentials.rsa_key_is_consistent`) is costly for a good key
+and far costlier for some malformed ones (docs/benchmarks.md), and it holds the GIL throughout: on
 the event loop, or in a thread, it would stop every tenant's renewals and the liveness probe. So
 the operator's `KeyChecker`:
 
@@ -50,10 +50,10 @@ class KeyCheckSettings:
     """How much checking private keys may cost, and how much of it one namespace may cause."""
 
     #: seconds one key's check may take before it is stopped (its worker killed) and the key
-    #: refused; a good 4096-bit key takes a tenth of that
+    #: refused; well above what a good 4096-bit key needs (docs/benchmarks.md)
     time_limit: float = 3.0
-    #: worker processes checking at once (each about 13 MiB of its own memory; the rest of its
-    #: 30 MiB resident is the libraries it shares with the operator)
+    #: worker processes checking at once (each a process of its own, though most of its resident
+    #: memory is the libraries it shares with the operator; docs/benchmarks.md)
     workers: int = 1
     #: seconds a worker waits for work before it stops
     idle: float = 60.0

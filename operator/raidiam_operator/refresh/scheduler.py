@@ -13,8 +13,8 @@ slow): only the tenant's shares are held while it does.
 
 A due client whose tenant holds its full share waits in that tenant's queue, a key and nothing
 more; its task starts once a share frees. A task per due client, each waiting on a semaphore,
-cost about 2.7 KiB each: 27 MiB when a restart finds 10,000 clients due at once
-(docs/benchmarks.md).
+would cost memory for every client a restart finds due at once (the cost per waiting task is in
+docs/benchmarks.md).
 """
 
 from __future__ import annotations

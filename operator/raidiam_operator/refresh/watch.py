@@ -70,8 +70,8 @@ class WatchCache:
         self.by_config_map: dict[Key, set[Key]] = {}
         # The keys read of each indexed Secret (False) or CA bundle ConfigMap (True), counted
         # over the clients that name it, and what each client added: kept as clients come and
-        # go, because working them out per read walked every client of a shared Secret, and a
-        # burst of N clients sharing one paid N² (15 % of the operator's time at 2,000).
+        # go, because working them out per read walks every client of a shared Secret, so a
+        # burst of N clients sharing one would cost N² (its share of the time: docs/benchmarks.md).
         self._keys_in_use: dict[tuple[bool, Key], Counter[str]] = {}
         self._keys_of_client: dict[Key, list[tuple[tuple[bool, Key], frozenset[str]]]] = {}
         self._input_secrets: dict[Key, _Kept] = {}
@@ -380,8 +380,8 @@ SHARED_STRING_LENGTH = 64
 def shared_copy(value: Any) -> Any:
     """A deep copy of parsed JSON whose keys and short strings are interned, so that thousands
     of clients share one "lastTransitionTime", "Ready" or "TokenIssued". json.loads makes new
-    ones for every object: a restart that lists 10,000 clients kept 3.9 KiB per status this
-    way, 1.4 KiB shared (docs/benchmarks.md)."""
+    ones for every object, and a restart lists every client (the saving per status is in
+    docs/benchmarks.md)."""
     if isinstance(value, str):
         return sys.intern(value) if len(value) <= SHARED_STRING_LENGTH else value
     if isinstance(value, dict):
@@ -392,8 +392,8 @@ def shared_copy(value: Any) -> Any:
 
 
 def spec_digest(spec_body: Mapping[str, Any]) -> bytes:
-    """Equal for equal specs. The engine keeps this and the parsed spec, not the spec's body:
-    0.4 KiB less per client for the unit tests' small spec, more for larger ones."""
+    """Equal for equal specs. The engine keeps this and the parsed spec, not the spec's body,
+    which nothing reads once it is parsed (the saving per client is in docs/benchmarks.md)."""
     text = json.dumps(spec_body, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.blake2b(text.encode(), digest_size=16).digest()
 
