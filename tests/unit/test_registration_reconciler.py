@@ -149,6 +149,11 @@ def body(generation: int = 1, *, pending: str | None = None, **spec: Any) -> dic
     }
 
 
+def _answer_lost(request: httpx.Request) -> httpx.Response:
+    """The bank took the POST and its answer never came."""
+    raise httpx.ReadTimeout("no answer", request=request)
+
+
 def posts(bank: Bank) -> int:
     return sum(1 for r in bank.requests if r.method == "POST")
 
@@ -351,10 +356,7 @@ async def test_the_post_goes_out_only_once_its_pending_record_is_written(
 async def test_a_lost_answer_holds_the_registration_back_across_a_restart_until_the_record_goes(
     kube: Kube, bank: Bank
 ) -> None:
-    def lost(request: httpx.Request) -> httpx.Response:
-        raise httpx.ReadTimeout("no answer", request=request)
-
-    bank.answers[("POST", MTLS_REGISTRATION)] = lost
+    bank.answers[("POST", MTLS_REGISTRATION)] = _answer_lost
 
     wait = await reconciler(kube, bank).reconcile(body(), now=NOW)
 
@@ -544,10 +546,7 @@ async def test_a_directory_down_at_a_check_degrades_and_keeps_the_registration(
 async def test_deleting_a_registration_in_doubt_warns_once_that_the_bank_may_hold_a_client(
     kube: Kube, bank: Bank
 ) -> None:
-    def lost(request: httpx.Request) -> httpx.Response:
-        raise httpx.ReadTimeout("no answer", request=request)
-
-    bank.answers[("POST", MTLS_REGISTRATION)] = lost
+    bank.answers[("POST", MTLS_REGISTRATION)] = _answer_lost
     registrations = reconciler(kube, bank)
     await registrations.reconcile(body(), now=NOW)
     assert kube.pending is not None
